@@ -1,0 +1,415 @@
+//! The commands: sync, test, compare and monitor, over the pipeline
+//! list → filter → map → plan → copy → record → report.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::cli::Command;
+use crate::copy::Copier;
+use crate::listing::{self, ListStats, SourceError, SourceSpec};
+use crate::mapping::collisions;
+use crate::metadata::local::LocalStore;
+use crate::metadata::record::{Outcome, TagRecord};
+use crate::metadata::render::Renderer;
+use crate::metadata::{Recorder, StoreError};
+use crate::oci::http::{Access, Endpoint, HttpRegistry, RetryPolicy};
+use crate::oci::manifest::RawManifest;
+use crate::oci::{ManifestRef, Registry};
+use crate::plan::{self, Candidate, Plan};
+use crate::progress::Progress;
+use crate::reference::Namespace;
+use crate::report::{self, Report};
+use crate::run::{self, RunOptions, StopFlag};
+use crate::settings::Settings;
+
+/// Why a run could not do its work (the exit code follows from the variant).
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Configuration found wrong once the sources were listed (exit 2).
+    #[error("{0}")]
+    Config(String),
+    /// A source, the target or the metadata store is unusable (exit 3).
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        AppError::Fatal(e.to_string())
+    }
+}
+
+impl From<SourceError> for AppError {
+    fn from(e: SourceError) -> Self {
+        match e {
+            SourceError::List(e) => AppError::Fatal(e.to_string()),
+            SourceError::Mapping(e) => AppError::Config(e.to_string()),
+        }
+    }
+}
+
+/// The outcome of a command that ran to the end.
+pub struct Finished {
+    /// The report.
+    pub report: Report,
+}
+
+impl Finished {
+    /// 0 when nothing failed, 1 when some tags failed.
+    pub fn exit_code(&self) -> u8 {
+        if self.report.totals.failed > 0 { 1 } else { 0 }
+    }
+}
+
+/// Every registry a run talks to, sharing one connection pool.
+struct Registries {
+    sources: Vec<Arc<HttpRegistry>>,
+    target: Arc<HttpRegistry>,
+    retry: RetryPolicy,
+}
+
+fn http_client(settings: &Settings) -> Result<reqwest::Client, AppError> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("gcrsync/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(settings.http_timeout)
+        .read_timeout(settings.http_timeout)
+        .pool_max_idle_per_host(settings.limits.tags + settings.limits.queries);
+    if let Some(proxy) = &settings.proxy {
+        builder = builder.proxy(
+            reqwest::Proxy::all(proxy).map_err(|e| AppError::Config(format!("--proxy: {e}")))?,
+        );
+    }
+    if let Some(pem) = &settings.ca_cert {
+        let cert = reqwest::Certificate::from_pem(pem)
+            .map_err(|e| AppError::Config(format!("--ca-cert: {e}")))?;
+        builder = builder.add_root_certificate(cert);
+    }
+    builder
+        .build()
+        .map_err(|e| AppError::Fatal(format!("cannot set up HTTP: {e}")))
+}
+
+impl Registries {
+    fn new(settings: &Settings) -> Result<Self, AppError> {
+        let http = http_client(settings)?;
+        let retry = RetryPolicy {
+            retries: settings.retries,
+            min_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(30),
+        };
+        let endpoint = |ns: &Namespace, access, credentials: &Option<_>| Endpoint {
+            host: ns.registry.clone(),
+            plain_http: settings.insecure.contains(&ns.registry),
+            credentials: credentials.clone(),
+            access,
+        };
+        let sources = settings
+            .sources
+            .iter()
+            .map(|ns| {
+                Arc::new(HttpRegistry::new(
+                    endpoint(ns, Access::Pull, &settings.source_credentials),
+                    http.clone(),
+                    retry,
+                ))
+            })
+            .collect();
+        let target_endpoint =
+            endpoint(&settings.target, Access::Push, &settings.target_credentials);
+        Ok(Registries {
+            sources,
+            target: Arc::new(HttpRegistry::new(target_endpoint, http, retry)),
+            retry,
+        })
+    }
+}
+
+fn recorder(settings: &Settings) -> Result<Recorder<LocalStore>, AppError> {
+    let renderer = Renderer::new(
+        settings.readme_template.as_ref(),
+        settings.changelog_template.as_ref(),
+    )
+    .map_err(|e| AppError::Config(e.to_string()))?;
+    let pairs = settings
+        .sources
+        .iter()
+        .map(|s| (s.clone(), settings.target.clone()))
+        .collect();
+    let store = LocalStore::new(settings.metadata_dir.clone());
+    Ok(Recorder::new(
+        store,
+        &settings.metadata_path,
+        renderer,
+        pairs,
+        settings.timezone.clone(),
+    ))
+}
+
+/// Lists every source; fails on a listing error or on two images mapping to one target.
+async fn list_all(
+    settings: &Settings,
+    registries: &Registries,
+) -> Result<(Vec<Candidate>, Vec<ListStats>), AppError> {
+    let mut candidates = Vec::new();
+    let mut stats = Vec::new();
+    for (index, namespace) in settings.sources.iter().enumerate() {
+        let spec = SourceSpec {
+            index,
+            namespace,
+            images: settings.images.as_deref(),
+            target: &settings.target,
+            shard: settings.shard,
+        };
+        let registry = registries.sources[index].as_ref();
+        let (listed, stat) = listing::list_source(
+            registry,
+            &spec,
+            &settings.filters,
+            &settings.mapper,
+            settings.limits.queries,
+        )
+        .await?;
+        tracing::info!(
+            "{namespace}: {} images, {} tags listed, {} filtered out",
+            stat.images,
+            stat.tags,
+            stat.filtered
+        );
+        candidates.extend(listed);
+        stats.push(stat);
+    }
+    let mapped: Vec<_> = candidates
+        .iter()
+        .map(|c| {
+            (
+                format!("{}/{}", settings.sources[c.source], c.image),
+                c.target.clone(),
+            )
+        })
+        .collect();
+    let clashes = collisions(&mapped);
+    if !clashes.is_empty() {
+        let lines: Vec<String> = clashes
+            .iter()
+            .map(|(t, s)| format!("{} ← {}", t, s.join(", ")))
+            .collect();
+        return Err(AppError::Config(format!(
+            "--name-template maps several source images to one target repository; include {{{{ namespace }}}} or {{{{ registry }}}} in the template:\n  {}",
+            lines.join("\n  ")
+        )));
+    }
+    Ok((candidates, stats))
+}
+
+/// Lists, loads the records, checks the target where needed, and plans.
+async fn make_plan(
+    settings: &Settings,
+    registries: &Registries,
+    recorder: &Recorder<LocalStore>,
+) -> Result<(Plan, Vec<ListStats>), AppError> {
+    let records = recorder.load_all().await?;
+    let (candidates, stats) = list_all(settings, registries).await?;
+    let to_check = plan::needs_target_check(&candidates, &records);
+    let heads = listing::target_heads(
+        registries.target.as_ref(),
+        &to_check,
+        settings.limits.queries,
+    )
+    .await
+    .map_err(|e| AppError::Fatal(e.to_string()))?;
+    Ok((
+        plan::plan(&candidates, &records, &heads, settings.budget),
+        stats,
+    ))
+}
+
+fn names(settings: &Settings) -> Vec<(String, String)> {
+    settings
+        .sources
+        .iter()
+        .map(|s| (s.to_string(), settings.target.to_string()))
+        .collect()
+}
+
+/// Runs the configured command.
+pub async fn run(settings: Settings, stop: StopFlag) -> Result<Finished, AppError> {
+    let started = Instant::now();
+    let registries = Registries::new(&settings)?;
+    let recorder = recorder(&settings)?;
+    match &settings.command {
+        Command::Sync => sync(&settings, &registries, &recorder, started, &stop).await,
+        Command::Test => {
+            let (plan, stats) = make_plan(&settings, &registries, &recorder).await?;
+            for step in plan.copy.iter().chain(&plan.adopt) {
+                let c = &step.candidate;
+                let why = match &step.previous {
+                    Some(p) => format!("moved from {}", p.short()),
+                    None => format!("{:?}", step.reason).to_lowercase(),
+                };
+                println!(
+                    "{}:{} → {}:{} ({why})",
+                    c.source_repo, c.tag, c.target, c.tag
+                );
+            }
+            Ok(Finished {
+                report: report::build("test", &names(&settings), &stats, &plan, None),
+            })
+        }
+        Command::Compare => compare(&settings, &registries, &recorder).await,
+        Command::Monitor { .. } => monitor(&settings, &registries, &recorder, &stop).await,
+    }
+}
+
+async fn sync(
+    settings: &Settings,
+    registries: &Registries,
+    recorder: &Recorder<LocalStore>,
+    started: Instant,
+    stop: &StopFlag,
+) -> Result<Finished, AppError> {
+    let (plan, stats) = make_plan(settings, registries, recorder).await?;
+    tracing::info!(
+        "plan: {} to copy, {} to adopt, {} over budget",
+        plan.copy.len(),
+        plan.adopt.len(),
+        plan.pending.len()
+    );
+    let copier = Arc::new(Copier::new(
+        registries.target.clone(),
+        settings.limits.transfers,
+        registries.retry,
+    ));
+    let options = RunOptions {
+        concurrency: settings.limits.tags,
+        deadline: settings.deadline.map(|d| started + d),
+        commit_every: settings.commit_every,
+    };
+    let progress = Progress::new(plan.copy.len(), settings.verbosity >= 0);
+    let result = run::execute(
+        &plan,
+        &registries.sources,
+        copier,
+        recorder,
+        &options,
+        stop,
+        &progress,
+    )
+    .await?;
+    progress.finish();
+    Ok(Finished {
+        report: report::build("sync", &names(settings), &stats, &plan, Some(&result)),
+    })
+}
+
+/// HEADs every mapped tag on the target and records what is there (and drops what is not).
+async fn compare(
+    settings: &Settings,
+    registries: &Registries,
+    recorder: &Recorder<LocalStore>,
+) -> Result<Finished, AppError> {
+    let records = recorder.load_all().await?;
+    let (candidates, stats) = list_all(settings, registries).await?;
+    let all: Vec<&Candidate> = candidates.iter().collect();
+    let heads = listing::target_heads(registries.target.as_ref(), &all, settings.limits.queries)
+        .await
+        .map_err(|e| AppError::Fatal(e.to_string()))?;
+    let at = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let mut outcomes = Vec::new();
+    for c in &candidates {
+        let key = (c.source, c.image.clone(), c.tag.clone());
+        let (image, tag) = (c.image.to_string(), c.tag.to_string());
+        match heads.get(&key).cloned().flatten() {
+            Some(digest) => {
+                let manifest = registries
+                    .target
+                    .get_manifest(&c.target.path, &ManifestRef::Digest(digest.clone()))
+                    .await;
+                let (media_type, platforms) = match manifest.as_ref().map(RawManifest::contents) {
+                    Ok(Ok(contents)) => (
+                        manifest
+                            .as_ref()
+                            .map(|m| m.media_type.clone())
+                            .unwrap_or_default(),
+                        contents.platforms(),
+                    ),
+                    _ => (String::new(), Vec::new()),
+                };
+                let record = TagRecord {
+                    digest: Some(digest),
+                    media_type,
+                    platforms,
+                    synced_at: at.clone(),
+                };
+                let target = c.target.to_string();
+                outcomes.push((
+                    c.source,
+                    Outcome::Synced {
+                        image,
+                        tag,
+                        target,
+                        record,
+                        previous: None,
+                        copied: false,
+                    },
+                ));
+            }
+            None if records[c.source].digest(&image, &tag).is_some() => {
+                outcomes.push((c.source, Outcome::Missing { image, tag }));
+            }
+            None => {}
+        }
+    }
+    let unchanged: Vec<usize> = settings.sources.iter().map(|_| 0).collect();
+    let plan = Plan {
+        unchanged,
+        ..Plan::default()
+    };
+    let mut result = run::RunResult::default();
+    if settings.dry_run {
+        for (_, outcome) in &outcomes {
+            println!("{}", serde_json::to_string(outcome).unwrap_or_default());
+        }
+    } else {
+        for chunk in outcomes.chunks(settings.commit_every) {
+            if let Some(commit) = recorder.commit(chunk, jiff::Timestamp::now()).await? {
+                result.commits.push(commit);
+            }
+        }
+    }
+    result.outcomes = outcomes;
+    Ok(Finished {
+        report: report::build("compare", &names(settings), &stats, &plan, Some(&result)),
+    })
+}
+
+/// Prints pending counts per namespace, `--count` times every `--interval`.
+async fn monitor(
+    settings: &Settings,
+    registries: &Registries,
+    recorder: &Recorder<LocalStore>,
+    stop: &StopFlag,
+) -> Result<Finished, AppError> {
+    let mut round = 0;
+    loop {
+        let (plan, stats) = make_plan(settings, registries, recorder).await?;
+        let report = report::build("monitor", &names(settings), &stats, &plan, None);
+        for s in &report.sources {
+            println!(
+                "{} → {}: {} pending, {} unchanged",
+                s.source,
+                s.target,
+                s.counts.pending + s.counts.adopted,
+                s.counts.unchanged
+            );
+        }
+        round += 1;
+        if (settings.monitor_count != 0 && round >= settings.monitor_count)
+            || stop.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(Finished { report });
+        }
+        tokio::time::sleep(settings.monitor_interval).await;
+    }
+}

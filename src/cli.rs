@@ -1,0 +1,231 @@
+//! Command-line and environment options, as typed by the user (validated in `settings`).
+//! Every option is a flag and a `GCRSYNC_*` variable; seed flag names stay as aliases.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Mirror container images between registries, verbatim, and record what was mirrored.
+#[derive(Debug, Parser)]
+#[command(name = "gcrsync", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do (default: sync).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options shared by every command.
+    #[command(flatten)]
+    pub options: Options,
+}
+
+/// The commands (SPEC §2).
+#[derive(Debug, Clone, Subcommand, PartialEq, Eq)]
+pub enum Command {
+    /// List, plan, copy within the budget, record and commit (the default).
+    Sync,
+    /// Dry run: list and plan, print what would be copied and why; copy and commit nothing.
+    Test,
+    /// Rebuild the records from what the target holds (HEAD each mapped tag).
+    Compare,
+    /// Report pending counts per namespace; never copies.
+    Monitor {
+        /// Time between reports.
+        #[arg(long, env = "GCRSYNC_INTERVAL", default_value = "5m")]
+        interval: String,
+        /// Reports to make (0 = forever).
+        #[arg(long, env = "GCRSYNC_COUNT", default_value_t = 1)]
+        count: u64,
+    },
+}
+
+/// Options shared by every command.
+#[derive(Debug, Args)]
+pub struct Options {
+    /// Source namespace(s), e.g. gcr.io/google-containers (repeatable, or a comma/newline list).
+    #[arg(long, env = "GCRSYNC_SOURCE", global = true, value_delimiter = ',')]
+    pub source: Vec<String>,
+    /// Seed alias: gcr.io namespace NS, same as --source gcr.io/NS.
+    #[arg(long, env = "GCRSYNC_NAMESPACE", global = true, value_delimiter = ',')]
+    pub namespace: Vec<String>,
+    /// Explicit image names under the source (for registries that cannot list).
+    #[arg(long, env = "GCRSYNC_IMAGES", global = true, value_delimiter = ',')]
+    pub images: Vec<String>,
+    /// Target namespace, e.g. docker.io/myuser or localhost:5002/mirror.
+    #[arg(long, env = "GCRSYNC_TARGET", global = true)]
+    pub target: Option<String>,
+    /// minijinja template of the target repository path, over registry, namespace, image.
+    #[arg(
+        long,
+        env = "GCRSYNC_NAME_TEMPLATE",
+        global = true,
+        default_value = "{{ image }}"
+    )]
+    pub name_template: String,
+    /// Replaces '/' in nested names for targets with one path level (Docker Hub).
+    #[arg(
+        long,
+        env = "GCRSYNC_FLATTEN_SEPARATOR",
+        global = true,
+        default_value = "_"
+    )]
+    pub flatten_separator: String,
+    /// Source registry user name.
+    #[arg(long, env = "GCRSYNC_SOURCE_USERNAME", global = true)]
+    pub source_username: Option<String>,
+    /// Source registry password or token.
+    #[arg(
+        long,
+        env = "GCRSYNC_SOURCE_PASSWORD",
+        global = true,
+        hide_env_values = true
+    )]
+    pub source_password: Option<String>,
+    /// Target registry user name (also DOCKER_USERNAME).
+    #[arg(
+        long,
+        env = "GCRSYNC_TARGET_USERNAME",
+        global = true,
+        alias = "dockeruser"
+    )]
+    pub target_username: Option<String>,
+    /// Target registry password or token (also DOCKER_PASSWORD).
+    #[arg(
+        long,
+        env = "GCRSYNC_TARGET_PASSWORD",
+        global = true,
+        alias = "dockerpassword",
+        hide_env_values = true
+    )]
+    pub target_password: Option<String>,
+    /// Local metadata directory (used when no GitHub repository is configured).
+    #[arg(
+        long,
+        env = "GCRSYNC_METADATA_DIR",
+        global = true,
+        default_value = "./gcrsync-metadata"
+    )]
+    pub metadata_dir: PathBuf,
+    /// Where in the metadata directory the layout starts.
+    #[arg(long, env = "GCRSYNC_METADATA_PATH", global = true, default_value = "")]
+    pub metadata_path: String,
+    /// Max tags copied per run (-1 = no limit).
+    #[arg(
+        long,
+        env = "GCRSYNC_PROCESS_COUNT",
+        global = true,
+        alias = "processcount",
+        default_value_t = 100,
+        allow_negative_numbers = true
+    )]
+    pub process_count: i64,
+    /// Tags copied concurrently.
+    #[arg(
+        long,
+        env = "GCRSYNC_PROCESS_LIMIT",
+        global = true,
+        alias = "processlimit",
+        default_value_t = 8,
+        allow_negative_numbers = true
+    )]
+    pub process_limit: i64,
+    /// Concurrent listing and HEAD requests.
+    #[arg(
+        long,
+        env = "GCRSYNC_QUERY_LIMIT",
+        global = true,
+        alias = "querylimit",
+        default_value_t = 32,
+        allow_negative_numbers = true
+    )]
+    pub query_limit: i64,
+    /// Stop starting copies after this long (e.g. 45m), commit, and exit as usual.
+    #[arg(long, env = "GCRSYNC_DEADLINE", global = true)]
+    pub deadline: Option<String>,
+    /// Commit a batch after every N recorded tags (and at the end, on deadline and on signals).
+    #[arg(
+        long,
+        env = "GCRSYNC_COMMIT_EVERY",
+        global = true,
+        default_value_t = 50,
+        allow_negative_numbers = true
+    )]
+    pub commit_every: i64,
+    /// Mirror only tags matching this regex.
+    #[arg(long, env = "GCRSYNC_INCLUDE_TAGS", global = true)]
+    pub include_tags: Option<String>,
+    /// Skip tags matching this regex.
+    #[arg(long, env = "GCRSYNC_EXCLUDE_TAGS", global = true)]
+    pub exclude_tags: Option<String>,
+    /// Mirror only images matching this regex.
+    #[arg(long, env = "GCRSYNC_INCLUDE_IMAGES", global = true)]
+    pub include_images: Option<String>,
+    /// Skip images matching this regex.
+    #[arg(long, env = "GCRSYNC_EXCLUDE_IMAGES", global = true)]
+    pub exclude_images: Option<String>,
+    /// A named filter set: `legacy` reproduces latelee/gcrsync's rules.
+    #[arg(long, env = "GCRSYNC_FILTER_PRESET", global = true)]
+    pub filter_preset: Option<String>,
+    /// Connect and idle-read timeout (never a cap on a whole transfer).
+    #[arg(
+        long,
+        env = "GCRSYNC_HTTP_TIMEOUT",
+        global = true,
+        alias = "httptimeout",
+        default_value = "30s"
+    )]
+    pub http_timeout: String,
+    /// Retries per request (exponential backoff with jitter; honours Retry-After).
+    #[arg(
+        long,
+        env = "GCRSYNC_RETRIES",
+        global = true,
+        default_value_t = 4,
+        allow_negative_numbers = true
+    )]
+    pub retries: i64,
+    /// http or https proxy for every request (default: HTTPS_PROXY/HTTP_PROXY/NO_PROXY).
+    #[arg(long, env = "GCRSYNC_PROXY", global = true)]
+    pub proxy: Option<String>,
+    /// Registry reached over plain HTTP (repeatable, or a comma list).
+    #[arg(
+        long,
+        env = "GCRSYNC_INSECURE_REGISTRY",
+        global = true,
+        value_delimiter = ','
+    )]
+    pub insecure_registry: Vec<String>,
+    /// Extra CA certificate (PEM) trusted for every registry.
+    #[arg(long, env = "GCRSYNC_CA_CERT", global = true)]
+    pub ca_cert: Option<PathBuf>,
+    /// Take only the images whose stable hash falls in shard K of N.
+    #[arg(long, env = "GCRSYNC_SHARD", global = true, default_value = "1/1")]
+    pub shard: String,
+    /// IANA time zone of CHANGELOG timestamps.
+    #[arg(long, env = "GCRSYNC_TIMEZONE", global = true, default_value = "UTC")]
+    pub timezone: String,
+    /// Template file replacing the built-in namespace README.
+    #[arg(long, env = "GCRSYNC_README_TEMPLATE", global = true)]
+    pub readme_template: Option<PathBuf>,
+    /// Template file replacing the built-in CHANGELOG block.
+    #[arg(long, env = "GCRSYNC_CHANGELOG_TEMPLATE", global = true)]
+    pub changelog_template: Option<PathBuf>,
+    /// Plan only (as `test`); for `compare`, print instead of writing.
+    #[arg(long, env = "GCRSYNC_DRY_RUN", global = true)]
+    pub dry_run: bool,
+    /// Write a machine-readable JSON report of the run here.
+    #[arg(long, env = "GCRSYNC_REPORT", global = true)]
+    pub report: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(
+        long,
+        env = "GCRSYNC_LOG_FORMAT",
+        global = true,
+        default_value = "text"
+    )]
+    pub log_format: String,
+    /// More logging (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less logging (warnings and errors only).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}

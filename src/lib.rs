@@ -1,0 +1,18 @@
+//! gcrsync: mirror container images between registries verbatim, within a budget, and
+//! record what was mirrored (SPEC.md). The binary is a thin shell over `app::run`.
+#![deny(missing_docs)]
+
+pub mod app;
+pub mod cli;
+pub mod copy;
+pub mod filter;
+pub mod listing;
+pub mod mapping;
+pub mod metadata;
+pub mod oci;
+pub mod plan;
+pub mod progress;
+pub mod reference;
+pub mod report;
+pub mod run;
+pub mod settings;

@@ -1,0 +1,77 @@
+//! The local-directory metadata store (`--metadata-dir`): atomic write-then-rename files.
+
+use std::path::{Path, PathBuf};
+
+use super::{FileChange, MetadataStore, StoreError, WriteOutcome};
+
+/// Metadata kept in a directory with the same layout as the GitHub repository.
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    /// A store rooted at `root` (created on first write).
+    pub fn new(root: PathBuf) -> Self {
+        LocalStore { root }
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.root.join(relative)
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Writes `bytes` beside `path`, syncs, then renames over it: a reader (or a run killed
+/// midway) sees the old file or the new one, never a torn one.
+async fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    use tokio::io::AsyncWriteExt;
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(io_error(dir))?;
+    }
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let mut file = tokio::fs::File::create(&tmp)
+        .await
+        .map_err(io_error(&tmp))?;
+    file.write_all(bytes).await.map_err(io_error(&tmp))?;
+    file.sync_all().await.map_err(io_error(&tmp))?;
+    tokio::fs::rename(&tmp, path).await.map_err(io_error(path))
+}
+
+impl MetadataStore for LocalStore {
+    type Revision = ();
+
+    async fn head(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn read(&self, _: &(), path: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let full = self.path(path);
+        match tokio::fs::read(&full).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            // A directory where a legacy file may be (`<ns>` vs `<ns>/ImageList`) is "no file".
+            Err(_) if full.is_dir() => Ok(None),
+            Err(e) => Err(io_error(&full)(e)),
+        }
+    }
+
+    async fn write(
+        &self,
+        _: &(),
+        changes: &[FileChange],
+        _message: &str,
+    ) -> Result<WriteOutcome, StoreError> {
+        for change in changes {
+            write_atomically(&self.path(&change.path), &change.bytes).await?;
+        }
+        Ok(WriteOutcome::Written { id: None })
+    }
+}

@@ -1,0 +1,292 @@
+//! Metadata: the `MetadataStore` seam (a directory or a GitHub repository) and the
+//! `Recorder` that turns batches of outcomes into files and commits them (SPEC §5–§6).
+
+pub mod local;
+pub mod record;
+pub mod render;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use record::{NamespaceRecord, Outcome};
+use render::{RenderError, Renderer, change_lines};
+
+use crate::reference::Namespace;
+
+/// A file to create or replace, by path relative to the store's root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileChange {
+    /// Relative path, `/`-separated.
+    pub path: String,
+    /// New content.
+    pub bytes: Vec<u8>,
+}
+
+/// What happened to a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Written; `id` is the commit, where the store has commits.
+    Written {
+        /// Commit id.
+        id: Option<String>,
+    },
+    /// Someone else wrote since the revision read: re-read, re-apply, retry.
+    Conflict,
+}
+
+/// The metadata store is unusable (exit 3) or its content is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A local file could not be read or written.
+    #[error("metadata file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A metadata file is not what gcrsync writes.
+    #[error(
+        "metadata file {path} is not valid: {detail}; fix or delete it (gcrsync compare rebuilds it from the target)"
+    )]
+    Invalid {
+        /// The file.
+        path: String,
+        /// Why.
+        detail: String,
+    },
+    /// A template failed.
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    /// Concurrent writers kept winning.
+    #[error("metadata store kept changing under us after {0} attempts; try again")]
+    Contended(usize),
+}
+
+/// Where metadata lives: a set of files with optimistic concurrency.
+pub trait MetadataStore: Send + Sync {
+    /// A point in the store's history that reads are made at and writes are based on.
+    type Revision: Send + Sync;
+    /// The current revision.
+    fn head(&self) -> impl Future<Output = Result<Self::Revision, StoreError>> + Send;
+    /// A file's content at `revision`, or `None` when it does not exist.
+    fn read(
+        &self,
+        revision: &Self::Revision,
+        path: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+    /// Writes all `changes` at once on top of `revision`, or reports a conflict.
+    fn write(
+        &self,
+        revision: &Self::Revision,
+        changes: &[FileChange],
+        message: &str,
+    ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
+}
+
+/// A committed batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// The commit id, where the store has commits.
+    pub id: Option<String>,
+    /// The commit message.
+    pub message: String,
+}
+
+/// How many times a batch is re-applied when concurrent writers move the store.
+const MAX_CONFLICTS: usize = 8;
+
+/// Applies batches of outcomes to the store: read fresh, apply, render, write.
+pub struct Recorder<M> {
+    store: M,
+    prefix: String,
+    renderer: Renderer,
+    namespaces: Vec<(Namespace, Namespace)>,
+    timezone: jiff::tz::TimeZone,
+}
+
+impl<M: MetadataStore> Recorder<M> {
+    /// `namespaces[i]` is the (source, target) pair of source `i`; `prefix` is `--metadata-path`.
+    pub fn new(
+        store: M,
+        prefix: &str,
+        renderer: Renderer,
+        namespaces: Vec<(Namespace, Namespace)>,
+        timezone: jiff::tz::TimeZone,
+    ) -> Self {
+        let prefix = prefix.trim_matches('/');
+        let prefix = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        };
+        Recorder {
+            store,
+            prefix,
+            renderer,
+            namespaces,
+            timezone,
+        }
+    }
+
+    fn dir(&self, source: usize) -> String {
+        format!("{}{}", self.prefix, self.namespaces[source].0)
+    }
+
+    /// The records of every source, importing the seeds' lists where no `images.json` exists.
+    pub async fn load_all(&self) -> Result<Vec<NamespaceRecord>, StoreError> {
+        let revision = self.store.head().await?;
+        let mut records = Vec::with_capacity(self.namespaces.len());
+        for source in 0..self.namespaces.len() {
+            records.push(self.load(&revision, source).await?);
+        }
+        Ok(records)
+    }
+
+    async fn load(
+        &self,
+        revision: &M::Revision,
+        source: usize,
+    ) -> Result<NamespaceRecord, StoreError> {
+        let (src, dst) = (&self.namespaces[source].0, &self.namespaces[source].1);
+        let (src_text, dst_text) = (src.to_string(), dst.to_string());
+        let dir = self.dir(source);
+        let ns_path = src
+            .path
+            .as_ref()
+            .map_or(src.registry.to_string(), |p| p.to_string());
+        let candidates = [
+            format!("{dir}/images.json"),
+            format!("{dir}/ImageList"),
+            format!("{}{ns_path}/ImageList", self.prefix),
+            format!("{}{ns_path}", self.prefix),
+        ];
+        for path in candidates {
+            let Some(bytes) = self.store.read(revision, &path).await? else {
+                continue;
+            };
+            let mut record =
+                NamespaceRecord::from_json(&bytes, &src_text, &dst_text).map_err(|e| {
+                    StoreError::Invalid {
+                        path: path.clone(),
+                        detail: e.to_string(),
+                    }
+                })?;
+            // A record follows its source; a changed --target is re-checked tag by tag.
+            if record.target != dst_text {
+                record = NamespaceRecord {
+                    failed: record.failed,
+                    ..NamespaceRecord::new(src_text.clone(), dst_text.clone())
+                };
+            }
+            return Ok(record);
+        }
+        Ok(NamespaceRecord::new(src_text, dst_text))
+    }
+
+    /// Commits one batch as one write; `None` when the batch is empty.
+    pub async fn commit(
+        &self,
+        batch: &[(usize, Outcome)],
+        now: jiff::Timestamp,
+    ) -> Result<Option<Committed>, StoreError> {
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        let mut by_source: BTreeMap<usize, Vec<Outcome>> = BTreeMap::new();
+        for (source, outcome) in batch {
+            by_source.entry(*source).or_default().push(outcome.clone());
+        }
+        let message = self.message(&by_source);
+        let mut delay = Duration::from_millis(200);
+        for _ in 0..MAX_CONFLICTS {
+            let revision = self.store.head().await?;
+            let changes = self.changes(&revision, &by_source, now).await?;
+            match self.store.write(&revision, &changes, &message).await? {
+                WriteOutcome::Written { id } => return Ok(Some(Committed { id, message })),
+                WriteOutcome::Conflict => {
+                    tracing::info!("metadata changed concurrently; re-applying the batch");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        Err(StoreError::Contended(MAX_CONFLICTS))
+    }
+
+    /// The files of a batch applied on top of `revision`; `images.json` files come last so
+    /// that a torn local write never leaves a record ahead of its README.
+    async fn changes(
+        &self,
+        revision: &M::Revision,
+        by_source: &BTreeMap<usize, Vec<Outcome>>,
+        now: jiff::Timestamp,
+    ) -> Result<Vec<FileChange>, StoreError> {
+        let mut readmes = Vec::new();
+        let mut records = Vec::new();
+        let mut entries = Vec::new();
+        for (&source, outcomes) in by_source {
+            let mut record = self.load(revision, source).await?;
+            record.apply(outcomes);
+            let lines = change_lines(&record.source, outcomes);
+            let dir = self.dir(source);
+            readmes.push(FileChange {
+                path: format!("{dir}/README.md"),
+                bytes: self.renderer.readme(&record, &lines)?.into_bytes(),
+            });
+            records.push(FileChange {
+                path: format!("{dir}/images.json"),
+                bytes: record.to_json().into_bytes(),
+            });
+            entries.extend(lines);
+        }
+        let mut changes = Vec::new();
+        if !entries.is_empty() {
+            let path = format!("{}CHANGELOG.md", self.prefix);
+            let old = self.store.read(revision, &path).await?.unwrap_or_default();
+            let time = now
+                .to_zoned(self.timezone.clone())
+                .strftime("%Y-%m-%d %H:%M:%S")
+                .to_string();
+            let mut bytes = self.renderer.changelog_block(&time, &entries)?.into_bytes();
+            bytes.extend_from_slice(&old);
+            changes.push(FileChange { path, bytes });
+        }
+        changes.extend(readmes);
+        changes.extend(records);
+        Ok(changes)
+    }
+
+    /// `gcrsync: 12 copied, 3 moved (gcr.io/google-containers)`.
+    fn message(&self, by_source: &BTreeMap<usize, Vec<Outcome>>) -> String {
+        let (mut copied, mut moved, mut adopted, mut failed, mut missing) = (0, 0, 0, 0, 0);
+        for outcome in by_source.values().flatten() {
+            match outcome {
+                Outcome::Synced { copied: false, .. } => adopted += 1,
+                Outcome::Synced {
+                    previous: Some(_), ..
+                } => moved += 1,
+                Outcome::Synced { .. } => copied += 1,
+                Outcome::Failed { .. } => failed += 1,
+                Outcome::Missing { .. } => missing += 1,
+            }
+        }
+        let counts: Vec<String> = [
+            (copied, "copied"),
+            (moved, "moved"),
+            (adopted, "adopted"),
+            (failed, "failed"),
+            (missing, "missing"),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+        let sources: Vec<String> = by_source
+            .keys()
+            .map(|&s| self.namespaces[s].0.to_string())
+            .collect();
+        format!("gcrsync: {} ({})", counts.join(", "), sources.join(", "))
+    }
+}

@@ -1,0 +1,299 @@
+//! The `images.json` schema of one namespace, and how a batch of outcomes updates it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::reference::Digest;
+
+/// Everything recorded about one source namespace (SPEC §5).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NamespaceRecord {
+    /// The source namespace, e.g. `gcr.io/google-containers`.
+    pub source: String,
+    /// The target namespace.
+    pub target: String,
+    /// Images by name relative to the source namespace.
+    #[serde(default)]
+    pub images: BTreeMap<String, ImageRecord>,
+    /// Tags whose last copy failed, keyed `image:tag`.
+    #[serde(default)]
+    pub failed: BTreeMap<String, Failure>,
+}
+
+/// The mirrored tags of one image.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// The target repository, e.g. `docker.io/myuser/pause`.
+    pub target: String,
+    /// Tags by name.
+    #[serde(default)]
+    pub tags: BTreeMap<String, TagRecord>,
+}
+
+/// One tag as it was mirrored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TagRecord {
+    /// The manifest digest on both sides; `None` for entries imported from the seeds' lists.
+    pub digest: Option<Digest>,
+    /// The manifest media type.
+    #[serde(default)]
+    pub media_type: String,
+    /// The platforms of a multi-arch image (empty for single-platform manifests).
+    #[serde(default)]
+    pub platforms: Vec<String>,
+    /// When it was recorded (RFC 3339, UTC).
+    pub synced_at: String,
+}
+
+/// Why a tag could not be copied, kept so the next run retries it last.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The last error.
+    pub error: String,
+    /// Consecutive failed runs.
+    pub attempts: u32,
+    /// When it last failed (RFC 3339, UTC).
+    pub last_at: String,
+}
+
+/// What happened to one tag in this run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Copied (or adopted: already on the target with this digest).
+    Synced {
+        /// Image name relative to the namespace.
+        image: String,
+        /// The tag.
+        tag: String,
+        /// The target repository.
+        target: String,
+        /// What was recorded.
+        record: TagRecord,
+        /// The digest recorded before, when the tag moved.
+        previous: Option<Digest>,
+        /// Whether bytes were copied (`false`: adopted).
+        copied: bool,
+    },
+    /// `compare` found the recorded tag absent from the target: the record is dropped.
+    Missing {
+        /// Image name relative to the namespace.
+        image: String,
+        /// The tag.
+        tag: String,
+    },
+    /// The copy failed; nothing is recorded as synced.
+    Failed {
+        /// Image name relative to the namespace.
+        image: String,
+        /// The tag.
+        tag: String,
+        /// The error.
+        error: String,
+        /// When.
+        at: String,
+    },
+}
+
+impl NamespaceRecord {
+    /// An empty record for a namespace pair.
+    pub fn new(source: String, target: String) -> Self {
+        NamespaceRecord {
+            source,
+            target,
+            ..Default::default()
+        }
+    }
+
+    /// The recorded digest of `image:tag`, if any. `Some(None)`: recorded with unknown digest.
+    pub fn digest(&self, image: &str, tag: &str) -> Option<Option<&Digest>> {
+        self.images
+            .get(image)?
+            .tags
+            .get(tag)
+            .map(|t| t.digest.as_ref())
+    }
+
+    /// Whether `image:tag` failed on the last attempt.
+    pub fn failed_before(&self, image: &str, tag: &str) -> bool {
+        self.failed.contains_key(&format!("{image}:{tag}"))
+    }
+
+    /// Applies outcomes onto this (freshly read) record. A record written by someone else
+    /// with a later `synced_at` is kept; a success clears the tag's failure.
+    pub fn apply(&mut self, outcomes: &[Outcome]) {
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Synced {
+                    image,
+                    tag,
+                    target,
+                    record,
+                    ..
+                } => {
+                    let entry = self.images.entry(image.clone()).or_default();
+                    entry.target = target.clone();
+                    let newer_exists = entry
+                        .tags
+                        .get(tag)
+                        .is_some_and(|t| t.synced_at > record.synced_at);
+                    if !newer_exists {
+                        entry.tags.insert(tag.clone(), record.clone());
+                    }
+                    self.failed.remove(&format!("{image}:{tag}"));
+                }
+                Outcome::Missing { image, tag } => {
+                    if let Some(entry) = self.images.get_mut(image) {
+                        entry.tags.remove(tag);
+                        if entry.tags.is_empty() {
+                            self.images.remove(image);
+                        }
+                    }
+                }
+                Outcome::Failed {
+                    image,
+                    tag,
+                    error,
+                    at,
+                } => {
+                    let key = format!("{image}:{tag}");
+                    let attempts = self.failed.get(&key).map_or(0, |f| f.attempts) + 1;
+                    self.failed.insert(
+                        key,
+                        Failure {
+                            error: error.clone(),
+                            attempts,
+                            last_at: at.clone(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Pretty JSON with 2-space indent, every object's keys sorted, and a trailing newline.
+    pub fn to_json(&self) -> String {
+        // serde_json's Value map is ordered by key, so a round trip sorts every level.
+        let value = serde_json::to_value(self).expect("records serialize");
+        let mut text = serde_json::to_string_pretty(&value).expect("values serialize");
+        text.push('\n');
+        text
+    }
+
+    /// Reads a record, or the seeds' legacy list of `"image:tag"` strings.
+    pub fn from_json(bytes: &[u8], source: &str, target: &str) -> Result<Self, serde_json::Error> {
+        // Checked first: serde would also read a JSON array as a struct's fields in order.
+        if let Ok(legacy) = serde_json::from_slice::<Vec<String>>(bytes) {
+            return Ok(Self::from_legacy(&legacy, source, target));
+        }
+        serde_json::from_slice::<NamespaceRecord>(bytes)
+    }
+
+    /// Imports the seeds' lists as records with unknown digests, to be checked on the target.
+    pub fn from_legacy(entries: &[String], source: &str, target: &str) -> Self {
+        let mut record = NamespaceRecord::new(source.to_string(), target.to_string());
+        for entry in entries {
+            let Some((image, tag)) = entry.rsplit_once(':') else {
+                continue;
+            };
+            let image_record = record.images.entry(image.to_string()).or_default();
+            image_record.target = format!("{target}/{image}");
+            let legacy = TagRecord {
+                digest: None,
+                media_type: String::new(),
+                platforms: Vec::new(),
+                synced_at: String::new(),
+            };
+            image_record.tags.insert(tag.to_string(), legacy);
+        }
+        record
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn synced(tag: &str, digest: char, at: &str) -> Outcome {
+        Outcome::Synced {
+            image: "pause".into(),
+            tag: tag.into(),
+            target: "t/pause".into(),
+            record: TagRecord {
+                digest: Some(
+                    format!("sha256:{}", digest.to_string().repeat(64))
+                        .parse()
+                        .unwrap(),
+                ),
+                media_type: "m".into(),
+                platforms: vec![],
+                synced_at: at.into(),
+            },
+            previous: None,
+            copied: true,
+        }
+    }
+
+    #[test]
+    fn later_sync_wins_and_success_clears_failure() {
+        let mut record = NamespaceRecord::new("s".into(), "t".into());
+        record.apply(&[Outcome::Failed {
+            image: "pause".into(),
+            tag: "1".into(),
+            error: "x".into(),
+            at: "T1".into(),
+        }]);
+        record.apply(&[Outcome::Failed {
+            image: "pause".into(),
+            tag: "1".into(),
+            error: "y".into(),
+            at: "T2".into(),
+        }]);
+        assert_eq!(record.failed["pause:1"].attempts, 2);
+        record.apply(&[synced("1", 'b', "2026-01-02T00:00:00Z")]);
+        assert!(record.failed.is_empty());
+        record.apply(&[synced("1", 'a', "2026-01-01T00:00:00Z")]);
+        assert!(
+            record
+                .digest("pause", "1")
+                .unwrap()
+                .unwrap()
+                .as_str()
+                .ends_with('b')
+        );
+    }
+
+    #[test]
+    fn json_keys_are_sorted_with_trailing_newline() {
+        let mut record = NamespaceRecord::new("s".into(), "t".into());
+        record.apply(&[synced("1", 'a', "2026-01-01T00:00:00Z")]);
+        let text = record.to_json();
+        assert!(text.ends_with("}\n"));
+        let keys: Vec<_> = text
+            .lines()
+            .filter(|l| l.starts_with("  \""))
+            .map(|l| l.trim().to_string())
+            .collect();
+        assert!(
+            keys[0].starts_with("\"failed\"") && keys[3].starts_with("\"target\""),
+            "{keys:?}"
+        );
+        assert_eq!(
+            NamespaceRecord::from_json(text.as_bytes(), "", "").unwrap(),
+            record
+        );
+    }
+
+    #[test]
+    fn legacy_lists_import_with_unknown_digests() {
+        let record = NamespaceRecord::from_json(
+            br#"["base:debug", "cc:latest"]"#,
+            "gcr.io/distroless",
+            "docker.io/u",
+        )
+        .unwrap();
+        assert_eq!(record.digest("base", "debug"), Some(None));
+        assert_eq!(record.images["cc"].target, "docker.io/u/cc");
+    }
+}

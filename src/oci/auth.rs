@@ -1,0 +1,280 @@
+//! Registry authentication: the `WWW-Authenticate` challenge, Basic, and Bearer tokens cached per scope.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use reqwest::header::HeaderValue;
+use serde::Deserialize;
+
+use super::error::{Error, Result};
+
+/// A username and password (or token) for one registry. `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user name (`oauth2accesstoken`, `_json_key`, a Docker Hub user, ...).
+    pub username: String,
+    /// The secret.
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Credentials({}, <redacted>)", self.username)
+    }
+}
+
+impl Credentials {
+    fn basic_header(&self) -> HeaderValue {
+        use base64::Engine as _;
+        let raw = format!("{}:{}", self.username, self.password);
+        let mut value = HeaderValue::try_from(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        ))
+        .expect("base64 is a valid header value");
+        value.set_sensitive(true);
+        value
+    }
+}
+
+/// What the registry asked for in its `WWW-Authenticate` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Challenge {
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
+}
+
+/// Parses `Bearer realm="…",service="…",scope="a,b"` (quoted values may hold commas).
+fn parse_challenge(header: &str) -> Option<Challenge> {
+    let (scheme, params) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
+    if scheme.eq_ignore_ascii_case("basic") {
+        return Some(Challenge::Basic);
+    }
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let mut fields = HashMap::new();
+    let mut rest = params.trim();
+    while let Some((key, after)) = rest.split_once('=') {
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let (value, remainder) = match after.strip_prefix('"') {
+            Some(quoted) => quoted.split_once('"').unwrap_or((quoted, "")),
+            None => after.split_once(',').unwrap_or((after, "")),
+        };
+        fields.insert(key, value.to_string());
+        rest = remainder.trim_start_matches(',').trim();
+    }
+    let realm = fields.remove("realm")?;
+    Some(Challenge::Bearer {
+        realm,
+        service: fields.remove("service"),
+    })
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    token: Option<String>,
+    access_token: Option<String>,
+    expires_in: Option<u64>,
+}
+
+struct Token {
+    header: HeaderValue,
+    expires: Instant,
+}
+
+/// Tokens without `expires_in` live 60 s by the token spec; renew a little early.
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+const RENEW_MARGIN: Duration = Duration::from_secs(10);
+
+/// Authenticates requests to one registry; learns the scheme from the first challenge.
+pub struct Authenticator {
+    registry: String,
+    role: &'static str,
+    credentials: Option<Credentials>,
+    challenge: std::sync::Mutex<Option<Challenge>>,
+    /// Held across a token fetch so concurrent requests for one scope fetch it once.
+    tokens: tokio::sync::Mutex<HashMap<String, Token>>,
+}
+
+impl Authenticator {
+    /// `role` (`source`/`target`) names the options to fix in error messages.
+    pub fn new(registry: String, role: &'static str, credentials: Option<Credentials>) -> Self {
+        Authenticator {
+            registry,
+            role,
+            credentials,
+            challenge: std::sync::Mutex::new(None),
+            tokens: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records the scheme of a 401 answer; an unknown one is an error.
+    pub fn learn(&self, www_authenticate: Option<&str>) -> Result<()> {
+        let challenge = www_authenticate
+            .and_then(parse_challenge)
+            .ok_or_else(|| Error::Auth {
+                registry: self.registry.clone(),
+                detail: format!(
+                    "HTTP 401 without a usable WWW-Authenticate challenge ({www_authenticate:?})"
+                ),
+            })?;
+        *self.challenge.lock().expect("challenge lock") = Some(challenge);
+        Ok(())
+    }
+
+    /// Drops a token the registry refused, so the next call fetches a fresh one.
+    pub async fn forget(&self, scopes: &[String]) {
+        self.tokens.lock().await.remove(&scopes.join(" "));
+    }
+
+    /// The `Authorization` value for `scopes`, fetching a token if the scheme needs one.
+    pub async fn authorize(
+        &self,
+        http: &reqwest::Client,
+        scopes: &[String],
+    ) -> Result<Option<HeaderValue>> {
+        let challenge = self.challenge.lock().expect("challenge lock").clone();
+        match challenge {
+            None => Ok(None),
+            Some(Challenge::Basic) => match &self.credentials {
+                Some(c) => Ok(Some(c.basic_header())),
+                None => Err(self.rejected("the registry requires credentials and none were given")),
+            },
+            Some(Challenge::Bearer { realm, service }) => {
+                let key = scopes.join(" ");
+                let mut tokens = self.tokens.lock().await;
+                if let Some(t) = tokens.get(&key).filter(|t| t.expires > Instant::now()) {
+                    return Ok(Some(t.header.clone()));
+                }
+                let token = self
+                    .fetch_token(http, &realm, service.as_deref(), scopes)
+                    .await?;
+                let header = token.header.clone();
+                tokens.insert(key, token);
+                Ok(Some(header))
+            }
+        }
+    }
+
+    /// The error for credentials the registry refused, naming the options to fix.
+    pub fn rejected(&self, why: &str) -> Error {
+        let role = self.role;
+        Error::Auth {
+            registry: self.registry.clone(),
+            detail: format!(
+                "{why}; check --{role}-username/--{role}-password (GCRSYNC_{}_USERNAME/PASSWORD) or the docker config",
+                role.to_ascii_uppercase()
+            ),
+        }
+    }
+
+    async fn fetch_token(
+        &self,
+        http: &reqwest::Client,
+        realm: &str,
+        service: Option<&str>,
+        scopes: &[String],
+    ) -> Result<Token> {
+        let mut query: Vec<(&str, &str)> = scopes.iter().map(|s| ("scope", s.as_str())).collect();
+        if let Some(service) = service {
+            query.push(("service", service));
+        }
+        let mut request = http.get(realm).query(&query);
+        if let Some(c) = &self.credentials {
+            request = request.header(reqwest::header::AUTHORIZATION, c.basic_header());
+        }
+        let transport = |source| Error::Transport {
+            method: "GET".into(),
+            url: realm.to_string(),
+            source,
+        };
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status().as_u16();
+        if status == 401 || status == 403 {
+            return Err(self.rejected(&format!("the token service {realm} answered HTTP {status}")));
+        }
+        if !response.status().is_success() {
+            let retry_after = super::http::retry_after(response.headers());
+            return Err(Error::Status {
+                method: "GET".into(),
+                url: realm.to_string(),
+                status,
+                detail: String::new(),
+                retry_after,
+            });
+        }
+        let bytes = response.bytes().await.map_err(transport)?;
+        let body: TokenResponse =
+            serde_json::from_slice(&bytes).map_err(|e| Error::InvalidResponse {
+                url: realm.to_string(),
+                detail: format!("token response is not JSON: {e}"),
+            })?;
+        let value = body
+            .token
+            .or(body.access_token)
+            .ok_or_else(|| Error::InvalidResponse {
+                url: realm.to_string(),
+                detail: "token response has neither token nor access_token".into(),
+            })?;
+        let lifetime = body
+            .expires_in
+            .map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs);
+        let mut header = HeaderValue::try_from(format!("Bearer {value}")).map_err(|_| {
+            Error::InvalidResponse {
+                url: realm.to_string(),
+                detail: "token is not a valid header value".into(),
+            }
+        })?;
+        header.set_sensitive(true);
+        Ok(Token {
+            header,
+            expires: Instant::now()
+                + lifetime
+                    .saturating_sub(RENEW_MARGIN)
+                    .max(Duration::from_secs(1)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_parse_with_quoted_commas() {
+        let c = parse_challenge(
+            r#"Bearer realm="https://auth.example/token",service="reg",scope="repository:a:pull,push""#,
+        );
+        assert_eq!(
+            c,
+            Some(Challenge::Bearer {
+                realm: "https://auth.example/token".into(),
+                service: Some("reg".into())
+            })
+        );
+        assert_eq!(
+            parse_challenge(r#"Basic realm="x""#),
+            Some(Challenge::Basic)
+        );
+        assert_eq!(parse_challenge("Negotiate"), None);
+        assert_eq!(parse_challenge(r#"Bearer service="x""#), None);
+    }
+
+    #[test]
+    fn debug_hides_the_password() {
+        let c = Credentials {
+            username: "u".into(),
+            password: "hunter2".into(),
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,542 @@
+//! `HttpRegistry`: the distribution HTTP API over reqwest, with auth, pagination and retries.
+
+use std::future::Future;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use reqwest::header::{self, HeaderMap};
+use reqwest::{Method, RequestBuilder, Response};
+use serde::Deserialize;
+
+use super::auth::{Authenticator, Credentials};
+use super::error::{Error, Result};
+use super::manifest::{ACCEPT, RawManifest};
+use super::{BlobBody, ManifestHead, ManifestRef, Registry, Upload};
+use crate::reference::{Digest, RegistryHost, RepoPath, Tag};
+
+/// Page size asked of `_catalog` and `tags/list`; registries may cap it lower.
+const PAGE_SIZE: usize = 1000;
+/// A registry asking for longer than this is not waited for within one request's retries.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+/// Error bodies are read only this far: enough for the OCI error envelope.
+const MAX_ERROR_BODY: usize = 4096;
+
+/// How failed requests are retried: exponential backoff with jitter, honouring `Retry-After`.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub retries: usize,
+    /// The first delay; later ones double, up to `max_delay`.
+    pub min_delay: Duration,
+    /// The longest delay between attempts.
+    pub max_delay: Duration,
+}
+
+impl RetryPolicy {
+    /// Runs `op` until it succeeds, fails for good, or the retries are spent.
+    pub async fn run<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .with_max_times(self.retries)
+            .with_jitter();
+        op.retry(backoff)
+            .when(Error::is_retryable)
+            .adjust(|e, delay| delay.map(|d| e.retry_after().map_or(d, |r| r.min(MAX_RETRY_AFTER))))
+            .notify(|e, delay| tracing::warn!("{what}: {e}; retrying in {delay:.1?}"))
+            .await
+    }
+}
+
+/// Whether a registry is reached with or without permission to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Sources: pull-only tokens.
+    Pull,
+    /// Targets: pull and push.
+    Push,
+}
+
+/// How to reach one registry.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// The registry.
+    pub host: RegistryHost,
+    /// Speak plain HTTP (`--insecure-registry`).
+    pub plain_http: bool,
+    /// Credentials, if any.
+    pub credentials: Option<Credentials>,
+    /// Pull or push.
+    pub access: Access,
+}
+
+/// A registry reached over its HTTP API.
+pub struct HttpRegistry {
+    base: String,
+    http: reqwest::Client,
+    auth: Authenticator,
+    access: Access,
+    retry: RetryPolicy,
+}
+
+/// `Retry-After` in seconds (the form registries send).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// The `rel="next"` target of a `Link` header.
+fn next_link(headers: &HeaderMap) -> Option<String> {
+    let link = headers.get(header::LINK)?.to_str().ok()?;
+    link.split(',')
+        .find(|part| part.contains("rel=\"next\"") || part.contains("rel=next"))
+        .and_then(|part| {
+            let start = part.find('<')? + 1;
+            let end = part.find('>')?;
+            Some(part[start..end].to_string())
+        })
+}
+
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    errors: Vec<ErrorEntry>,
+}
+
+#[derive(Deserialize)]
+struct ErrorEntry {
+    code: Option<String>,
+    message: Option<String>,
+}
+
+/// Turns an unexpected answer into an error carrying the registry's own explanation.
+async fn status_error(method: &Method, url: &str, response: Response) -> Error {
+    let status = response.status().as_u16();
+    let retry_after = retry_after(response.headers());
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= MAX_ERROR_BODY {
+            break;
+        }
+    }
+    let detail = serde_json::from_slice::<ErrorEnvelope>(&body)
+        .ok()
+        .and_then(|e| e.errors.into_iter().next())
+        .map(|e| {
+            [e.code, e.message]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(": ")
+        })
+        .unwrap_or_default();
+    Error::Status {
+        method: method.to_string(),
+        url: url.to_string(),
+        status,
+        detail,
+        retry_after,
+    }
+}
+
+async fn expect(method: &Method, url: &str, response: Response, ok: &[u16]) -> Result<Response> {
+    if ok.contains(&response.status().as_u16()) {
+        Ok(response)
+    } else {
+        Err(status_error(method, url, response).await)
+    }
+}
+
+fn header_str<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
+    response.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+impl HttpRegistry {
+    /// A registry client sharing `http`'s connection pool.
+    pub fn new(endpoint: Endpoint, http: reqwest::Client, retry: RetryPolicy) -> Self {
+        let scheme = if endpoint.plain_http { "http" } else { "https" };
+        let base = format!("{scheme}://{}", endpoint.host.api_host());
+        let role = match endpoint.access {
+            Access::Pull => "source",
+            Access::Push => "target",
+        };
+        let auth = Authenticator::new(endpoint.host.to_string(), role, endpoint.credentials);
+        HttpRegistry {
+            base,
+            http,
+            auth,
+            access: endpoint.access,
+            retry,
+        }
+    }
+
+    fn scope(&self, repo: &RepoPath) -> String {
+        match self.access {
+            Access::Pull => format!("repository:{repo}:pull"),
+            Access::Push => format!("repository:{repo}:pull,push"),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_string()
+        } else {
+            format!("{}{}", self.base, path)
+        }
+    }
+
+    /// Sends a request built by `build`, answering one auth challenge; `build` is called
+    /// again for the authenticated attempt.
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        scopes: &[String],
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Response> {
+        let mut authorization = self.auth.authorize(&self.http, scopes).await?;
+        for attempt in 0..2 {
+            let mut request = build(self.http.request(method.clone(), url));
+            if let Some(value) = &authorization {
+                request = request.header(header::AUTHORIZATION, value.clone());
+            }
+            let response = request.send().await.map_err(|source| Error::Transport {
+                method: method.to_string(),
+                url: url.to_string(),
+                source,
+            })?;
+            if response.status() != reqwest::StatusCode::UNAUTHORIZED {
+                return Ok(response);
+            }
+            if attempt == 1 {
+                break;
+            }
+            if authorization.is_some() {
+                self.auth.forget(scopes).await;
+            }
+            self.auth.learn(header_str(&response, "www-authenticate"))?;
+            authorization = self.auth.authorize(&self.http, scopes).await?;
+        }
+        Err(self
+            .auth
+            .rejected(&format!("{method} {url} was refused with HTTP 401")))
+    }
+
+    /// Follows `Link: <…>; rel="next"` from `first`, collecting each page's items.
+    async fn paginate<T, P>(
+        &self,
+        first: String,
+        scope: String,
+        items: impl Fn(P) -> Vec<T>,
+    ) -> Result<Vec<T>>
+    where
+        P: serde::de::DeserializeOwned,
+    {
+        let mut all = Vec::new();
+        let mut next = Some(first);
+        let scopes = [scope];
+        while let Some(url) = next.take() {
+            let url = self.url(&url);
+            let (page, link) = self
+                .retry
+                .run(&url, || async {
+                    let response = self.send(Method::GET, &url, &scopes, |r| r).await?;
+                    let response = expect(&Method::GET, &url, response, &[200]).await?;
+                    let link = next_link(response.headers());
+                    let body = response.bytes().await.map_err(|source| Error::Transport {
+                        method: "GET".into(),
+                        url: url.clone(),
+                        source,
+                    })?;
+                    let page: P =
+                        serde_json::from_slice(&body).map_err(|e| Error::InvalidResponse {
+                            url: url.clone(),
+                            detail: e.to_string(),
+                        })?;
+                    Ok((page, link))
+                })
+                .await?;
+            all.extend(items(page));
+            next = link;
+        }
+        Ok(all)
+    }
+
+    async fn fetch_manifest(&self, repo: &RepoPath, r: &ManifestRef) -> Result<RawManifest> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{r}"));
+        let scopes = [self.scope(repo)];
+        let (bytes, content_type, announced) = self
+            .retry
+            .run(&url, || async {
+                let response = self
+                    .send(Method::GET, &url, &scopes, |b| {
+                        b.header(header::ACCEPT, ACCEPT)
+                    })
+                    .await?;
+                let response = expect(&Method::GET, &url, response, &[200]).await?;
+                let content_type = header_str(&response, "content-type").map(str::to_string);
+                let announced = header_str(&response, "docker-content-digest").map(str::to_string);
+                let bytes = response.bytes().await.map_err(|source| Error::Transport {
+                    method: "GET".into(),
+                    url: url.clone(),
+                    source,
+                })?;
+                Ok::<_, Error>((bytes, content_type, announced))
+            })
+            .await?;
+        let manifest = RawManifest::new(bytes, content_type.as_deref());
+        let expected = match r {
+            ManifestRef::Digest(d) => Some(d.to_string()),
+            ManifestRef::Tag(_) => announced.filter(|a| a.starts_with("sha256:")),
+        };
+        match expected {
+            Some(e) if e != manifest.digest.as_str() => Err(Error::DigestMismatch {
+                what: format!("{repo}@{r}"),
+                expected: e,
+                actual: manifest.digest.to_string(),
+            }),
+            _ => Ok(manifest),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct CatalogPage {
+    #[serde(default)]
+    repositories: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct TagsPage {
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+}
+
+impl Registry for HttpRegistry {
+    async fn catalog(&self) -> Result<Vec<RepoPath>> {
+        let first = format!("/v2/_catalog?n={PAGE_SIZE}");
+        let names = self
+            .paginate(first, "registry:catalog:*".into(), |p: CatalogPage| {
+                p.repositories.unwrap_or_default()
+            })
+            .await?;
+        // A registry may list names we could not address; skip them rather than fail the run.
+        Ok(names.iter().filter_map(|n| n.parse().ok()).collect())
+    }
+
+    async fn list_tags(&self, repo: &RepoPath) -> Result<Vec<Tag>> {
+        let first = format!("/v2/{repo}/tags/list?n={PAGE_SIZE}");
+        let names = self
+            .paginate(first, self.scope(repo), |p: TagsPage| {
+                p.tags.unwrap_or_default()
+            })
+            .await?;
+        Ok(names.iter().filter_map(|n| n.parse().ok()).collect())
+    }
+
+    async fn head_manifest(
+        &self,
+        repo: &RepoPath,
+        r: &ManifestRef,
+    ) -> Result<Option<ManifestHead>> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{r}"));
+        let scopes = [self.scope(repo)];
+        let head = self
+            .retry
+            .run(&url, || async {
+                let response = self
+                    .send(Method::HEAD, &url, &scopes, |b| {
+                        b.header(header::ACCEPT, ACCEPT)
+                    })
+                    .await?;
+                let response = expect(&Method::HEAD, &url, response, &[200, 404]).await?;
+                if response.status() == 404 {
+                    return Ok(None);
+                }
+                let digest = header_str(&response, "docker-content-digest")
+                    .and_then(|d| d.parse::<Digest>().ok());
+                let media_type = header_str(&response, "content-type").unwrap_or_default();
+                let media_type = media_type
+                    .split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
+                Ok(Some((digest, media_type)))
+            })
+            .await?;
+        match head {
+            None => Ok(None),
+            Some((Some(digest), media_type)) => Ok(Some(ManifestHead { digest, media_type })),
+            // Some registries omit the digest on HEAD; only then is a GET spent on it.
+            Some((None, _)) => {
+                let manifest = self.fetch_manifest(repo, r).await?;
+                Ok(Some(ManifestHead {
+                    digest: manifest.digest,
+                    media_type: manifest.media_type,
+                }))
+            }
+        }
+    }
+
+    async fn get_manifest(&self, repo: &RepoPath, r: &ManifestRef) -> Result<RawManifest> {
+        self.fetch_manifest(repo, r).await
+    }
+
+    async fn put_manifest(
+        &self,
+        repo: &RepoPath,
+        r: &ManifestRef,
+        manifest: &RawManifest,
+    ) -> Result<()> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{r}"));
+        let scopes = [self.scope(repo)];
+        self.retry
+            .run(&url, || async {
+                let response = self
+                    .send(Method::PUT, &url, &scopes, |b| {
+                        b.header(header::CONTENT_TYPE, &manifest.media_type)
+                            .body(manifest.bytes.clone())
+                    })
+                    .await?;
+                let response = expect(&Method::PUT, &url, response, &[200, 201]).await?;
+                match header_str(&response, "docker-content-digest") {
+                    Some(d) if d.starts_with("sha256:") && d != manifest.digest.as_str() => {
+                        Err(Error::DigestMismatch {
+                            what: format!("{repo}:{r} as stored by the target"),
+                            expected: manifest.digest.to_string(),
+                            actual: d.to_string(),
+                        })
+                    }
+                    _ => Ok(()),
+                }
+            })
+            .await
+    }
+
+    async fn blob_exists(&self, repo: &RepoPath, digest: &Digest) -> Result<bool> {
+        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
+        let scopes = [self.scope(repo)];
+        self.retry
+            .run(&url, || async {
+                let response = self.send(Method::HEAD, &url, &scopes, |b| b).await?;
+                let response = expect(&Method::HEAD, &url, response, &[200, 404]).await?;
+                Ok(response.status() == 200)
+            })
+            .await
+    }
+
+    async fn get_blob(&self, repo: &RepoPath, digest: &Digest) -> Result<BlobBody> {
+        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
+        let response = self
+            .send(Method::GET, &url, &[self.scope(repo)], |b| b)
+            .await?;
+        let response = expect(&Method::GET, &url, response, &[200]).await?;
+        let size = response.content_length();
+        let stream = response
+            .bytes_stream()
+            .map_err(move |source| Error::Transport {
+                method: "GET".into(),
+                url: url.clone(),
+                source,
+            });
+        Ok(BlobBody {
+            size,
+            stream: stream.boxed(),
+        })
+    }
+
+    async fn start_upload(
+        &self,
+        repo: &RepoPath,
+        mount: Option<(&Digest, &RepoPath)>,
+    ) -> Result<Upload> {
+        let mut path = format!("/v2/{repo}/blobs/uploads/");
+        let mut scopes = vec![self.scope(repo)];
+        if let Some((digest, from)) = mount {
+            path.push_str(&format!("?mount={digest}&from={from}"));
+            scopes.push(format!("repository:{from}:pull"));
+        }
+        let url = self.url(&path);
+        self.retry
+            .run(&url, || async {
+                let response = self
+                    .send(Method::POST, &url, &scopes, |b| {
+                        b.header(header::CONTENT_LENGTH, 0)
+                    })
+                    .await?;
+                let response = expect(&Method::POST, &url, response, &[201, 202]).await?;
+                if response.status() == 201 && mount.is_some() {
+                    return Ok(Upload::Mounted);
+                }
+                // 202 to a mount request means "declined, upload instead" and opens the session.
+                let location =
+                    header_str(&response, "location").ok_or_else(|| Error::InvalidResponse {
+                        url: url.clone(),
+                        detail: "upload session without Location".into(),
+                    })?;
+                Ok(Upload::Session(self.url(location)))
+            })
+            .await
+    }
+
+    async fn finish_upload(
+        &self,
+        repo: &RepoPath,
+        session: &str,
+        digest: &Digest,
+        size: u64,
+        body: BlobBody,
+    ) -> Result<()> {
+        let separator = if session.contains('?') { '&' } else { '?' };
+        let url = format!("{session}{separator}digest={digest}");
+        // The body can be sent once only; a refused token surfaces as a retryable-by-caller error.
+        let scopes = [self.scope(repo)];
+        let mut body = Some(reqwest::Body::wrap_stream(body.stream));
+        let response = self
+            .send_once(Method::PUT, &url, &scopes, |b| {
+                b.header(header::CONTENT_TYPE, "application/octet-stream")
+                    .header(header::CONTENT_LENGTH, size)
+                    .body(
+                        body.take()
+                            .unwrap_or_else(|| reqwest::Body::from(Bytes::new())),
+                    )
+            })
+            .await?;
+        expect(&Method::PUT, &url, response, &[201, 204])
+            .await
+            .map(drop)
+    }
+}
+
+impl HttpRegistry {
+    /// Like `send`, for bodies that cannot be replayed: a 401 is returned as an error.
+    async fn send_once(
+        &self,
+        method: Method,
+        url: &str,
+        scopes: &[String],
+        build: impl FnOnce(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Response> {
+        let mut request = build(self.http.request(method.clone(), url));
+        if let Some(value) = self.auth.authorize(&self.http, scopes).await? {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        let response = request.send().await.map_err(|source| Error::Transport {
+            method: method.to_string(),
+            url: url.to_string(),
+            source,
+        })?;
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+            self.auth.forget(scopes).await;
+        }
+        Ok(response)
+    }
+}

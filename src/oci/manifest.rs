@@ -1,0 +1,242 @@
+//! Manifests as raw bytes plus what the copy needs from them: children, blobs, platforms.
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use crate::reference::Digest;
+
+/// OCI image index.
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// OCI image manifest.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// Docker manifest list.
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Docker image manifest, schema 2.
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
+const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+
+/// The Accept header for manifest requests: every type that can be copied verbatim.
+pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.v2+json";
+
+/// A manifest exactly as the registry served it; pushed back byte for byte.
+#[derive(Debug, Clone)]
+pub struct RawManifest {
+    /// The body.
+    pub bytes: Bytes,
+    /// Its media type (from the body's `mediaType`, else the `Content-Type`).
+    pub media_type: String,
+    /// sha256 of `bytes`.
+    pub digest: Digest,
+}
+
+/// A referenced piece of content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Descriptor {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its media type.
+    pub media_type: String,
+}
+
+/// What a manifest refers to, which decides how it is copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Contents {
+    /// An index or list: child manifests, each with its platform (`os/arch[/variant]`).
+    Index(Vec<(Descriptor, Option<String>)>),
+    /// An image: its config and layers (and any other blobs it names).
+    Image(Vec<Descriptor>),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Wire {
+    schema_version: Option<u32>,
+    media_type: Option<String>,
+    config: Option<WireDescriptor>,
+    #[serde(default)]
+    layers: Vec<WireDescriptor>,
+    manifests: Option<Vec<WireDescriptor>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireDescriptor {
+    media_type: Option<String>,
+    digest: Digest,
+    size: u64,
+    platform: Option<WirePlatform>,
+}
+
+#[derive(Deserialize)]
+struct WirePlatform {
+    os: String,
+    architecture: String,
+    variant: Option<String>,
+}
+
+impl WireDescriptor {
+    fn into_descriptor(self) -> (Descriptor, Option<String>) {
+        let platform = self.platform.map(|p| match p.variant {
+            Some(v) if !v.is_empty() => format!("{}/{}/{}", p.os, p.architecture, v),
+            _ => format!("{}/{}", p.os, p.architecture),
+        });
+        let media_type = self.media_type.unwrap_or_default();
+        (
+            Descriptor {
+                digest: self.digest,
+                size: self.size,
+                media_type,
+            },
+            platform,
+        )
+    }
+}
+
+/// Why a manifest cannot be read for copying.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// Schema 1 manifests are signed over a form registries rewrite; no verbatim copy exists.
+    #[error("schema 1 manifests cannot be copied verbatim (Docker Hub refuses them since 2024-11)")]
+    Schema1,
+    /// Not a JSON manifest of a known shape.
+    #[error("not a manifest: {0}")]
+    Malformed(String),
+}
+
+impl RawManifest {
+    /// Wraps bytes as served, taking the media type from the body when it names one.
+    pub fn new(bytes: Bytes, content_type: Option<&str>) -> Self {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct MediaTypeOnly {
+            media_type: Option<String>,
+        }
+        let from_body = serde_json::from_slice::<MediaTypeOnly>(&bytes)
+            .ok()
+            .and_then(|m| m.media_type);
+        let from_header = content_type.map(|c| c.split(';').next().unwrap_or(c).trim().to_string());
+        let media_type = from_body
+            .or(from_header)
+            .unwrap_or_else(|| OCI_MANIFEST.to_string());
+        let digest = Digest::sha256_of(&bytes);
+        RawManifest {
+            bytes,
+            media_type,
+            digest,
+        }
+    }
+
+    /// Reads the children or blobs the manifest refers to.
+    pub fn contents(&self) -> Result<Contents, ManifestError> {
+        if matches!(
+            self.media_type.as_str(),
+            DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED
+        ) {
+            return Err(ManifestError::Schema1);
+        }
+        let wire: Wire = serde_json::from_slice(&self.bytes)
+            .map_err(|e| ManifestError::Malformed(e.to_string()))?;
+        if wire.schema_version == Some(1) {
+            return Err(ManifestError::Schema1);
+        }
+        let is_index = matches!(
+            wire.media_type.as_deref().unwrap_or(&self.media_type),
+            OCI_INDEX | DOCKER_LIST
+        ) || wire.manifests.is_some();
+        if is_index {
+            let children = wire
+                .manifests
+                .unwrap_or_default()
+                .into_iter()
+                .map(WireDescriptor::into_descriptor);
+            return Ok(Contents::Index(children.collect()));
+        }
+        let config = wire
+            .config
+            .ok_or_else(|| ManifestError::Malformed("image manifest without config".into()))?;
+        let blobs = std::iter::once(config)
+            .chain(wire.layers)
+            .map(|d| d.into_descriptor().0);
+        Ok(Contents::Image(blobs.collect()))
+    }
+}
+
+impl Contents {
+    /// The platforms of an index's children, sorted, without attestation entries.
+    pub fn platforms(&self) -> Vec<String> {
+        let Contents::Index(children) = self else {
+            return Vec::new();
+        };
+        let mut platforms: Vec<String> = children
+            .iter()
+            .filter_map(|(_, p)| p.clone())
+            .filter(|p| p != "unknown/unknown")
+            .collect();
+        platforms.sort();
+        platforms.dedup();
+        platforms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(c: char) -> String {
+        format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    #[test]
+    fn index_children_and_platforms() {
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[
+            {{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":5,"platform":{{"os":"linux","architecture":"arm64","variant":"v8"}}}},
+            {{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":6,"platform":{{"os":"linux","architecture":"amd64"}}}},
+            {{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":7,"platform":{{"os":"unknown","architecture":"unknown"}}}}]}}"#,
+            digest('a'),
+            digest('b'),
+            digest('c')
+        );
+        let m = RawManifest::new(Bytes::from(body), Some("text/plain"));
+        assert_eq!(m.media_type, OCI_INDEX);
+        let contents = m.contents().unwrap();
+        assert_eq!(contents.platforms(), ["linux/amd64", "linux/arm64/v8"]);
+        let Contents::Index(children) = contents else {
+            panic!("not an index")
+        };
+        assert_eq!(children.len(), 3);
+    }
+
+    #[test]
+    fn image_blobs_include_config_first() {
+        let body = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{}","size":1}},"layers":[{{"digest":"{}","size":2}}]}}"#,
+            digest('1'),
+            digest('2')
+        );
+        let m = RawManifest::new(
+            Bytes::from(body),
+            Some(&format!("{DOCKER_MANIFEST}; charset=utf-8")),
+        );
+        assert_eq!(m.media_type, DOCKER_MANIFEST);
+        let Contents::Image(blobs) = m.contents().unwrap() else {
+            panic!("not an image")
+        };
+        assert_eq!(blobs.iter().map(|b| b.size).collect::<Vec<_>>(), [1, 2]);
+    }
+
+    #[test]
+    fn schema1_is_refused() {
+        let m = RawManifest::new(
+            Bytes::from_static(br#"{"schemaVersion":1,"fsLayers":[]}"#),
+            Some(DOCKER_SCHEMA1_SIGNED),
+        );
+        assert!(matches!(m.contents(), Err(ManifestError::Schema1)));
+    }
+}

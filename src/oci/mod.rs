@@ -1,0 +1,116 @@
+//! The registry seam: the `Registry` trait the copy engine and the listing talk to.
+
+pub mod auth;
+pub mod error;
+pub mod http;
+pub mod manifest;
+
+use std::fmt;
+use std::future::Future;
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+
+use crate::reference::{Digest, RepoPath, Tag};
+pub use error::{Error, Result};
+use manifest::RawManifest;
+
+/// A manifest is addressed by tag or by digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManifestRef {
+    /// A mutable name.
+    Tag(Tag),
+    /// Immutable content.
+    Digest(Digest),
+}
+
+impl fmt::Display for ManifestRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ManifestRef::Tag(t) => t.fmt(f),
+            ManifestRef::Digest(d) => d.fmt(f),
+        }
+    }
+}
+
+/// What a HEAD on a manifest tells without downloading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestHead {
+    /// `Docker-Content-Digest`.
+    pub digest: Digest,
+    /// `Content-Type`.
+    pub media_type: String,
+}
+
+/// A blob body on its way from one registry to another.
+pub struct BlobBody {
+    /// `Content-Length` as announced by the source.
+    pub size: Option<u64>,
+    /// The bytes, in the order received.
+    pub stream: BoxStream<'static, Result<Bytes>>,
+}
+
+/// An upload opened on the target: either the mount already did the work, or bytes must follow.
+#[derive(Debug)]
+pub enum Upload {
+    /// The registry linked the blob from another repository; nothing to send.
+    Mounted,
+    /// The session URL to `PUT` the blob to.
+    Session(String),
+}
+
+/// One registry, as the distribution spec lets a mirror see it.
+///
+/// Implemented over HTTP by [`http::HttpRegistry`]; tests can put a misbehaving fake here.
+pub trait Registry: Send + Sync {
+    /// Every repository the registry lists in `/v2/_catalog`, following pagination.
+    fn catalog(&self) -> impl Future<Output = Result<Vec<RepoPath>>> + Send;
+    /// Every tag of `repo`, following pagination.
+    fn list_tags(&self, repo: &RepoPath) -> impl Future<Output = Result<Vec<Tag>>> + Send;
+    /// The digest of a manifest by HEAD, or `None` when it does not exist.
+    fn head_manifest(
+        &self,
+        repo: &RepoPath,
+        r: &ManifestRef,
+    ) -> impl Future<Output = Result<Option<ManifestHead>>> + Send;
+    /// The manifest's exact bytes, digest-checked.
+    fn get_manifest(
+        &self,
+        repo: &RepoPath,
+        r: &ManifestRef,
+    ) -> impl Future<Output = Result<RawManifest>> + Send;
+    /// Stores `manifest` unchanged under `r`.
+    fn put_manifest(
+        &self,
+        repo: &RepoPath,
+        r: &ManifestRef,
+        manifest: &RawManifest,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Whether the blob is in `repo`.
+    fn blob_exists(
+        &self,
+        repo: &RepoPath,
+        digest: &Digest,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// Streams a blob's body.
+    fn get_blob(
+        &self,
+        repo: &RepoPath,
+        digest: &Digest,
+    ) -> impl Future<Output = Result<BlobBody>> + Send;
+    /// Opens an upload, first asking to mount `digest` from `from` when given.
+    fn start_upload(
+        &self,
+        repo: &RepoPath,
+        mount: Option<(&Digest, &RepoPath)>,
+    ) -> impl Future<Output = Result<Upload>> + Send;
+    /// Sends the whole blob to an open session in one `PUT` of known size.
+    fn finish_upload(
+        &self,
+        repo: &RepoPath,
+        session: &str,
+        digest: &Digest,
+        size: u64,
+        body: BlobBody,
+    ) -> impl Future<Output = Result<()>> + Send;
+}

@@ -1,0 +1,387 @@
+//! Parsed names: digests, tags, repository paths and registry namespaces (parse, don't validate).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Why a string is not a valid name of some kind; the message says what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {kind} {value:?}: {expected}")]
+pub struct ParseError {
+    kind: &'static str,
+    value: String,
+    expected: &'static str,
+}
+
+fn invalid(kind: &'static str, value: &str, expected: &'static str) -> ParseError {
+    ParseError {
+        kind,
+        value: value.to_string(),
+        expected,
+    }
+}
+
+macro_rules! string_newtype {
+    ($name:ident) => {
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl $name {
+            /// The canonical text form.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+/// A content digest `algorithm:hex`; only `sha256` can be verified while streaming.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest(String);
+string_newtype!(Digest);
+
+impl Digest {
+    /// The digest of `bytes` under sha256, the algorithm every registry accepts.
+    pub fn sha256_of(bytes: &[u8]) -> Self {
+        use sha2::Digest as _;
+        Digest(format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(bytes))
+        ))
+    }
+
+    /// The hex part after `sha256:`, or `None` for other algorithms.
+    pub fn sha256_hex(&self) -> Option<&str> {
+        self.0.strip_prefix("sha256:")
+    }
+
+    /// A short form for humans: `sha256:` and the first 12 hex digits.
+    pub fn short(&self) -> &str {
+        let end = self.0.find(':').map_or(0, |i| i + 1) + 12;
+        &self.0[..end.min(self.0.len())]
+    }
+}
+
+impl FromStr for Digest {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        const EXPECTED: &str = "expected sha256:<64 hex digits> or sha512:<128 hex digits>";
+        let (algo, hex) = s
+            .split_once(':')
+            .ok_or_else(|| invalid("digest", s, EXPECTED))?;
+        let len = match algo {
+            "sha256" => 64,
+            "sha512" => 128,
+            _ => return Err(invalid("digest", s, EXPECTED)),
+        };
+        let lower_hex = hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if hex.len() != len || !lower_hex {
+            return Err(invalid("digest", s, EXPECTED));
+        }
+        Ok(Digest(s.to_string()))
+    }
+}
+
+/// A tag, as the distribution spec allows: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tag(String);
+string_newtype!(Tag);
+
+impl FromStr for Tag {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let mut bytes = s.bytes();
+        let first_ok = bytes
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let rest_ok = bytes.all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if !first_ok || !rest_ok || s.len() > 128 {
+            return Err(invalid(
+                "tag",
+                s,
+                "expected [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}",
+            ));
+        }
+        Ok(Tag(s.to_string()))
+    }
+}
+
+/// A repository path inside a registry (`team/app`), lower-case components joined by `/`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RepoPath(String);
+string_newtype!(RepoPath);
+
+/// One component: `[a-z0-9]+` groups joined by `.`, `_`, `__` or runs of `-`.
+fn valid_component(c: &str) -> bool {
+    let b = c.as_bytes();
+    if b.is_empty() || !b[0].is_ascii_alphanumeric() || !b[b.len() - 1].is_ascii_alphanumeric() {
+        return false;
+    }
+    let mut prev_sep: Option<u8> = None;
+    let mut sep_len = 0;
+    for &ch in b {
+        if ch.is_ascii_lowercase() || ch.is_ascii_digit() {
+            prev_sep = None;
+            sep_len = 0;
+            continue;
+        }
+        let ok = match (ch, prev_sep) {
+            (b'.' | b'_' | b'-', None) => true,
+            (b'_', Some(b'_')) => sep_len < 2,
+            (b'-', Some(b'-')) => true,
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+        prev_sep = Some(ch);
+        sep_len += 1;
+    }
+    true
+}
+
+impl FromStr for RepoPath {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        if s.len() > 255 || !s.split('/').all(valid_component) {
+            return Err(invalid(
+                "repository path",
+                s,
+                "expected lower-case components [a-z0-9] joined by '.', '_', '__' or '-', separated by '/'",
+            ));
+        }
+        Ok(RepoPath(s.to_string()))
+    }
+}
+
+impl RepoPath {
+    /// This path with `child` appended (`team` + `app` = `team/app`).
+    pub fn join(&self, child: &RepoPath) -> RepoPath {
+        RepoPath(format!("{}/{}", self.0, child.0))
+    }
+
+    /// The part after `prefix/`, when this path lies under `prefix`.
+    pub fn strip_prefix(&self, prefix: Option<&RepoPath>) -> Option<RepoPath> {
+        match prefix {
+            None => Some(self.clone()),
+            Some(p) => self
+                .0
+                .strip_prefix(&p.0)?
+                .strip_prefix('/')
+                .map(|r| RepoPath(r.to_string())),
+        }
+    }
+
+    /// How many `/`-separated components the path has.
+    pub fn depth(&self) -> usize {
+        self.0.split('/').count()
+    }
+}
+
+/// The host (and port) a registry answers on, e.g. `gcr.io` or `localhost:5001`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RegistryHost(String);
+string_newtype!(RegistryHost);
+
+/// Docker Hub's name as users write it and the host its API really answers on.
+const DOCKER_HUB: &str = "docker.io";
+const DOCKER_HUB_API: &str = "registry-1.docker.io";
+
+impl FromStr for RegistryHost {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let (host, port) = s.rsplit_once(':').map_or((s, None), |(h, p)| (h, Some(p)));
+        let host_ok = !host.is_empty()
+            && host.split('.').all(|l| {
+                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok());
+        if !host_ok || !port_ok {
+            return Err(invalid("registry host", s, "expected host or host:port"));
+        }
+        let canonical = match s {
+            "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => DOCKER_HUB,
+            other => other,
+        };
+        Ok(RegistryHost(canonical.to_string()))
+    }
+}
+
+impl RegistryHost {
+    /// The host the registry API is reached on (Docker Hub is not served on docker.io).
+    pub fn api_host(&self) -> &str {
+        if self.0 == DOCKER_HUB {
+            DOCKER_HUB_API
+        } else {
+            &self.0
+        }
+    }
+
+    /// Docker Hub allows exactly two path levels (`user/repo`).
+    pub fn is_docker_hub(&self) -> bool {
+        self.0 == DOCKER_HUB
+    }
+}
+
+/// A registry namespace: a host and an optional path prefix (`gcr.io/google-containers`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Namespace {
+    /// The registry serving it.
+    pub registry: RegistryHost,
+    /// The path prefix under which its repositories live; `None` for a whole registry.
+    pub path: Option<RepoPath>,
+}
+
+impl FromStr for Namespace {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let s = s.trim().trim_end_matches('/');
+        let s = s
+            .strip_prefix("https://")
+            .or_else(|| s.strip_prefix("http://"))
+            .unwrap_or(s);
+        let (first, rest) = s.split_once('/').map_or((s, None), |(a, b)| (a, Some(b)));
+        // As docker does: the first component is a host only if it looks like one.
+        let looks_like_host = first.contains('.') || first.contains(':') || first == "localhost";
+        let (registry, path) = if looks_like_host {
+            (first, rest)
+        } else {
+            (DOCKER_HUB, Some(s))
+        };
+        if s.is_empty() || s.contains('@') || (path.is_some_and(|p| p.contains(':'))) {
+            return Err(invalid(
+                "registry namespace",
+                s,
+                "expected HOST[:PORT][/PATH], e.g. gcr.io/google-containers",
+            ));
+        }
+        Ok(Namespace {
+            registry: registry.parse()?,
+            path: path.map(str::parse).transpose()?,
+        })
+    }
+}
+
+impl fmt::Display for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.path {
+            Some(p) => write!(f, "{}/{}", self.registry, p),
+            None => write!(f, "{}", self.registry),
+        }
+    }
+}
+
+impl Namespace {
+    /// The full repository path of `image` inside this namespace.
+    pub fn repo(&self, image: &RepoPath) -> RepoPath {
+        match &self.path {
+            Some(p) => p.join(image),
+            None => image.clone(),
+        }
+    }
+}
+
+/// A repository on a registry (`localhost:5002/mirror/app`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Repository {
+    /// Where it lives.
+    pub registry: RegistryHost,
+    /// Its path there.
+    pub path: RepoPath,
+}
+
+impl Serialize for Repository {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl fmt::Display for Repository {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.registry, self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_parse_strictly() {
+        let good = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(good.parse::<Digest>().unwrap().as_str(), good);
+        for bad in [
+            "sha256:abc",
+            "md5:abc",
+            &format!("sha256:{}", "A".repeat(64)),
+            "nocolon",
+        ] {
+            assert!(bad.parse::<Digest>().is_err(), "{bad}");
+        }
+        assert_eq!(Digest::sha256_of(b"").short(), "sha256:e3b0c44298fc");
+    }
+
+    #[test]
+    fn tags_follow_the_distribution_grammar() {
+        for good in ["latest", "v1.2.3", "_x", "3.9-0", &"a".repeat(128)] {
+            assert!(good.parse::<Tag>().is_ok(), "{good}");
+        }
+        for bad in ["", "-x", ".x", "a:b", "a/b", &"a".repeat(129)] {
+            assert!(bad.parse::<Tag>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn repo_paths_follow_the_distribution_grammar() {
+        for good in ["a", "team/app", "a.b/c_d/e__f/g--h", "k8s-1"] {
+            assert!(good.parse::<RepoPath>().is_ok(), "{good}");
+        }
+        for bad in ["", "A", "a//b", "a/", "-a", "a_", "a___b", "a._b"] {
+            assert!(bad.parse::<RepoPath>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn namespaces_split_host_and_path() {
+        let ns: Namespace = "gcr.io/google-containers".parse().unwrap();
+        assert_eq!(ns.registry.as_str(), "gcr.io");
+        assert_eq!(ns.path.unwrap().as_str(), "google-containers");
+        let ns: Namespace = "localhost:5001/team/sub".parse().unwrap();
+        assert_eq!(
+            (ns.registry.as_str(), ns.path.unwrap().as_str()),
+            ("localhost:5001", "team/sub")
+        );
+        let ns: Namespace = "registry.k8s.io".parse().unwrap();
+        assert!(ns.path.is_none());
+        let ns: Namespace = "myuser".parse().unwrap();
+        assert_eq!(
+            (ns.registry.api_host(), ns.to_string().as_str()),
+            ("registry-1.docker.io", "docker.io/myuser")
+        );
+        for bad in [
+            "",
+            "gcr.io/Upper",
+            "host:99999/x",
+            "gcr.io/a@sha256:x",
+            "gcr.io/a:tag",
+        ] {
+            assert!(bad.parse::<Namespace>().is_err(), "{bad}");
+        }
+    }
+}

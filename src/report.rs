@@ -1,0 +1,202 @@
+//! The run's report: counts per source, failed tags, commits; as JSON (`--report`) and as
+//! a readable summary on stderr.
+
+use serde::Serialize;
+
+use crate::listing::ListStats;
+use crate::metadata::record::Outcome;
+use crate::plan::{Plan, Step};
+use crate::run::RunResult;
+
+/// Counts of one source (or of all).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Tags listed.
+    pub listed: usize,
+    /// Tags removed by filters.
+    pub filtered: usize,
+    /// Tags already mirrored.
+    pub unchanged: usize,
+    /// New tags copied.
+    pub copied: usize,
+    /// Moved tags re-copied.
+    pub moved: usize,
+    /// Tags found on the target and recorded without copying.
+    pub adopted: usize,
+    /// Tags whose copy failed.
+    pub failed: usize,
+    /// Tags still to copy (budget, deadline, signal; or, for `test`, the whole plan).
+    pub pending: usize,
+}
+
+impl Counts {
+    fn add(&mut self, o: &Counts) {
+        self.listed += o.listed;
+        self.filtered += o.filtered;
+        self.unchanged += o.unchanged;
+        self.copied += o.copied;
+        self.moved += o.moved;
+        self.adopted += o.adopted;
+        self.failed += o.failed;
+        self.pending += o.pending;
+    }
+}
+
+/// One source's line.
+#[derive(Debug, Serialize)]
+pub struct SourceReport {
+    /// Source namespace.
+    pub source: String,
+    /// Target namespace.
+    pub target: String,
+    /// Its counts.
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+/// A failed tag and why.
+#[derive(Debug, Serialize)]
+pub struct FailedTag {
+    /// Source namespace.
+    pub source: String,
+    /// Image and tag.
+    pub image: String,
+    /// Tag.
+    pub tag: String,
+    /// The error.
+    pub error: String,
+}
+
+/// The whole report.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// The command run.
+    pub command: String,
+    /// Per source.
+    pub sources: Vec<SourceReport>,
+    /// Sums.
+    pub totals: Counts,
+    /// Failed tags.
+    pub failed: Vec<FailedTag>,
+    /// Commit messages (and ids where the store has them).
+    pub commits: Vec<String>,
+    /// Why the run stopped starting copies early, if it did.
+    pub stopped: Option<String>,
+    /// For `test`: every tag the plan would copy or adopt, in order.
+    pub plan: Option<Vec<Step>>,
+}
+
+/// Builds the report of a plan (and of its run, for `sync`).
+pub fn build(
+    command: &str,
+    names: &[(String, String)],
+    stats: &[ListStats],
+    plan: &Plan,
+    run: Option<&RunResult>,
+) -> Report {
+    let mut per: Vec<Counts> = stats
+        .iter()
+        .zip(&plan.unchanged)
+        .map(|(s, &unchanged)| Counts {
+            listed: s.tags,
+            filtered: s.filtered,
+            unchanged,
+            ..Counts::default()
+        })
+        .collect();
+    let mut failed = Vec::new();
+    let not_started: &[Step] = run.map_or(&[], |r| &r.not_started);
+    let pending_steps: Box<dyn Iterator<Item = &Step>> = match run {
+        Some(_) => Box::new(plan.pending.iter().chain(not_started)),
+        None => Box::new(plan.copy.iter().chain(&plan.pending)),
+    };
+    for step in pending_steps {
+        per[step.candidate.source].pending += 1;
+    }
+    if run.is_none() {
+        plan.adopt
+            .iter()
+            .for_each(|step| per[step.candidate.source].adopted += 1);
+    }
+    for (source, outcome) in run.map_or(&[][..], |r| &r.outcomes) {
+        let counts = &mut per[*source];
+        match outcome {
+            Outcome::Synced { copied: false, .. } => counts.adopted += 1,
+            Outcome::Synced {
+                previous: Some(_), ..
+            } => counts.moved += 1,
+            Outcome::Synced { .. } => counts.copied += 1,
+            Outcome::Missing { .. } => {}
+            Outcome::Failed {
+                image, tag, error, ..
+            } => {
+                counts.failed += 1;
+                let source = names[*source].0.clone();
+                failed.push(FailedTag {
+                    source,
+                    image: image.clone(),
+                    tag: tag.clone(),
+                    error: error.clone(),
+                });
+            }
+        }
+    }
+    let mut totals = Counts::default();
+    per.iter().for_each(|c| totals.add(c));
+    let sources = names
+        .iter()
+        .zip(per)
+        .map(|((source, target), counts)| SourceReport {
+            source: source.clone(),
+            target: target.clone(),
+            counts,
+        })
+        .collect();
+    let commits = run.map_or(Vec::new(), |r| {
+        r.commits
+            .iter()
+            .map(|c| {
+                c.id.as_ref()
+                    .map_or(c.message.clone(), |id| format!("{id} {}", c.message))
+            })
+            .collect()
+    });
+    let plan_steps = run
+        .is_none()
+        .then(|| plan.copy.iter().chain(&plan.adopt).cloned().collect());
+    Report {
+        command: command.to_string(),
+        sources,
+        totals,
+        failed,
+        commits,
+        stopped: run.and_then(|r| r.stopped.map(str::to_string)),
+        plan: plan_steps,
+    }
+}
+
+impl Report {
+    /// The human summary printed to stderr at the end of a run.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        for s in &self.sources {
+            let c = &s.counts;
+            out.push_str(&format!(
+                "{} → {}: {} listed, {} filtered, {} unchanged, {} copied, {} moved, {} adopted, {} failed, {} pending\n",
+                s.source, s.target, c.listed, c.filtered, c.unchanged, c.copied, c.moved, c.adopted, c.failed, c.pending
+            ));
+        }
+        if let Some(why) = &self.stopped {
+            out.push_str(&format!(
+                "stopped starting copies early ({why}); the rest is pending for the next run\n"
+            ));
+        }
+        for f in &self.failed {
+            out.push_str(&format!(
+                "failed: {}/{}:{}: {}\n",
+                f.source, f.image, f.tag, f.error
+            ));
+        }
+        out
+    }
+}

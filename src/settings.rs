@@ -1,0 +1,491 @@
+//! Resolves the parsed options once into a validated `Settings` (exit 2 on any bad value,
+//! before any network call). Nothing below this module reads the environment.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use regex::Regex;
+
+use crate::cli::{Cli, Command};
+use crate::filter::Filters;
+use crate::mapping::NameMapper;
+use crate::oci::auth::Credentials;
+use crate::reference::{Namespace, RegistryHost, RepoPath};
+
+/// A bad option value: names the flag and its variable, and says what is expected.
+#[derive(Debug, thiserror::Error)]
+#[error("--{flag} (GCRSYNC_{}): {message}", flag.to_ascii_uppercase().replace('-', "_"))]
+pub struct ConfigError {
+    /// The flag, without dashes.
+    pub flag: &'static str,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+fn bad(flag: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        flag,
+        message: message.into(),
+    }
+}
+
+/// Concurrency limits of a run, declared here and nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Tags copied at once (`--process-limit`).
+    pub tags: usize,
+    /// Blob transfers at once across all tags; as many as tags, since one transfer keeps
+    /// one connection to each side busy.
+    pub transfers: usize,
+    /// Listing and HEAD requests at once (`--query-limit`).
+    pub queries: usize,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything a run needs, validated.
+pub struct Settings {
+    /// The command.
+    pub command: Command,
+    /// Source namespaces.
+    pub sources: Vec<Namespace>,
+    /// `--images`: explicit image list.
+    pub images: Option<Vec<RepoPath>>,
+    /// Target namespace.
+    pub target: Namespace,
+    /// Compiled `--name-template`.
+    pub mapper: NameMapper,
+    /// Source credentials.
+    pub source_credentials: Option<Credentials>,
+    /// Target credentials.
+    pub target_credentials: Option<Credentials>,
+    /// Local metadata directory.
+    pub metadata_dir: PathBuf,
+    /// Layout prefix inside the store.
+    pub metadata_path: String,
+    /// Max tags copied (`None`: no limit).
+    pub budget: Option<usize>,
+    /// Concurrency.
+    pub limits: Limits,
+    /// Stop starting copies after this long.
+    pub deadline: Option<Duration>,
+    /// Tags per commit.
+    pub commit_every: usize,
+    /// Compiled filters.
+    pub filters: Filters,
+    /// Connect/idle timeout.
+    pub http_timeout: Duration,
+    /// Retries per request.
+    pub retries: usize,
+    /// Proxy URL.
+    pub proxy: Option<String>,
+    /// Hosts reached over plain HTTP.
+    pub insecure: Vec<RegistryHost>,
+    /// Extra CA certificate (PEM bytes).
+    pub ca_cert: Option<Vec<u8>>,
+    /// Shard `K-1` of `N`.
+    pub shard: (u64, u64),
+    /// CHANGELOG time zone.
+    pub timezone: jiff::tz::TimeZone,
+    /// README template override.
+    pub readme_template: Option<PathBuf>,
+    /// CHANGELOG template override.
+    pub changelog_template: Option<PathBuf>,
+    /// Plan only.
+    pub dry_run: bool,
+    /// JSON report path.
+    pub report: Option<PathBuf>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// -v count minus -q.
+    pub verbosity: i8,
+    /// `monitor --interval`.
+    pub monitor_interval: Duration,
+    /// `monitor --count` (0 = forever).
+    pub monitor_count: u64,
+}
+
+/// Parses `45m`, `1h30m`, `30s`, or a number of seconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let parsed: jiff::SignedDuration = text.parse().ok()?;
+    Duration::try_from(parsed).ok()
+}
+
+fn duration(flag: &'static str, text: &str) -> Result<Duration, ConfigError> {
+    parse_duration(text).ok_or_else(|| {
+        bad(
+            flag,
+            format!("{text:?} is not a duration; write e.g. 30s, 45m or 1h30m"),
+        )
+    })
+}
+
+fn positive(flag: &'static str, value: i64, max: i64) -> Result<usize, ConfigError> {
+    if value < 1 || value > max {
+        return Err(bad(
+            flag,
+            format!("{value} is out of range; give a number from 1 to {max}"),
+        ));
+    }
+    Ok(value as usize)
+}
+
+fn regex(flag: &'static str, pattern: &Option<String>) -> Result<Option<Regex>, ConfigError> {
+    pattern
+        .as_deref()
+        .map(|p| Regex::new(p).map_err(|e| bad(flag, format!("invalid regex: {e}"))))
+        .transpose()
+}
+
+fn credentials(
+    flag: &'static str,
+    user: Option<String>,
+    password: Option<String>,
+) -> Result<Option<Credentials>, ConfigError> {
+    match (user, password) {
+        (Some(username), Some(password)) => Ok(Some(Credentials { username, password })),
+        (None, None) => Ok(None),
+        _ => Err(bad(
+            flag,
+            "give both the user name and the password, or neither",
+        )),
+    }
+}
+
+fn shard(text: &str) -> Result<(u64, u64), ConfigError> {
+    let parsed = text
+        .split_once('/')
+        .and_then(|(k, n)| Some((k.trim().parse::<u64>().ok()?, n.trim().parse::<u64>().ok()?)));
+    match parsed {
+        Some((k, n)) if n >= 1 && (1..=n).contains(&k) => Ok((k - 1, n)),
+        _ => Err(bad(
+            "shard",
+            format!("{text:?} is not K/N with 1 <= K <= N, e.g. 2/4"),
+        )),
+    }
+}
+
+/// Resolves `cli`; `env` looks up the fallback variables (`DOCKER_USERNAME`, ...).
+pub fn resolve(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+    let o = cli.options;
+    let command = match (cli.command.unwrap_or(Command::Sync), o.dry_run) {
+        (Command::Sync, true) => Command::Test,
+        (command, _) => command,
+    };
+    let mut sources = Vec::new();
+    let seed_sources = o.namespace.iter().map(|ns| format!("gcr.io/{}", ns.trim()));
+    for text in o
+        .source
+        .iter()
+        .flat_map(|s| s.lines())
+        .map(str::to_string)
+        .chain(seed_sources)
+    {
+        if text.trim().is_empty() {
+            continue;
+        }
+        let ns: Namespace = text.parse().map_err(|e| bad("source", format!("{e}")))?;
+        if !sources.contains(&ns) {
+            sources.push(ns);
+        }
+    }
+    if sources.is_empty() {
+        return Err(bad(
+            "source",
+            "no source given; e.g. --source gcr.io/google-containers",
+        ));
+    }
+    let target_text = o
+        .target
+        .ok_or_else(|| bad("target", "no target given; e.g. --target docker.io/myuser"))?;
+    let target: Namespace = target_text
+        .parse()
+        .map_err(|e| bad("target", format!("{e}")))?;
+    if sources.contains(&target) {
+        return Err(bad(
+            "target",
+            format!("{target} is also a source; mirror into another namespace"),
+        ));
+    }
+    let images = if o.images.is_empty() {
+        None
+    } else {
+        let parsed: Result<Vec<RepoPath>, _> = o.images.iter().map(|i| i.trim().parse()).collect();
+        Some(parsed.map_err(|e| bad("images", format!("{e}")))?)
+    };
+    let mapper = NameMapper::new(&o.name_template, &o.flatten_separator)
+        .map_err(|e| bad("name-template", e.to_string()))?;
+    let legacy = match o.filter_preset.as_deref() {
+        None => false,
+        Some("legacy") => true,
+        Some(other) => {
+            return Err(bad(
+                "filter-preset",
+                format!("unknown preset {other:?}; the only preset is `legacy`"),
+            ));
+        }
+    };
+    let filters = Filters {
+        include_images: regex("include-images", &o.include_images)?,
+        exclude_images: regex("exclude-images", &o.exclude_images)?,
+        include_tags: regex("include-tags", &o.include_tags)?,
+        exclude_tags: regex("exclude-tags", &o.exclude_tags)?,
+        legacy,
+    };
+    let budget = match o.process_count {
+        -1 => None,
+        n => Some(positive("process-count", n, 1_000_000)?),
+    };
+    let tags = positive("process-limit", o.process_limit, 256)?;
+    let limits = Limits {
+        tags,
+        transfers: tags,
+        queries: positive("query-limit", o.query_limit, 1024)?,
+    };
+    let retries = if (0..=20).contains(&o.retries) {
+        o.retries as usize
+    } else {
+        return Err(bad(
+            "retries",
+            format!("{} is out of range; give a number from 0 to 20", o.retries),
+        ));
+    };
+    let insecure = o
+        .insecure_registry
+        .iter()
+        .filter(|h| !h.trim().is_empty())
+        .map(|h| {
+            h.trim()
+                .parse()
+                .map_err(|e| bad("insecure-registry", format!("{e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    if let Some(proxy) = &o.proxy {
+        reqwest::Proxy::all(proxy)
+            .map_err(|e| bad("proxy", format!("{proxy:?} is not a proxy URL: {e}")))?;
+    }
+    let ca_cert = o
+        .ca_cert
+        .as_ref()
+        .map(|p| {
+            std::fs::read(p)
+                .map_err(|e| bad("ca-cert", format!("cannot read {}: {e}", p.display())))
+        })
+        .transpose()?;
+    if let Some(pem) = &ca_cert {
+        reqwest::Certificate::from_pem(pem)
+            .map_err(|e| bad("ca-cert", format!("not a PEM certificate: {e}")))?;
+    }
+    let timezone = jiff::tz::TimeZone::get(&o.timezone).map_err(|_| {
+        bad(
+            "timezone",
+            format!(
+                "unknown time zone {:?}; give an IANA name such as UTC or Asia/Shanghai",
+                o.timezone
+            ),
+        )
+    })?;
+    for (flag, path) in [
+        ("readme-template", &o.readme_template),
+        ("changelog-template", &o.changelog_template),
+    ] {
+        if let Some(p) = path.as_ref().filter(|p| !p.is_file()) {
+            return Err(bad(flag, format!("{} is not a readable file", p.display())));
+        }
+    }
+    let log_format = match o.log_format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => return Err(bad("log-format", format!("{other:?} is not text or json"))),
+    };
+    let (monitor_interval, monitor_count) = match &command {
+        Command::Monitor { interval, count } => (duration("interval", interval)?, *count),
+        _ => (Duration::ZERO, 1),
+    };
+    Ok(Settings {
+        command,
+        sources,
+        images,
+        target,
+        mapper,
+        source_credentials: credentials("source-username", o.source_username, o.source_password)?,
+        target_credentials: credentials(
+            "target-username",
+            o.target_username.or_else(|| env("DOCKER_USERNAME")),
+            o.target_password.or_else(|| env("DOCKER_PASSWORD")),
+        )?,
+        metadata_dir: o.metadata_dir,
+        metadata_path: o.metadata_path,
+        budget,
+        limits,
+        deadline: o
+            .deadline
+            .as_deref()
+            .map(|d| duration("deadline", d))
+            .transpose()?,
+        commit_every: positive("commit-every", o.commit_every, 1_000_000)?,
+        filters,
+        http_timeout: duration("http-timeout", &o.http_timeout)?,
+        retries,
+        proxy: o.proxy,
+        insecure,
+        ca_cert,
+        shard: shard(&o.shard)?,
+        timezone,
+        readme_template: o.readme_template,
+        changelog_template: o.changelog_template,
+        dry_run: o.dry_run,
+        report: o.report,
+        log_format,
+        verbosity: o.verbose.min(3) as i8 - i8::from(o.quiet),
+        monitor_interval,
+        monitor_count,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn resolve_args(args: &[&str]) -> Result<Settings, ConfigError> {
+        let mut argv = vec!["gcrsync"];
+        argv.extend_from_slice(args);
+        resolve(Cli::try_parse_from(argv).unwrap(), |_| None)
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("45m"), Some(Duration::from_secs(2700)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("soon"), None);
+    }
+
+    #[test]
+    fn seed_namespace_and_sources_merge() {
+        let s = resolve_args(&[
+            "--namespace",
+            "google-containers",
+            "--source",
+            "quay.io/x,quay.io/x",
+            "--target",
+            "u",
+        ])
+        .unwrap();
+        let names: Vec<String> = s.sources.iter().map(|s| s.to_string()).collect();
+        assert_eq!(names, ["quay.io/x", "gcr.io/google-containers"]);
+        assert_eq!(s.budget, Some(100));
+    }
+
+    #[test]
+    fn bad_values_name_the_flag_and_variable() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--target", "u"], "--source (GCRSYNC_SOURCE)"),
+            (&["--source", "gcr.io/x"], "--target (GCRSYNC_TARGET)"),
+            (&["--source", "gcr.io/X", "--target", "u"], "--source"),
+            (
+                &[
+                    "--source",
+                    "gcr.io/x",
+                    "--target",
+                    "u",
+                    "--process-limit",
+                    "0",
+                ],
+                "--process-limit (GCRSYNC_PROCESS_LIMIT)",
+            ),
+            (
+                &[
+                    "--source",
+                    "gcr.io/x",
+                    "--target",
+                    "u",
+                    "--process-count",
+                    "-5",
+                ],
+                "--process-count",
+            ),
+            (
+                &[
+                    "--source",
+                    "gcr.io/x",
+                    "--target",
+                    "u",
+                    "--include-tags",
+                    "(",
+                ],
+                "--include-tags",
+            ),
+            (
+                &[
+                    "--source",
+                    "gcr.io/x",
+                    "--target",
+                    "u",
+                    "--deadline",
+                    "soon",
+                ],
+                "--deadline",
+            ),
+            (
+                &["--source", "gcr.io/x", "--target", "u", "--shard", "3/2"],
+                "--shard",
+            ),
+            (
+                &[
+                    "--source",
+                    "gcr.io/x",
+                    "--target",
+                    "u",
+                    "--timezone",
+                    "Mars/Base",
+                ],
+                "--timezone",
+            ),
+            (
+                &[
+                    "--source",
+                    "gcr.io/x",
+                    "--target",
+                    "u",
+                    "--filter-preset",
+                    "new",
+                ],
+                "--filter-preset",
+            ),
+            (
+                &[
+                    "--source",
+                    "gcr.io/x",
+                    "--target",
+                    "u",
+                    "--source-username",
+                    "a",
+                ],
+                "--source-username",
+            ),
+            (
+                &["--source", "gcr.io/x", "--target", "gcr.io/x"],
+                "--target",
+            ),
+        ];
+        for (args, expected) in cases {
+            let err = resolve_args(args)
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} accepted"));
+            assert!(err.to_string().starts_with(expected), "{args:?}: {err}");
+        }
+    }
+}
