@@ -35,7 +35,8 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Runs `op` until it succeeds, fails for good, or the retries are spent.
+    /// Runs `op` until it succeeds, fails for good, or the retries are spent; `what` prefixes
+    /// the retry warnings where the error itself does not say what was being done.
     pub async fn run<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
     where
         F: FnMut() -> Fut,
@@ -49,7 +50,10 @@ impl RetryPolicy {
         op.retry(backoff)
             .when(Error::is_retryable)
             .adjust(|e, delay| delay.map(|d| e.retry_after().map_or(d, |r| r.min(MAX_RETRY_AFTER))))
-            .notify(|e, delay| tracing::warn!("{what}: {e}; retrying in {delay:.1?}"))
+            .notify(|e, delay| match what {
+                "" => tracing::warn!("{e}; retrying in {delay:.1?}"),
+                _ => tracing::warn!("{what}: {e}; retrying in {delay:.1?}"),
+            })
             .await
     }
 }
@@ -246,7 +250,7 @@ impl HttpRegistry {
             let url = self.url(&url);
             let (page, link) = self
                 .retry
-                .run(&url, || async {
+                .run("", || async {
                     let response = self.send(Method::GET, &url, &scopes, |r| r).await?;
                     let response = expect(&Method::GET, &url, response, &[200]).await?;
                     let link = next_link(response.headers());
@@ -274,7 +278,7 @@ impl HttpRegistry {
         let scopes = [self.scope(repo)];
         let (bytes, content_type, announced) = self
             .retry
-            .run(&url, || async {
+            .run("", || async {
                 let response = self
                     .send(Method::GET, &url, &scopes, |b| {
                         b.header(header::ACCEPT, ACCEPT)
@@ -350,7 +354,7 @@ impl Registry for HttpRegistry {
         let scopes = [self.scope(repo)];
         let head = self
             .retry
-            .run(&url, || async {
+            .run("", || async {
                 let response = self
                     .send(Method::HEAD, &url, &scopes, |b| {
                         b.header(header::ACCEPT, ACCEPT)
@@ -399,7 +403,7 @@ impl Registry for HttpRegistry {
         let url = self.url(&format!("/v2/{repo}/manifests/{r}"));
         let scopes = [self.scope(repo)];
         self.retry
-            .run(&url, || async {
+            .run("", || async {
                 let response = self
                     .send(Method::PUT, &url, &scopes, |b| {
                         b.header(header::CONTENT_TYPE, &manifest.media_type)
@@ -425,7 +429,7 @@ impl Registry for HttpRegistry {
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
         let scopes = [self.scope(repo)];
         self.retry
-            .run(&url, || async {
+            .run("", || async {
                 let response = self.send(Method::HEAD, &url, &scopes, |b| b).await?;
                 let response = expect(&Method::HEAD, &url, response, &[200, 404]).await?;
                 Ok(response.status() == 200)
@@ -466,7 +470,7 @@ impl Registry for HttpRegistry {
         }
         let url = self.url(&path);
         self.retry
-            .run(&url, || async {
+            .run("", || async {
                 let response = self
                     .send(Method::POST, &url, &scopes, |b| {
                         b.header(header::CONTENT_LENGTH, 0)

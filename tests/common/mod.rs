@@ -1,0 +1,69 @@
+//! Shared test harness: real registries, fixture images, and running the real binary.
+#![allow(dead_code)]
+
+pub mod images;
+pub mod registry;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+pub use images::{Format, Pusher};
+pub use registry::{Access, TestRegistry};
+
+/// The built `gcrsync` binary with a clean environment (no `GCRSYNC_*` from the caller).
+pub fn gcrsync(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gcrsync"));
+    command.current_dir(dir);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("GCRSYNC_")
+            || key.starts_with("DOCKER_")
+            || key.ends_with("_PROXY")
+            || key.ends_with("_proxy")
+        {
+            command.env_remove(key);
+        }
+    }
+    command.env("NO_COLOR", "1");
+    command
+}
+
+/// Source/target/insecure arguments for a mirror from `src/ns` to `dst/mirror`.
+pub fn mirror_args(src: &TestRegistry, dst: &TestRegistry, metadata: &Path) -> Vec<String> {
+    vec![
+        "--source".into(),
+        format!("{}/team", src.addr),
+        "--target".into(),
+        format!("{}/mirror", dst.addr),
+        "--insecure-registry".into(),
+        format!("{},{}", src.addr, dst.addr),
+        "--metadata-dir".into(),
+        metadata.display().to_string(),
+    ]
+}
+
+pub fn run(command: &mut Command) -> Output {
+    let output = command.output().expect("run gcrsync");
+    eprintln!(
+        "--- gcrsync exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Requests logged after the first `skip`.
+pub fn since(accesses: Vec<Access>, skip: usize) -> Vec<Access> {
+    accesses.into_iter().skip(skip).collect()
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(
+        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
+}

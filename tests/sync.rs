@@ -1,0 +1,362 @@
+//! End-to-end mirroring between two real distribution registries.
+
+mod common;
+
+use common::images::random_bytes;
+use common::*;
+
+const MIB: usize = 1 << 20;
+
+/// The tags of the standard fixture: every manifest kind, shared layers, aliases, nesting.
+struct Fixture {
+    /// (repository under `team/`, tag, digest)
+    tags: Vec<(String, String, String)>,
+    blobs: Vec<(String, String)>,
+}
+
+async fn push_fixture(src: &TestRegistry) -> Fixture {
+    let p = Pusher::new(&src.addr);
+    let base = random_bytes(MIB);
+    let mut tags = Vec::new();
+    let mut blobs = Vec::new();
+    let (d, b) = p
+        .image(
+            "team/app",
+            "v1",
+            Format::Docker,
+            "amd64",
+            &[base.clone(), random_bytes(200_000)],
+        )
+        .await;
+    tags.push(("app".into(), "v1".into(), d.clone()));
+    blobs.extend(b.into_iter().map(|b| ("app".to_string(), b)));
+    p.manifest(
+        "team/app",
+        "latest",
+        images::DOCKER_MANIFEST,
+        &p.get_manifest("team/app", &d).await,
+    )
+    .await;
+    tags.push(("app".into(), "latest".into(), d));
+    let (d, b) = p
+        .image(
+            "team/app",
+            "v2",
+            Format::Oci,
+            "amd64",
+            &[base.clone(), random_bytes(300_000)],
+        )
+        .await;
+    tags.push(("app".into(), "v2".into(), d));
+    blobs.extend(b.into_iter().map(|b| ("app".to_string(), b)));
+    let platforms = [
+        ("amd64", vec![base.clone()]),
+        ("arm64/v8", vec![random_bytes(100_000)]),
+        ("s390x", vec![random_bytes(50_000)]),
+    ];
+    let (d, _) = p.index("team/multi", "1.0", Format::Oci, &platforms).await;
+    tags.push(("multi".into(), "1.0".into(), d));
+    let platforms = [
+        ("amd64", vec![random_bytes(70_000)]),
+        ("arm", vec![base.clone()]),
+    ];
+    let (d, _) = p.index("team/list", "2", Format::Docker, &platforms).await;
+    tags.push(("list".into(), "2".into(), d));
+    let (d, b) = p
+        .image(
+            "team/nested/deep/tool",
+            "0.1",
+            Format::Oci,
+            "amd64",
+            &[random_bytes(10_000)],
+        )
+        .await;
+    tags.push(("nested/deep/tool".into(), "0.1".into(), d));
+    blobs.extend(b.into_iter().map(|b| ("nested/deep/tool".to_string(), b)));
+    // Outside the namespace: must not be mirrored.
+    p.image(
+        "other/thing",
+        "1",
+        Format::Oci,
+        "amd64",
+        &[random_bytes(1000)],
+    )
+    .await;
+    Fixture { tags, blobs }
+}
+
+#[tokio::test]
+async fn mirrors_every_manifest_kind_verbatim_then_does_nothing() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let fixture = push_fixture(&src).await;
+    let work = tempfile::tempdir().unwrap();
+    let metadata = work.path().join("meta");
+    let report = work.path().join("report.json");
+    let args = mirror_args(&src, &dst, &metadata);
+
+    let out = run(gcrsync(work.path())
+        .args(&args)
+        .arg("--report")
+        .arg(&report));
+    assert_eq!(out.status.code(), Some(0));
+    let target = Pusher::new(&dst.addr);
+    for (image, tag, digest) in &fixture.tags {
+        assert_eq!(
+            target
+                .head(&format!("mirror/{image}"), tag)
+                .await
+                .as_deref(),
+            Some(digest.as_str()),
+            "{image}:{tag}"
+        );
+    }
+    for (image, blob) in &fixture.blobs {
+        assert!(
+            target.blob_exists(&format!("mirror/{image}"), blob).await,
+            "{image}@{blob}"
+        );
+    }
+    assert!(target.tags("mirror/other/thing").await.is_empty());
+    let totals = &read_json(&report)["totals"];
+    assert_eq!(
+        (totals["copied"].as_u64(), totals["failed"].as_u64()),
+        (Some(6), Some(0)),
+        "{totals}"
+    );
+
+    let record = read_json(&metadata.join(format!("{}/team/images.json", src.addr)));
+    for (image, tag, digest) in &fixture.tags {
+        assert_eq!(
+            record["images"][image]["tags"][tag]["digest"],
+            digest.as_str(),
+            "{image}:{tag}"
+        );
+    }
+    assert_eq!(
+        record["images"]["multi"]["tags"]["1.0"]["platforms"],
+        serde_json::json!(["linux/amd64", "linux/arm64/v8", "linux/s390x"])
+    );
+    assert_eq!(
+        record["images"]["list"]["tags"]["2"]["media_type"],
+        images::DOCKER_LIST
+    );
+    assert_eq!(
+        record["images"]["nested/deep/tool"]["target"],
+        format!("{}/mirror/nested/deep/tool", dst.addr)
+    );
+    let changelog = std::fs::read_to_string(metadata.join("CHANGELOG.md")).unwrap();
+    assert!(
+        changelog.starts_with("### ") && changelog.contains("Update(num: 6):"),
+        "{changelog}"
+    );
+
+    // Second run: one listing request per repository and one HEAD per tag at the source,
+    // nothing at all at the target, and no new CHANGELOG block.
+    let (src_before, dst_before) = (src.accesses().len(), dst.accesses().len());
+    let out = run(gcrsync(work.path())
+        .args(&args)
+        .arg("--report")
+        .arg(&report));
+    assert_eq!(out.status.code(), Some(0));
+    let src_log = since(src.accesses(), src_before);
+    assert!(
+        since(dst.accesses(), dst_before).is_empty(),
+        "no-op run touched the target"
+    );
+    let heads = src_log
+        .iter()
+        .filter(|a| a.method == "HEAD" && a.path.contains("/manifests/"))
+        .count();
+    let lists = src_log
+        .iter()
+        .filter(|a| a.method == "GET" && a.path.contains("/tags/list"))
+        .count();
+    let catalog = src_log
+        .iter()
+        .filter(|a| a.path.starts_with("/v2/_catalog"))
+        .count();
+    let other: Vec<_> = src_log
+        .iter()
+        .filter(|a| {
+            !(a.method == "HEAD"
+                || a.path.contains("/tags/list")
+                || a.path.starts_with("/v2/_catalog"))
+        })
+        .collect();
+    assert_eq!((heads, lists, catalog), (6, 4, 1), "{src_log:?}");
+    assert!(
+        other.is_empty(),
+        "no-op run sent manifest or blob GETs: {other:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(metadata.join("CHANGELOG.md")).unwrap(),
+        changelog
+    );
+    assert_eq!(read_json(&report)["totals"]["unchanged"], 6);
+}
+
+#[tokio::test]
+async fn a_moved_tag_is_recopied_with_only_its_new_blobs() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let p = Pusher::new(&src.addr);
+    let base = random_bytes(MIB);
+    p.image(
+        "team/app",
+        "stable",
+        Format::Oci,
+        "amd64",
+        &[base.clone(), random_bytes(1000)],
+    )
+    .await;
+    p.image("team/app", "other", Format::Oci, "amd64", &[base.clone()])
+        .await;
+    let work = tempfile::tempdir().unwrap();
+    let metadata = work.path().join("meta");
+    let args = mirror_args(&src, &dst, &metadata);
+    assert_eq!(run(gcrsync(work.path()).args(&args)).status.code(), Some(0));
+
+    let (moved, _) = p
+        .image(
+            "team/app",
+            "stable",
+            Format::Oci,
+            "amd64",
+            &[base.clone(), random_bytes(2000)],
+        )
+        .await;
+    let before = dst.accesses().len();
+    let out = run(gcrsync(work.path()).args(&args));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        Pusher::new(&dst.addr).head("mirror/app", "stable").await,
+        Some(moved.clone())
+    );
+    let uploads: Vec<_> = since(dst.accesses(), before)
+        .into_iter()
+        .filter(|a| a.method == "PUT" && a.path.contains("/blobs/uploads/"))
+        .collect();
+    assert_eq!(
+        uploads.len(),
+        2,
+        "only the new config and layer travel: {uploads:?}"
+    );
+    let record = read_json(&metadata.join(format!("{}/team/images.json", src.addr)));
+    assert_eq!(
+        record["images"]["app"]["tags"]["stable"]["digest"],
+        moved.as_str()
+    );
+    let changelog = std::fs::read_to_string(metadata.join("CHANGELOG.md")).unwrap();
+    assert!(
+        changelog
+            .lines()
+            .nth(2)
+            .unwrap()
+            .contains("(moved from sha256:"),
+        "{changelog}"
+    );
+}
+
+#[tokio::test]
+async fn process_count_copies_exactly_the_head_of_the_plan() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let p = Pusher::new(&src.addr);
+    for tag in ["e", "b", "d", "a", "c"] {
+        p.image("team/app", tag, Format::Oci, "amd64", &[random_bytes(1000)])
+            .await;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let metadata = work.path().join("meta");
+    let report = work.path().join("report.json");
+    let args = mirror_args(&src, &dst, &metadata);
+    let out = run(gcrsync(work.path())
+        .args(&args)
+        .args(["--process-count", "2", "--report"])
+        .arg(&report));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(Pusher::new(&dst.addr).tags("mirror/app").await, ["a", "b"]);
+    assert_eq!(read_json(&report)["totals"]["pending"], 3);
+    let out = run(gcrsync(work.path())
+        .args(&args)
+        .args(["--process-count", "-1"]));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        Pusher::new(&dst.addr).tags("mirror/app").await,
+        ["a", "b", "c", "d", "e"]
+    );
+}
+
+#[tokio::test]
+async fn a_tag_the_target_rejects_fails_alone_and_is_not_recorded() {
+    // The source accepts foreign-layer URLs; the target (default config) refuses the manifest.
+    let src = TestRegistry::start_with(
+        "validation:\n  manifests:\n    urls:\n      allow:\n        - ^https?://\n",
+    );
+    let dst = TestRegistry::start();
+    let p = Pusher::new(&src.addr);
+    let (good, _) = p
+        .image(
+            "team/good",
+            "1",
+            Format::Docker,
+            "amd64",
+            &[random_bytes(1000)],
+        )
+        .await;
+    let config = p
+        .blob(
+            "team/bad",
+            b"{\"architecture\":\"amd64\",\"os\":\"windows\"}",
+        )
+        .await;
+    let layer_bytes = random_bytes(500);
+    let mut layer = p.blob("team/bad", &layer_bytes).await;
+    layer["mediaType"] =
+        serde_json::json!("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip");
+    layer["urls"] = serde_json::json!(["https://example.com/layer.tar.gz"]);
+    let mut config = config;
+    config["mediaType"] = serde_json::json!("application/vnd.docker.container.image.v1+json");
+    let body = serde_json::json!({"schemaVersion": 2, "mediaType": images::DOCKER_MANIFEST, "config": config, "layers": [layer]});
+    p.manifest(
+        "team/bad",
+        "1",
+        images::DOCKER_MANIFEST,
+        &serde_json::to_vec(&body).unwrap(),
+    )
+    .await;
+
+    let work = tempfile::tempdir().unwrap();
+    let metadata = work.path().join("meta");
+    let report = work.path().join("report.json");
+    let args = mirror_args(&src, &dst, &metadata);
+    let out = run(gcrsync(work.path())
+        .args(&args)
+        .args(["--retries", "1", "--report"])
+        .arg(&report));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("failed: ") && stderr(&out).contains("bad:1"),
+        "{}",
+        stderr(&out)
+    );
+    let record = read_json(&metadata.join(format!("{}/team/images.json", src.addr)));
+    assert_eq!(
+        record["images"]["good"]["tags"]["1"]["digest"],
+        good.as_str()
+    );
+    assert!(record["images"].get("bad").is_none(), "{record}");
+    assert_eq!(record["failed"]["bad:1"]["attempts"], 1);
+    assert!(
+        record["failed"]["bad:1"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("mirror/bad/manifests/1: HTTP 500"),
+        "{record}"
+    );
+    let failed = &read_json(&report)["failed"];
+    assert_eq!(failed[0]["image"], "bad");
+    // Failed tags are retried on the next run, and count their attempts.
+    let out = run(gcrsync(work.path()).args(&args).args(["--retries", "0"]));
+    assert_eq!(out.status.code(), Some(1));
+    let record = read_json(&metadata.join(format!("{}/team/images.json", src.addr)));
+    assert_eq!(record["failed"]["bad:1"]["attempts"], 2);
+}
