@@ -234,6 +234,24 @@ impl Pusher {
             .to_vec()
     }
 
+    pub async fn get_blob(&self, repo: &str, digest: &str) -> Vec<u8> {
+        let url = format!("{}/v2/{repo}/blobs/{digest}", self.base);
+        self.http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec()
+    }
+
+    pub async fn delete_manifest(&self, repo: &str, digest: &str) {
+        let url = format!("{}/v2/{repo}/manifests/{digest}", self.base);
+        assert_eq!(self.http.delete(url).send().await.unwrap().status(), 202);
+    }
+
     pub async fn tags(&self, repo: &str) -> Vec<String> {
         let url = format!("{}/v2/{repo}/tags/list", self.base);
         let response = self.http.get(url).send().await.unwrap();

@@ -1,0 +1,511 @@
+//! The commands and the configuration surface: test (dry run), compare, adoption,
+//! cross-repository mounts, `.env`, exit codes and error messages.
+
+mod common;
+
+use common::images::random_bytes;
+use common::*;
+
+#[tokio::test]
+async fn test_command_prints_the_plan_and_copies_nothing() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    Pusher::new(&src.addr)
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(100)])
+        .await;
+    let work = tempfile::tempdir().unwrap();
+    let metadata = work.path().join("meta");
+    let before = dst.accesses().len();
+    let out = run(gcrsync(work.path())
+        .arg("test")
+        .args(mirror_args(&src, &dst, &metadata)));
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("team/app:1 → {}/mirror/app:1 (new)", dst.addr)),
+        "{stdout}"
+    );
+    let writes: Vec<_> = since(dst.accesses(), before)
+        .into_iter()
+        .filter(|a| a.method != "HEAD")
+        .collect();
+    assert!(writes.is_empty(), "dry run wrote to the target: {writes:?}");
+    assert!(!metadata.exists(), "dry run wrote metadata");
+    // `sync --dry-run` is the same command.
+    let out = run(gcrsync(work.path())
+        .args(["sync", "--dry-run"])
+        .args(mirror_args(&src, &dst, &metadata)));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), stdout);
+}
+
+#[tokio::test]
+async fn tags_already_on_the_target_are_adopted_without_copying() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let layer = random_bytes(50_000);
+    let (digest, _) = Pusher::new(&src.addr)
+        .image("team/app", "1", Format::Docker, "amd64", &[layer.clone()])
+        .await;
+    let target = Pusher::new(&dst.addr);
+    let manifest = Pusher::new(&src.addr).get_manifest("team/app", "1").await;
+    let parsed: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let config = Pusher::new(&src.addr)
+        .get_blob("team/app", parsed["config"]["digest"].as_str().unwrap())
+        .await;
+    target.blob("mirror/app", &config).await;
+    target.blob("mirror/app", &layer).await;
+    target
+        .manifest("mirror/app", "1", images::DOCKER_MANIFEST, &manifest)
+        .await;
+
+    let work = tempfile::tempdir().unwrap();
+    let metadata = work.path().join("meta");
+    let report = work.path().join("report.json");
+    let before = dst.accesses().len();
+    let out = run(gcrsync(work.path())
+        .args(mirror_args(&src, &dst, &metadata))
+        .arg("--report")
+        .arg(&report));
+    assert_eq!(out.status.code(), Some(0));
+    let sent: Vec<_> = since(dst.accesses(), before);
+    assert!(
+        sent.iter().all(|a| a.method == "HEAD"),
+        "adoption must only HEAD the target: {sent:?}"
+    );
+    assert_eq!(read_json(&report)["totals"]["adopted"], 1);
+    let record = read_json(&metadata.join(format!("{}/team/images.json", src.addr)));
+    assert_eq!(
+        record["images"]["app"]["tags"]["1"]["digest"],
+        digest.as_str()
+    );
+    assert!(
+        !metadata.join("CHANGELOG.md").exists(),
+        "an adoption copies nothing, so it adds no CHANGELOG block"
+    );
+}
+
+#[tokio::test]
+async fn shared_layers_are_uploaded_once_and_mounted_into_other_repositories() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let p = Pusher::new(&src.addr);
+    let base = random_bytes(2 << 20);
+    let base_digest = images::digest_of(&base);
+    for image in ["a", "b", "c", "d"] {
+        p.image(
+            &format!("team/{image}"),
+            "1",
+            Format::Oci,
+            "amd64",
+            &[base.clone(), random_bytes(1000)],
+        )
+        .await;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let out = run(gcrsync(work.path()).args(mirror_args(&src, &dst, &work.path().join("meta"))));
+    assert_eq!(out.status.code(), Some(0));
+    let log = dst.accesses();
+    let uploads = log
+        .iter()
+        .filter(|a| {
+            a.method == "PUT"
+                && a.path
+                    .contains(&format!("digest={}", base_digest.replace(':', "%3A")))
+                || a.method == "PUT" && a.path.contains(&format!("digest={base_digest}"))
+        })
+        .count();
+    let mounts = log
+        .iter()
+        .filter(|a| a.method == "POST" && a.path.contains("mount=") && a.status == 201)
+        .count();
+    assert_eq!(uploads, 1, "the shared base layer travels once: {log:?}");
+    assert_eq!(
+        mounts, 3,
+        "and is mounted into the three other repositories"
+    );
+    let source_gets = src
+        .accesses()
+        .iter()
+        .filter(|a| a.method == "GET" && a.path.contains(&base_digest))
+        .count();
+    assert_eq!(source_gets, 1, "and is downloaded once");
+}
+
+#[tokio::test]
+async fn compare_rebuilds_the_records_from_the_target() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let p = Pusher::new(&src.addr);
+    let platforms = [
+        ("amd64", vec![random_bytes(100)]),
+        ("arm64", vec![random_bytes(100)]),
+    ];
+    let (index, _) = p.index("team/multi", "1", Format::Oci, &platforms).await;
+    let (single, _) = p
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(100)])
+        .await;
+    let work = tempfile::tempdir().unwrap();
+    let metadata = work.path().join("meta");
+    let args = mirror_args(&src, &dst, &metadata);
+    assert_eq!(run(gcrsync(work.path()).args(&args)).status.code(), Some(0));
+    let json = metadata.join(format!("{}/team/images.json", src.addr));
+    let synced = read_json(&json);
+    std::fs::remove_dir_all(&metadata).unwrap();
+
+    assert_eq!(
+        run(gcrsync(work.path()).arg("compare").args(&args))
+            .status
+            .code(),
+        Some(0)
+    );
+    let rebuilt = read_json(&json);
+    assert_eq!(
+        rebuilt["images"]["multi"]["tags"]["1"]["digest"],
+        index.as_str()
+    );
+    assert_eq!(
+        rebuilt["images"]["multi"]["tags"]["1"]["platforms"],
+        synced["images"]["multi"]["tags"]["1"]["platforms"]
+    );
+    assert_eq!(
+        rebuilt["images"]["app"]["tags"]["1"]["digest"],
+        single.as_str()
+    );
+
+    // A tag gone from the target is dropped from the records.
+    Pusher::new(&dst.addr)
+        .delete_manifest("mirror/app", &single)
+        .await;
+    assert_eq!(
+        run(gcrsync(work.path()).arg("compare").args(&args))
+            .status
+            .code(),
+        Some(0)
+    );
+    assert!(read_json(&json)["images"].get("app").is_none());
+    // And the next sync copies it again.
+    assert_eq!(run(gcrsync(work.path()).args(&args)).status.code(), Some(0));
+    assert_eq!(
+        Pusher::new(&dst.addr).head("mirror/app", "1").await,
+        Some(single)
+    );
+}
+
+#[tokio::test]
+async fn dotenv_configures_a_run_without_overriding_the_environment() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    Pusher::new(&src.addr)
+        .image(
+            "team/app",
+            "keep",
+            Format::Oci,
+            "amd64",
+            &[random_bytes(100)],
+        )
+        .await;
+    Pusher::new(&src.addr)
+        .image(
+            "team/app",
+            "skip",
+            Format::Oci,
+            "amd64",
+            &[random_bytes(100)],
+        )
+        .await;
+    let work = tempfile::tempdir().unwrap();
+    let env = format!(
+        "GCRSYNC_SOURCE={}/team\nGCRSYNC_TARGET={}/elsewhere\nGCRSYNC_INSECURE_REGISTRY={},{}\nGCRSYNC_INCLUDE_TAGS=^keep$\n",
+        src.addr, dst.addr, src.addr, dst.addr
+    );
+    std::fs::write(work.path().join(".env"), env).unwrap();
+    let out = run(gcrsync(work.path())
+        .env("GCRSYNC_TARGET", format!("{}/mirror", dst.addr))
+        .env("GCRSYNC_PROCESS_COUNT", "")
+        .env("GCRSYNC_EXCLUDE_TAGS", ""));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(Pusher::new(&dst.addr).tags("mirror/app").await, ["keep"]);
+    assert!(
+        Pusher::new(&dst.addr)
+            .tags("elsewhere/app")
+            .await
+            .is_empty()
+    );
+    assert!(
+        work.path()
+            .join("gcrsync-metadata")
+            .join(format!("{}/team/images.json", src.addr))
+            .exists()
+    );
+}
+
+/// Bad input: each case exits with the documented code and names the problem.
+#[test]
+fn bad_input_exits_with_the_documented_code_and_message() {
+    let work = tempfile::tempdir().unwrap();
+    let unreachable = "127.0.0.1:9"; // discard port: nothing listens
+    let base = [
+        "--source",
+        "127.0.0.1:9/team",
+        "--target",
+        "127.0.0.1:9/mirror",
+        "--insecure-registry",
+        "127.0.0.1:9",
+    ];
+    let unreachable_listing = format!("listing {unreachable}/team (catalog) failed");
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (
+            vec!["--bogus-flag"],
+            2,
+            "unexpected argument '--bogus-flag'",
+        ),
+        (
+            vec!["--target", "x.io/m"],
+            2,
+            "--source (GCRSYNC_SOURCE): no source given",
+        ),
+        (
+            vec!["--source", "gcr.io/x"],
+            2,
+            "--target (GCRSYNC_TARGET): no target given",
+        ),
+        (
+            vec!["--source", "gcr.io/UPPER", "--target", "x.io/m"],
+            2,
+            "invalid repository path \"UPPER\"",
+        ),
+        (
+            vec!["--source", "gcr.io/x", "--target", "x.io/m:tag"],
+            2,
+            "--target (GCRSYNC_TARGET)",
+        ),
+        (
+            vec![
+                "--source",
+                "gcr.io/x",
+                "--target",
+                "x.io/m",
+                "--include-tags",
+                "([",
+            ],
+            2,
+            "--include-tags (GCRSYNC_INCLUDE_TAGS): invalid regex",
+        ),
+        (
+            vec![
+                "--source",
+                "gcr.io/x",
+                "--target",
+                "x.io/m",
+                "--process-limit",
+                "-3",
+            ],
+            2,
+            "--process-limit",
+        ),
+        (
+            vec![
+                "--source",
+                "gcr.io/x",
+                "--target",
+                "x.io/m",
+                "--query-limit",
+                "100000",
+            ],
+            2,
+            "--query-limit",
+        ),
+        (
+            vec![
+                "--source",
+                "gcr.io/x",
+                "--target",
+                "x.io/m",
+                "--process-count",
+                "0",
+            ],
+            2,
+            "--process-count",
+        ),
+        (
+            vec![
+                "--source",
+                "gcr.io/x",
+                "--target",
+                "x.io/m",
+                "--commit-every",
+                "abc",
+            ],
+            2,
+            "invalid value 'abc' for '--commit-every",
+        ),
+        (
+            vec![
+                "--source",
+                "gcr.io/x",
+                "--target",
+                "x.io/m",
+                "--deadline",
+                "tomorrow",
+            ],
+            2,
+            "--deadline (GCRSYNC_DEADLINE)",
+        ),
+        (
+            vec![
+                "--source",
+                "gcr.io/x",
+                "--target",
+                "x.io/m",
+                "--http-timeout=-1s",
+            ],
+            2,
+            "--http-timeout",
+        ),
+        (
+            vec![
+                "--source",
+                "gcr.io/x",
+                "--target",
+                "x.io/m",
+                "--timezone",
+                "Nowhere/City",
+            ],
+            2,
+            "--timezone",
+        ),
+        (
+            vec![
+                "--source", "gcr.io/x", "--target", "x.io/m", "--shard", "0/3",
+            ],
+            2,
+            "--shard",
+        ),
+        (
+            vec![
+                "--source",
+                "gcr.io/x",
+                "--target",
+                "x.io/m",
+                "--name-template",
+                "{{ image",
+            ],
+            2,
+            "--name-template",
+        ),
+        (
+            vec![
+                "--source",
+                "gcr.io/x",
+                "--target",
+                "x.io/m",
+                "--readme-template",
+                "/nonexistent.j2",
+            ],
+            2,
+            "--readme-template",
+        ),
+        (
+            vec![
+                "--source",
+                "gcr.io/x",
+                "--target",
+                "x.io/m",
+                "--ca-cert",
+                "/nonexistent.pem",
+            ],
+            2,
+            "--ca-cert",
+        ),
+        (
+            vec![
+                "--source", "gcr.io/x", "--target", "x.io/m", "--proxy", "::nope",
+            ],
+            2,
+            "--proxy",
+        ),
+        (
+            vec![
+                "--source",
+                "gcr.io/x",
+                "--target",
+                "x.io/m",
+                "--target-password",
+                "hunter2",
+            ],
+            2,
+            "--target-username",
+        ),
+        (
+            vec!["--source", "gcr.io/x", "--target", "gcr.io/x"],
+            2,
+            "is also a source",
+        ),
+        (
+            vec![
+                "--source",
+                "gcr.io/x",
+                "--target",
+                "x.io/m",
+                "--log-format",
+                "xml",
+            ],
+            2,
+            "--log-format",
+        ),
+        (base.to_vec(), 3, &unreachable_listing),
+    ];
+    for (args, code, message) in &cases {
+        let out = gcrsync(work.path())
+            .args(args)
+            .args(["--retries", "0"])
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {err}");
+        assert!(
+            err.contains(message),
+            "{args:?}: expected {message:?} in {err}"
+        );
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(!err.contains("hunter2"), "{args:?} leaked a secret: {err}");
+    }
+    assert!(
+        !work.path().join("gcrsync-metadata").exists(),
+        "a failed configuration wrote metadata"
+    );
+}
+
+#[test]
+fn a_malformed_dotenv_or_metadata_file_is_reported_not_ignored() {
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(
+        work.path().join(".env"),
+        "GCRSYNC_SOURCE=gcr.io/x\nthis line is not an assignment\n",
+    )
+    .unwrap();
+    let out = gcrsync(work.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains(".env"), "{}", stderr(&out));
+
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("gcrsync-metadata/127.0.0.1:9/team");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("images.json"), "{ not json").unwrap();
+    let out = gcrsync(work.path())
+        .args([
+            "--source",
+            "127.0.0.1:9/team",
+            "--target",
+            "127.0.0.1:9/mirror",
+            "--insecure-registry",
+            "127.0.0.1:9",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = stderr(&out);
+    assert!(
+        err.contains("images.json is not valid") && err.contains("gcrsync compare"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("images.json")).unwrap(),
+        "{ not json"
+    );
+}
