@@ -303,9 +303,12 @@ impl Stream for Verifying {
             Poll::Ready(Some(Ok(chunk))) => {
                 self.hasher.update(&chunk);
                 self.seen += chunk.len() as u64;
-                if self.seen > self.size {
+                // The check runs on the last byte, not at end-of-stream: with a known
+                // Content-Length the HTTP client stops polling once `size` bytes are sent,
+                // so a bad final chunk must be withheld for the upload to be abandoned.
+                if self.seen >= self.size {
                     self.done = true;
-                    return Poll::Ready(Some(self.check()).map(|r| r.map(|_| Bytes::new())));
+                    return Poll::Ready(Some(self.check().map(|()| chunk)));
                 }
                 Poll::Ready(Some(Ok(chunk)))
             }
@@ -357,7 +360,15 @@ mod tests {
             truncated,
             Err(oci::Error::SizeMismatch { actual: 6, .. })
         ));
-        let longer = drain(vec![b"hello world", b"!"], good, 11).await;
-        assert!(matches!(longer, Err(oci::Error::SizeMismatch { .. })));
+        let bad_last_chunk = drain(vec![b"hello ", b"worlD"], good.clone(), 11).await;
+        assert!(matches!(
+            bad_last_chunk,
+            Err(oci::Error::DigestMismatch { .. })
+        ));
+        // Nothing beyond the announced size is passed on.
+        assert_eq!(
+            drain(vec![b"hello world", b"!"], good, 11).await.unwrap(),
+            b"hello world"
+        );
     }
 }

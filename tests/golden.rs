@@ -8,8 +8,19 @@ use gcrsync::metadata::local::LocalStore;
 use gcrsync::metadata::record::{Outcome, TagRecord};
 use gcrsync::metadata::render::Renderer;
 
-fn synced(image: &str, tag: &str, digest: char, previous: Option<char>, platforms: &[&str], copied: bool) -> (usize, Outcome) {
-    let digest_of = |c: char| format!("sha256:{}", c.to_string().repeat(64)).parse().unwrap();
+fn synced(
+    image: &str,
+    tag: &str,
+    digest: char,
+    previous: Option<char>,
+    platforms: &[&str],
+    copied: bool,
+) -> (usize, Outcome) {
+    let digest_of = |c: char| {
+        format!("sha256:{}", c.to_string().repeat(64))
+            .parse()
+            .unwrap()
+    };
     let media_type = if platforms.is_empty() {
         "application/vnd.oci.image.manifest.v1+json"
     } else {
@@ -33,35 +44,84 @@ fn synced(image: &str, tag: &str, digest: char, previous: Option<char>, platform
 
 fn check(root: &Path, relative: &str, golden: &str) {
     let actual = std::fs::read_to_string(root.join(relative)).unwrap();
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(golden);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(golden);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, &actual).unwrap();
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let expected =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert_eq!(actual, expected, "{relative} differs from {golden}");
 }
 
 #[tokio::test]
 async fn metadata_files_match_the_golden_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    let namespaces = vec![("gcr.io/google-containers".parse().unwrap(), "docker.io/myuser".parse().unwrap())];
+    let namespaces = vec![(
+        "gcr.io/google-containers".parse().unwrap(),
+        "docker.io/myuser".parse().unwrap(),
+    )];
     let timezone = jiff::tz::TimeZone::get("Asia/Shanghai").unwrap();
-    let recorder = Recorder::new(LocalStore::new(dir.path().to_path_buf()), "", Renderer::new(None, None).unwrap(), namespaces, timezone);
+    let recorder = Recorder::new(
+        LocalStore::new(dir.path().to_path_buf()),
+        "",
+        Renderer::new(None, None).unwrap(),
+        namespaces,
+        timezone,
+    );
     let first = [
-        synced("pause", "3.9", 'a', None, &["linux/amd64", "linux/arm64"], true),
+        synced(
+            "pause",
+            "3.9",
+            'a',
+            None,
+            &["linux/amd64", "linux/arm64"],
+            true,
+        ),
         synced("etcd", "3.5.9-0", 'b', None, &[], true),
         synced("kube-proxy", "v1.28.0", 'c', None, &[], false),
-        (0, Outcome::Failed { image: "pause".into(), tag: "3.10".into(), error: "HTTP 500".into(), at: "2026-11-22T10:00:00Z".into() }),
+        (
+            0,
+            Outcome::Failed {
+                image: "pause".into(),
+                tag: "3.10".into(),
+                error: "HTTP 500".into(),
+                at: "2026-11-22T10:00:00Z".into(),
+            },
+        ),
     ];
     let at = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
-    recorder.commit(&first, at("2026-11-22T02:00:00Z")).await.unwrap().unwrap();
+    recorder
+        .commit(&first, at("2026-11-22T02:00:00Z"))
+        .await
+        .unwrap()
+        .unwrap();
     let second = [synced("etcd", "3.5.9-0", 'd', Some('b'), &[], true)];
-    let committed = recorder.commit(&second, at("2026-11-23T02:30:00Z")).await.unwrap().unwrap();
-    assert_eq!(committed.message, "gcrsync: 1 moved (gcr.io/google-containers)");
+    let committed = recorder
+        .commit(&second, at("2026-11-23T02:30:00Z"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        committed.message,
+        "gcrsync: 1 moved (gcr.io/google-containers)"
+    );
 
-    check(dir.path(), "gcr.io/google-containers/images.json", "images.json");
-    check(dir.path(), "gcr.io/google-containers/README.md", "README.md");
+    check(
+        dir.path(),
+        "gcr.io/google-containers/images.json",
+        "images.json",
+    );
+    check(
+        dir.path(),
+        "gcr.io/google-containers/README.md",
+        "README.md",
+    );
     check(dir.path(), "CHANGELOG.md", "CHANGELOG.md");
-    let names: Vec<_> = std::fs::read_dir(dir.path().join("gcr.io/google-containers")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path().join("gcr.io/google-containers"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 2, "no temporary files left behind: {names:?}");
 }

@@ -20,7 +20,7 @@ pub enum Error {
         retry_after: Option<Duration>,
     },
     /// The request never got an answer (connect, reset, timeout).
-    #[error("{method} {url}: {source}")]
+    #[error("{method} {url}: {}", causes(source))]
     Transport {
         /// HTTP method of the request.
         method: String,
@@ -74,6 +74,18 @@ pub enum Error {
         /// Why it is skipped.
         detail: String,
     },
+}
+
+/// reqwest's message hides the cause ("error sending request"); say what it was.
+fn causes(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn detail_suffix(detail: &str) -> String {

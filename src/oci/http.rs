@@ -95,6 +95,27 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
+/// A URL as shown in errors and logs: upload sessions carry a long opaque `_state`
+/// parameter that says nothing to a reader, so only `digest`/`mount`/`from` are kept.
+fn loggable(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| {
+            ["digest=", "mount=", "from=", "n=", "last="]
+                .iter()
+                .any(|k| p.starts_with(k))
+        })
+        .collect();
+    if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    }
+}
+
 /// The `rel="next"` target of a `Link` header.
 fn next_link(headers: &HeaderMap) -> Option<String> {
     let link = headers.get(header::LINK)?.to_str().ok()?;
@@ -143,7 +164,7 @@ async fn status_error(method: &Method, url: &str, response: Response) -> Error {
         .unwrap_or_default();
     Error::Status {
         method: method.to_string(),
-        url: url.to_string(),
+        url: loggable(url),
         status,
         detail,
         retry_after,
@@ -213,7 +234,7 @@ impl HttpRegistry {
             }
             let response = request.send().await.map_err(|source| Error::Transport {
                 method: method.to_string(),
-                url: url.to_string(),
+                url: loggable(url),
                 source,
             })?;
             if response.status() != reqwest::StatusCode::UNAUTHORIZED {
@@ -535,7 +556,7 @@ impl HttpRegistry {
         }
         let response = request.send().await.map_err(|source| Error::Transport {
             method: method.to_string(),
-            url: url.to_string(),
+            url: loggable(url),
             source,
         })?;
         if response.status() == reqwest::StatusCode::UNAUTHORIZED {

@@ -67,3 +67,4 @@ pub fn read_json(path: &Path) -> serde_json::Value {
     )
     .unwrap()
 }
+pub mod faults;

@@ -1,0 +1,213 @@
+//! A fault-injecting reverse proxy in front of a real registry: it speaks HTTP/1.1 on a
+//! loopback port, forwards everything, logs every request, and answers with the faults it
+//! is told to (statuses with `Retry-After`, bodies cut or altered mid-stream).
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::{StreamExt, stream};
+use http_body_util::{BodyExt, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+
+/// What to do to a matching request.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer this status (with `Retry-After: secs` when given) without forwarding.
+    Status(u16, Option<u64>),
+    /// Forward, but end the response body with an error after this many bytes.
+    CutAfter(usize),
+    /// Forward, but flip one byte of the response body.
+    Corrupt,
+}
+
+/// Applies `fault` to the next `times` requests whose method and path match.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub method: &'static str,
+    pub path_contains: String,
+    pub times: usize,
+    pub fault: Fault,
+}
+
+#[derive(Default)]
+struct State {
+    rules: Vec<Rule>,
+    log: Vec<(String, String, String)>,
+}
+
+pub struct FaultProxy {
+    pub addr: String,
+    state: Arc<Mutex<State>>,
+}
+
+type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+fn full(status: u16, retry_after: Option<u64>) -> Response<Body> {
+    let body = format!(
+        r#"{{"errors":[{{"code":"INJECTED","message":"fault injected with status {status}"}}]}}"#
+    );
+    let mut response = Response::builder()
+        .status(status)
+        .header("content-type", "application/json");
+    if let Some(secs) = retry_after {
+        response = response.header("retry-after", secs.to_string());
+    }
+    let body = http_body_util::Full::new(Bytes::from(body))
+        .map_err(|e: Infallible| match e {})
+        .boxed();
+    response.body(body).unwrap()
+}
+
+impl FaultProxy {
+    /// Starts a proxy to `upstream` (`host:port`) on a thread of its own, so it keeps
+    /// serving while the test blocks on the gcrsync process.
+    pub fn start(upstream: &str) -> Self {
+        let state = Arc::new(Mutex::new(State::default()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (upstream, shared) = (upstream.to_string(), state.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(serve(upstream, shared, tx));
+        });
+        FaultProxy {
+            addr: rx.recv().unwrap(),
+            state,
+        }
+    }
+
+    /// Drops every rule still pending.
+    pub fn clear(&self) {
+        self.state.lock().unwrap().rules.clear();
+    }
+
+    pub fn inject(&self, rule: Rule) {
+        self.state.lock().unwrap().rules.push(rule);
+    }
+
+    /// (method, path, what happened) of every request so far.
+    pub fn log(&self) -> Vec<(String, String, String)> {
+        self.state.lock().unwrap().log.clone()
+    }
+}
+
+async fn serve(upstream: String, state: Arc<Mutex<State>>, ready: std::sync::mpsc::Sender<String>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = listener.local_addr().unwrap().to_string();
+    ready.send(proxy_addr.clone()).unwrap();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    loop {
+        let Ok((socket, _)) = listener.accept().await else {
+            continue;
+        };
+        let (state, client, upstream, proxy_addr) = (
+            state.clone(),
+            client.clone(),
+            upstream.clone(),
+            proxy_addr.clone(),
+        );
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                handle(
+                    req,
+                    state.clone(),
+                    client.clone(),
+                    upstream.clone(),
+                    proxy_addr.clone(),
+                )
+            });
+            let io = hyper_util::rt::TokioIo::new(socket);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
+        });
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    state: Arc<Mutex<State>>,
+    client: reqwest::Client,
+    upstream: String,
+    proxy_addr: String,
+) -> Result<Response<Body>, Infallible> {
+    let (method, path) = (
+        req.method().to_string(),
+        req.uri()
+            .path_and_query()
+            .map_or(String::new(), |p| p.to_string()),
+    );
+    let fault = {
+        let mut state = state.lock().unwrap();
+        let rule = state
+            .rules
+            .iter_mut()
+            .find(|r| r.times > 0 && r.method == method && path.contains(&r.path_contains));
+        let fault = rule.map(|r| {
+            r.times -= 1;
+            r.fault.clone()
+        });
+        state.log.push((
+            method.clone(),
+            path.clone(),
+            fault
+                .as_ref()
+                .map_or("forwarded".into(), |f| format!("{f:?}")),
+        ));
+        fault
+    };
+    if let Some(Fault::Status(status, retry_after)) = fault {
+        return Ok(full(status, retry_after));
+    }
+    let mut upstream_req = client.request(req.method().clone(), format!("http://{upstream}{path}"));
+    for (name, value) in req.headers() {
+        if name != "host" {
+            upstream_req = upstream_req.header(name, value);
+        }
+    }
+    let body = reqwest::Body::wrap_stream(req.into_body().into_data_stream());
+    let response = match upstream_req.body(body).send().await {
+        Ok(r) => r,
+        Err(_) => return Ok(full(502, None)),
+    };
+    let mut builder = Response::builder().status(response.status().as_u16());
+    for (name, value) in response.headers() {
+        let value = value
+            .to_str()
+            .unwrap_or_default()
+            .replace(&upstream, &proxy_addr);
+        builder = builder.header(name, value);
+    }
+    let mut sent = 0usize;
+    let mut flipped = false;
+    let stream = response.bytes_stream().map(move |chunk| {
+        let mut chunk =
+            chunk.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
+        match fault {
+            Some(Fault::CutAfter(limit)) if sent + chunk.len() > limit => {
+                return Err("connection cut by the fault proxy".into());
+            }
+            Some(Fault::Corrupt) if !flipped && !chunk.is_empty() => {
+                let mut bytes = chunk.to_vec();
+                bytes[0] ^= 0xff;
+                chunk = Bytes::from(bytes);
+                flipped = true;
+            }
+            _ => {}
+        }
+        sent += chunk.len();
+        Ok(Frame::data(chunk))
+    });
+    let stream = stream.chain(stream::empty());
+    Ok(builder
+        .body(BodyExt::boxed(StreamBody::new(stream)))
+        .unwrap())
+}

@@ -1,0 +1,176 @@
+//! Registry misbehaviour between gcrsync and a real registry: throttling with
+//! `Retry-After`, server errors, bodies cut or altered mid-stream. Each run either succeeds
+//! after retries or reports the tag failed; no record ever claims a wrong digest.
+
+mod common;
+
+use std::time::Instant;
+
+use common::faults::{Fault, FaultProxy, Rule};
+use common::images::random_bytes;
+use common::*;
+
+fn proxied_args(proxy: &FaultProxy, dst: &TestRegistry, metadata: &std::path::Path) -> Vec<String> {
+    vec![
+        "--source".into(),
+        format!("{}/team", proxy.addr),
+        "--target".into(),
+        format!("{}/mirror", dst.addr),
+        "--insecure-registry".into(),
+        format!("{},{}", proxy.addr, dst.addr),
+        "--metadata-dir".into(),
+        metadata.display().to_string(),
+    ]
+}
+
+#[tokio::test]
+async fn throttling_and_server_errors_are_retried_honouring_retry_after() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let (digest, blobs) = Pusher::new(&src.addr)
+        .image(
+            "team/app",
+            "1",
+            Format::Oci,
+            "amd64",
+            &[random_bytes(300_000)],
+        )
+        .await;
+    let proxy = FaultProxy::start(&src.addr);
+    let rule = |method, path: &str, fault| Rule {
+        method,
+        path_contains: path.into(),
+        times: 1,
+        fault,
+    };
+    proxy.inject(rule("GET", "/v2/_catalog", Fault::Status(503, None)));
+    proxy.inject(rule("GET", "/tags/list", Fault::Status(429, Some(2))));
+    proxy.inject(rule("HEAD", "/manifests/1", Fault::Status(502, None)));
+    proxy.inject(rule("GET", "/manifests/1", Fault::Status(500, None)));
+    proxy.inject(rule("GET", &blobs[1], Fault::Status(429, None)));
+    let work = tempfile::tempdir().unwrap();
+    let metadata = work.path().join("meta");
+    let started = Instant::now();
+    let out = run(gcrsync(work.path()).args(proxied_args(&proxy, &dst, &metadata)));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        started.elapsed().as_secs_f64() >= 2.0,
+        "Retry-After: 2 was not honoured"
+    );
+    assert_eq!(
+        Pusher::new(&dst.addr).head("mirror/app", "1").await,
+        Some(digest)
+    );
+    let injected = proxy
+        .log()
+        .iter()
+        .filter(|(_, _, what)| what != "forwarded")
+        .count();
+    assert_eq!(injected, 5, "{:?}", proxy.log());
+}
+
+#[tokio::test]
+async fn cut_and_altered_blob_bodies_are_caught_and_retried() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let (digest, blobs) = Pusher::new(&src.addr)
+        .image(
+            "team/app",
+            "1",
+            Format::Oci,
+            "amd64",
+            &[random_bytes(2 << 20)],
+        )
+        .await;
+    let proxy = FaultProxy::start(&src.addr);
+    let rule = |fault| Rule {
+        method: "GET",
+        path_contains: blobs[1].clone(),
+        times: 1,
+        fault,
+    };
+    proxy.inject(rule(Fault::CutAfter(1 << 20)));
+    proxy.inject(rule(Fault::Corrupt));
+    let work = tempfile::tempdir().unwrap();
+    let out = run(gcrsync(work.path()).args(proxied_args(&proxy, &dst, &work.path().join("meta"))));
+    assert_eq!(out.status.code(), Some(0));
+    let log = stderr(&out);
+    assert!(
+        log.contains("digest mismatch"),
+        "the altered body must be caught: {log}"
+    );
+    assert_eq!(
+        Pusher::new(&dst.addr).head("mirror/app", "1").await,
+        Some(digest)
+    );
+    let gets = proxy
+        .log()
+        .iter()
+        .filter(|(m, p, _)| m == "GET" && p.contains(&blobs[1]))
+        .count();
+    assert_eq!(gets, 3, "cut, altered, then whole");
+}
+
+#[tokio::test]
+async fn persistent_failures_fail_the_tag_without_recording_it_and_a_clean_rerun_converges() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let p = Pusher::new(&src.addr);
+    let (bad, blobs) = p
+        .image(
+            "team/bad",
+            "1",
+            Format::Oci,
+            "amd64",
+            &[random_bytes(100_000)],
+        )
+        .await;
+    let (good, _) = p
+        .image(
+            "team/good",
+            "1",
+            Format::Oci,
+            "amd64",
+            &[random_bytes(100_000)],
+        )
+        .await;
+    let proxy = FaultProxy::start(&src.addr);
+    proxy.inject(Rule {
+        method: "GET",
+        path_contains: blobs[1].clone(),
+        times: 100,
+        fault: Fault::Corrupt,
+    });
+    let work = tempfile::tempdir().unwrap();
+    let metadata = work.path().join("meta");
+    let args = proxied_args(&proxy, &dst, &metadata);
+    let out = run(gcrsync(work.path()).args(&args).args(["--retries", "1"]));
+    assert_eq!(out.status.code(), Some(1));
+    let json = metadata.join(format!("{}/team/images.json", proxy.addr));
+    let record = read_json(&json);
+    assert_eq!(
+        record["images"]["good"]["tags"]["1"]["digest"],
+        good.as_str()
+    );
+    assert!(record["images"].get("bad").is_none());
+    assert!(
+        record["failed"]["bad:1"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("digest mismatch")
+    );
+    assert_eq!(
+        Pusher::new(&dst.addr).head("mirror/bad", "1").await,
+        None,
+        "no tag with a wrong digest"
+    );
+
+    // Without the fault, the next run copies it and clears the failure.
+    proxy.clear();
+    let out = run(gcrsync(work.path()).args(&args));
+    assert_eq!(out.status.code(), Some(0));
+    let record = read_json(&json);
+    assert_eq!(record["images"]["bad"]["tags"]["1"]["digest"], bad.as_str());
+    assert!(record["failed"].as_object().unwrap().is_empty(), "{record}");
+    assert_eq!(
+        Pusher::new(&dst.addr).head("mirror/bad", "1").await,
+        Some(bad)
+    );
+}
