@@ -208,8 +208,14 @@ async fn a_moved_tag_is_recopied_with_only_its_new_blobs() {
         &[base.clone(), random_bytes(1000)],
     )
     .await;
-    p.image("team/app", "other", Format::Oci, "amd64", &[base.clone()])
-        .await;
+    p.image(
+        "team/app",
+        "other",
+        Format::Oci,
+        "amd64",
+        std::slice::from_ref(&base),
+    )
+    .await;
     let work = tempfile::tempdir().unwrap();
     let metadata = work.path().join("meta");
     let args = mirror_args(&src, &dst, &metadata);
