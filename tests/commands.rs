@@ -42,7 +42,13 @@ async fn tags_already_on_the_target_are_adopted_without_copying() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
     let layer = random_bytes(50_000);
     let (digest, _) = Pusher::new(&src.addr)
-        .image("team/app", "1", Format::Docker, "amd64", &[layer.clone()])
+        .image(
+            "team/app",
+            "1",
+            Format::Docker,
+            "amd64",
+            std::slice::from_ref(&layer),
+        )
         .await;
     let target = Pusher::new(&dst.addr);
     let manifest = Pusher::new(&src.addr).get_manifest("team/app", "1").await;
@@ -104,12 +110,7 @@ async fn shared_layers_are_uploaded_once_and_mounted_into_other_repositories() {
     let log = dst.accesses();
     let uploads = log
         .iter()
-        .filter(|a| {
-            a.method == "PUT"
-                && a.path
-                    .contains(&format!("digest={}", base_digest.replace(':', "%3A")))
-                || a.method == "PUT" && a.path.contains(&format!("digest={base_digest}"))
-        })
+        .filter(|a| a.method == "PUT" && a.path.contains(&format!("digest={base_digest}")))
         .count();
     let mounts = log
         .iter()
