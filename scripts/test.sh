@@ -4,10 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-command -v docker-registry >/dev/null || {
-  echo "docker-registry (CNCF distribution) is required: apt-get install docker-registry" >&2
-  exit 1
-}
+for tool in docker-registry htpasswd; do
+  command -v "$tool" >/dev/null || {
+    echo "$tool is required: apt-get install docker-registry apache2-utils (or run .ci/run)" >&2
+    exit 1
+  }
+done
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked "$@"

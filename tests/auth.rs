@@ -1,0 +1,155 @@
+//! Credentials against registries that demand them (distribution's htpasswd Basic auth):
+//! the challenge flow, clear errors naming the options, and no secret in any output.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::images::random_bytes;
+use common::*;
+
+const USER: &str = "alice";
+const PASSWORD: &str = "s3cr3t-Pa55-never-printed";
+
+/// A registry requiring `USER:PASSWORD` (bcrypt file made with apache2-utils' htpasswd).
+fn protected_registry(dir: &Path) -> TestRegistry {
+    let file = dir.join("htpasswd");
+    let out = Command::new("htpasswd")
+        .args(["-Bbc", file.to_str().unwrap(), USER, PASSWORD])
+        .output()
+        .expect("htpasswd (apache2-utils) is needed for auth tests; see .ci/run");
+    assert!(out.status.success());
+    TestRegistry::start_with(&format!(
+        "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+        file.display()
+    ))
+}
+
+fn assert_no_secret(texts: &[&str]) {
+    for text in texts {
+        assert!(!text.contains(PASSWORD), "the password leaked: {text}");
+    }
+}
+
+#[tokio::test]
+async fn basic_auth_on_both_sides_works_and_wrong_credentials_are_fatal_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = TestRegistry::start();
+    let dst = protected_registry(dir.path());
+    let (digest, _) = Pusher::new(&src.addr)
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(1000)])
+        .await;
+    let work = tempfile::tempdir().unwrap();
+    let metadata = work.path().join("meta");
+    let report = work.path().join("report.json");
+    let args = mirror_args(&src, &dst, &metadata);
+
+    let out = run(gcrsync(work.path()).args(&args).args([
+        "--target-username",
+        USER,
+        "--target-password",
+        "wrong",
+    ]));
+    assert_eq!(out.status.code(), Some(3));
+    let err = stderr(&out);
+    assert!(
+        err.contains("authentication to") && err.contains("--target-username/--target-password"),
+        "{err}"
+    );
+
+    let out = run(gcrsync(work.path()).args(&args));
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).contains("requires credentials"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Credentials from the environment, as CI secrets arrive (DOCKER_* are the seed names).
+    let out = run(gcrsync(work.path())
+        .args(&args)
+        .args(["--log-format", "json", "-v", "--report"])
+        .arg(&report)
+        .env("DOCKER_USERNAME", USER)
+        .env("DOCKER_PASSWORD", PASSWORD));
+    assert_eq!(out.status.code(), Some(0));
+    let files: Vec<String> = walk(&metadata)
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    let mut texts = vec![
+        stderr(&out),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        std::fs::read_to_string(&report).unwrap(),
+    ];
+    texts.extend(files);
+    assert_no_secret(&texts.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // The mirror is readable with the same credentials only.
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/v2/mirror/app/manifests/1", dst.addr);
+    let accept = images::OCI_MANIFEST;
+    let anonymous = client
+        .head(&url)
+        .header("accept", accept)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let head = client
+        .head(&url)
+        .header("accept", accept)
+        .basic_auth(USER, Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.headers()["docker-content-digest"].to_str().unwrap(),
+        digest
+    );
+}
+
+#[tokio::test]
+async fn a_protected_source_is_listed_with_source_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = protected_registry(dir.path());
+    let dst = TestRegistry::start();
+    let work = tempfile::tempdir().unwrap();
+    let metadata = work.path().join("meta");
+    let args = mirror_args(&src, &dst, &metadata);
+    let out = run(gcrsync(work.path()).args(&args));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "an unauthorised listing is fatal, never zero images"
+    );
+    assert!(
+        stderr(&out).contains("--source-username/--source-password"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(gcrsync(work.path())
+        .args(&args)
+        .env("GCRSYNC_SOURCE_USERNAME", USER)
+        .env("GCRSYNC_SOURCE_PASSWORD", PASSWORD));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "an empty catalog listed with credentials is fine"
+    );
+    assert_no_secret(&[&stderr(&out)]);
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path))
+        } else {
+            files.push(path)
+        }
+    }
+    files
+}
