@@ -510,3 +510,44 @@ fn a_malformed_dotenv_or_metadata_file_is_reported_not_ignored() {
         "{ not json"
     );
 }
+
+#[tokio::test]
+async fn monitor_reports_pending_counts_and_copies_nothing() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let p = Pusher::new(&src.addr);
+    for tag in ["1", "2", "3"] {
+        p.image("team/app", tag, Format::Oci, "amd64", &[random_bytes(100)])
+            .await;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let metadata = work.path().join("meta");
+    let args = mirror_args(&src, &dst, &metadata);
+    assert_eq!(
+        run(gcrsync(work.path())
+            .args(&args)
+            .args(["--process-count", "1"]))
+        .status
+        .code(),
+        Some(0)
+    );
+    let before = dst.accesses().len();
+    let out = run(gcrsync(work.path())
+        .args(["monitor", "--count", "2", "--interval", "0s"])
+        .args(&args));
+    assert_eq!(out.status.code(), Some(0));
+    let line = format!(
+        "{}/team → {}/mirror: 2 pending, 1 unchanged",
+        src.addr, dst.addr
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).matches(&line).count(),
+        2,
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        since(dst.accesses(), before)
+            .iter()
+            .all(|a| a.method == "HEAD")
+    );
+}
