@@ -3,7 +3,12 @@
 # image, an alias, and a 3-platform OCI index), then gcrsync mirrors them, twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v docker-registry >/dev/null || { echo "needs docker-registry: apt-get install docker-registry" >&2; exit 1; }
+if ! command -v docker-registry >/dev/null; then
+  echo "== installing CNCF distribution (docker-registry)"
+  apt-get install -y --no-install-recommends docker-registry >/dev/null ||
+    { apt-get update >/dev/null && apt-get install -y --no-install-recommends docker-registry >/dev/null; } ||
+    { echo "could not install docker-registry; install it (apt-get install docker-registry) and rerun" >&2; exit 1; }
+fi
 
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
