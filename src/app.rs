@@ -11,7 +11,8 @@ use crate::mapping::collisions;
 use crate::metadata::local::LocalStore;
 use crate::metadata::record::{Outcome, TagRecord};
 use crate::metadata::render::Renderer;
-use crate::metadata::{Recorder, StoreError};
+use crate::metadata::github::GitHubStore;
+use crate::metadata::{MetadataStore, Recorder, StoreError};
 use crate::oci::http::{Access, Endpoint, HttpRegistry, RetryPolicy};
 use crate::oci::manifest::RawManifest;
 use crate::oci::{ManifestRef, Registry};
@@ -90,8 +91,7 @@ fn http_client(settings: &Settings) -> Result<reqwest::Client, AppError> {
 }
 
 impl Registries {
-    fn new(settings: &Settings) -> Result<Self, AppError> {
-        let http = http_client(settings)?;
+    fn new(settings: &Settings, http: reqwest::Client) -> Self {
         let retry = RetryPolicy {
             retries: settings.retries,
             min_delay: Duration::from_millis(250),
@@ -116,15 +116,15 @@ impl Registries {
             .collect();
         let target_endpoint =
             endpoint(&settings.target, Access::Push, &settings.target_credentials);
-        Ok(Registries {
+        Registries {
             sources,
             target: Arc::new(HttpRegistry::new(target_endpoint, http, retry)),
             retry,
-        })
+        }
     }
 }
 
-fn recorder(settings: &Settings) -> Result<Recorder<LocalStore>, AppError> {
+fn recorder<M: MetadataStore>(settings: &Settings, store: M) -> Result<Recorder<M>, AppError> {
     let renderer = Renderer::new(
         settings.readme_template.as_ref(),
         settings.changelog_template.as_ref(),
@@ -135,7 +135,6 @@ fn recorder(settings: &Settings) -> Result<Recorder<LocalStore>, AppError> {
         .iter()
         .map(|s| (s.clone(), settings.target.clone()))
         .collect();
-    let store = LocalStore::new(settings.metadata_dir.clone());
     Ok(Recorder::new(
         store,
         &settings.metadata_path,
@@ -202,10 +201,10 @@ async fn list_all(
 }
 
 /// Lists, loads the records, checks the target where needed, and plans.
-async fn make_plan(
+async fn make_plan<M: MetadataStore>(
     settings: &Settings,
     registries: &Registries,
-    recorder: &Recorder<LocalStore>,
+    recorder: &Recorder<M>,
 ) -> Result<(Plan, Vec<ListStats>), AppError> {
     let records = recorder.load_all().await?;
     let (candidates, stats) = list_all(settings, registries).await?;
@@ -231,15 +230,37 @@ fn names(settings: &Settings) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Runs the configured command.
+/// Runs the configured command against the configured metadata store.
 pub async fn run(settings: Settings, stop: StopFlag) -> Result<Finished, AppError> {
     let started = Instant::now();
-    let registries = Registries::new(&settings)?;
-    let recorder = recorder(&settings)?;
+    let http = http_client(&settings)?;
+    let registries = Registries::new(&settings, http.clone());
+    match &settings.github {
+        Some(config) => {
+            let writes = matches!(settings.command, Command::Sync | Command::Compare) && !settings.dry_run;
+            let store = GitHubStore::connect(config, http, writes).await?;
+            tracing::info!("metadata: {} branch {}", config.repo, store.branch());
+            let recorder = recorder(&settings, store)?;
+            command(&settings, &registries, &recorder, started, stop).await
+        }
+        None => {
+            let recorder = recorder(&settings, LocalStore::new(settings.metadata_dir.clone()))?;
+            command(&settings, &registries, &recorder, started, stop).await
+        }
+    }
+}
+
+async fn command<M: MetadataStore>(
+    settings: &Settings,
+    registries: &Registries,
+    recorder: &Recorder<M>,
+    started: Instant,
+    stop: StopFlag,
+) -> Result<Finished, AppError> {
     match &settings.command {
-        Command::Sync => sync(&settings, &registries, &recorder, started, &stop).await,
+        Command::Sync => sync(settings, registries, recorder, started, &stop).await,
         Command::Test => {
-            let (plan, stats) = make_plan(&settings, &registries, &recorder).await?;
+            let (plan, stats) = make_plan(settings, registries, recorder).await?;
             for step in plan.copy.iter().chain(&plan.adopt) {
                 let c = &step.candidate;
                 let why = match &step.previous {
@@ -255,15 +276,15 @@ pub async fn run(settings: Settings, stop: StopFlag) -> Result<Finished, AppErro
                 report: report::build("test", &names(&settings), &stats, &plan, None),
             })
         }
-        Command::Compare => compare(&settings, &registries, &recorder).await,
-        Command::Monitor { .. } => monitor(&settings, &registries, &recorder, &stop).await,
+        Command::Compare => compare(settings, registries, recorder).await,
+        Command::Monitor { .. } => monitor(settings, registries, recorder, &stop).await,
     }
 }
 
-async fn sync(
+async fn sync<M: MetadataStore>(
     settings: &Settings,
     registries: &Registries,
-    recorder: &Recorder<LocalStore>,
+    recorder: &Recorder<M>,
     started: Instant,
     stop: &StopFlag,
 ) -> Result<Finished, AppError> {
@@ -302,10 +323,10 @@ async fn sync(
 }
 
 /// HEADs every mapped tag on the target and records what is there (and drops what is not).
-async fn compare(
+async fn compare<M: MetadataStore>(
     settings: &Settings,
     registries: &Registries,
-    recorder: &Recorder<LocalStore>,
+    recorder: &Recorder<M>,
 ) -> Result<Finished, AppError> {
     let records = recorder.load_all().await?;
     let (candidates, stats) = list_all(settings, registries).await?;
@@ -385,10 +406,10 @@ async fn compare(
 }
 
 /// Prints pending counts per namespace, `--count` times every `--interval`.
-async fn monitor(
+async fn monitor<M: MetadataStore>(
     settings: &Settings,
     registries: &Registries,
-    recorder: &Recorder<LocalStore>,
+    recorder: &Recorder<M>,
     stop: &StopFlag,
 ) -> Result<Finished, AppError> {
     let mut round = 0;

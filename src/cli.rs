@@ -96,6 +96,30 @@ pub struct Options {
         hide_env_values = true
     )]
     pub target_password: Option<String>,
+    /// GitHub repository (OWNER/NAME) the metadata is committed to (default: GITHUB_REPOSITORY when a token is set).
+    #[arg(long, env = "GCRSYNC_GITHUB_REPO", global = true, alias = "githubrepo")]
+    pub github_repo: Option<String>,
+    /// GitHub token with contents: write (also GITHUB_TOKEN).
+    #[arg(long, env = "GCRSYNC_GITHUB_TOKEN", global = true, alias = "githubtoken", hide_env_values = true)]
+    pub github_token: Option<String>,
+    /// Branch to commit to (default: the repository's default branch).
+    #[arg(long, env = "GCRSYNC_GITHUB_BRANCH", global = true)]
+    pub github_branch: Option<String>,
+    /// Create --github-branch from the default branch when it does not exist.
+    #[arg(long, env = "GCRSYNC_GITHUB_CREATE_BRANCH", global = true)]
+    pub github_create_branch: bool,
+    /// GitHub API root (also GITHUB_API_URL), e.g. https://ghe.example.com/api/v3.
+    #[arg(long, env = "GCRSYNC_GITHUB_API_URL", global = true)]
+    pub github_api_url: Option<String>,
+    /// Commit author, "NAME <EMAIL>".
+    #[arg(long, env = "GCRSYNC_COMMIT_AUTHOR", global = true, default_value = "gcrsync <gcrsync@users.noreply.github.com>")]
+    pub commit_author: String,
+    /// Seed alias: commit author name.
+    #[arg(long, env = "GCRSYNC_GITHUBUSER", global = true, hide = true)]
+    pub githubuser: Option<String>,
+    /// Seed alias: commit author e-mail.
+    #[arg(long, env = "GCRSYNC_GITHUBEMAIL", global = true, hide = true)]
+    pub githubemail: Option<String>,
     /// Local metadata directory (used when no GitHub repository is configured).
     #[arg(
         long,

@@ -1,6 +1,7 @@
 //! Metadata: the `MetadataStore` seam (a directory or a GitHub repository) and the
 //! `Recorder` that turns batches of outcomes into files and commits them (SPEC §5–§6).
 
+pub mod github;
 pub mod local;
 pub mod record;
 pub mod render;
@@ -59,6 +60,14 @@ pub enum StoreError {
     /// A template failed.
     #[error(transparent)]
     Render(#[from] RenderError),
+    /// The GitHub API refused or failed.
+    #[error("GitHub {action}: {detail}")]
+    GitHub {
+        /// What was being done.
+        action: String,
+        /// What went wrong and what to do.
+        detail: String,
+    },
     /// Concurrent writers kept winning.
     #[error("metadata store kept changing under us after {0} attempts; try again")]
     Contended(usize),

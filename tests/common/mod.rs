@@ -17,6 +17,7 @@ pub fn gcrsync(dir: &Path) -> Command {
     for (key, _) in std::env::vars() {
         if key.starts_with("GCRSYNC_")
             || key.starts_with("DOCKER_")
+            || key.starts_with("GITHUB_")
             || key.ends_with("_PROXY")
             || key.ends_with("_proxy")
         {
