@@ -8,10 +8,10 @@ use crate::cli::Command;
 use crate::copy::Copier;
 use crate::listing::{self, ListStats, SourceError, SourceSpec};
 use crate::mapping::collisions;
+use crate::metadata::github::GitHubStore;
 use crate::metadata::local::LocalStore;
 use crate::metadata::record::{Outcome, TagRecord};
 use crate::metadata::render::Renderer;
-use crate::metadata::github::GitHubStore;
 use crate::metadata::{MetadataStore, Recorder, StoreError};
 use crate::oci::http::{Access, Endpoint, HttpRegistry, RetryPolicy};
 use crate::oci::manifest::RawManifest;
@@ -237,7 +237,8 @@ pub async fn run(settings: Settings, stop: StopFlag) -> Result<Finished, AppErro
     let registries = Registries::new(&settings, http.clone());
     match &settings.github {
         Some(config) => {
-            let writes = matches!(settings.command, Command::Sync | Command::Compare) && !settings.dry_run;
+            let writes =
+                matches!(settings.command, Command::Sync | Command::Compare) && !settings.dry_run;
             let store = GitHubStore::connect(config, http, writes).await?;
             tracing::info!("metadata: {} branch {}", config.repo, store.branch());
             let recorder = recorder(&settings, store)?;

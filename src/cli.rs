@@ -100,7 +100,13 @@ pub struct Options {
     #[arg(long, env = "GCRSYNC_GITHUB_REPO", global = true, alias = "githubrepo")]
     pub github_repo: Option<String>,
     /// GitHub token with contents: write (also GITHUB_TOKEN).
-    #[arg(long, env = "GCRSYNC_GITHUB_TOKEN", global = true, alias = "githubtoken", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "GCRSYNC_GITHUB_TOKEN",
+        global = true,
+        alias = "githubtoken",
+        hide_env_values = true
+    )]
     pub github_token: Option<String>,
     /// Branch to commit to (default: the repository's default branch).
     #[arg(long, env = "GCRSYNC_GITHUB_BRANCH", global = true)]
@@ -112,7 +118,12 @@ pub struct Options {
     #[arg(long, env = "GCRSYNC_GITHUB_API_URL", global = true)]
     pub github_api_url: Option<String>,
     /// Commit author, "NAME <EMAIL>".
-    #[arg(long, env = "GCRSYNC_COMMIT_AUTHOR", global = true, default_value = "gcrsync <gcrsync@users.noreply.github.com>")]
+    #[arg(
+        long,
+        env = "GCRSYNC_COMMIT_AUTHOR",
+        global = true,
+        default_value = "gcrsync <gcrsync@users.noreply.github.com>"
+    )]
     pub commit_author: String,
     /// Seed alias: commit author name.
     #[arg(long, env = "GCRSYNC_GITHUBUSER", global = true, hide = true)]

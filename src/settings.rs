@@ -181,16 +181,28 @@ fn shard(text: &str) -> Result<(u64, u64), ConfigError> {
 
 /// `NAME <EMAIL>`.
 fn author(text: &str) -> Result<(String, String), ConfigError> {
-    let parsed = text.trim().strip_suffix('>').and_then(|t| t.split_once('<'));
+    let parsed = text
+        .trim()
+        .strip_suffix('>')
+        .and_then(|t| t.split_once('<'));
     match parsed {
-        Some((name, email)) if !name.trim().is_empty() && email.contains('@') => Ok((name.trim().into(), email.trim().into())),
-        _ => Err(bad("commit-author", format!("{text:?} is not NAME <EMAIL>"))),
+        Some((name, email)) if !name.trim().is_empty() && email.contains('@') => {
+            Ok((name.trim().into(), email.trim().into()))
+        }
+        _ => Err(bad(
+            "commit-author",
+            format!("{text:?} is not NAME <EMAIL>"),
+        )),
     }
 }
 
 /// The GitHub store: `--github-repo`, or `GITHUB_REPOSITORY` when a token is available
 /// (as in GitHub Actions); otherwise the local directory.
-fn github(o: &crate::cli::Options, env: &impl Fn(&str) -> Option<String>, deadline: Option<Duration>) -> Result<Option<GitHubConfig>, ConfigError> {
+fn github(
+    o: &crate::cli::Options,
+    env: &impl Fn(&str) -> Option<String>,
+    deadline: Option<Duration>,
+) -> Result<Option<GitHubConfig>, ConfigError> {
     let token = o.github_token.clone().or_else(|| env("GITHUB_TOKEN"));
     let repo = match (&o.github_repo, &token) {
         (Some(repo), _) => repo.clone(),
@@ -201,16 +213,34 @@ fn github(o: &crate::cli::Options, env: &impl Fn(&str) -> Option<String>, deadli
         (None, None) => return Ok(None),
     };
     let valid = repo.split_once('/').is_some_and(|(o, n)| {
-        let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        };
         ok(o) && ok(n)
     });
     if !valid {
         return Err(bad("github-repo", format!("{repo:?} is not OWNER/NAME")));
     }
-    let token = token.ok_or_else(|| bad("github-token", format!("no token for {repo}; set GITHUB_TOKEN or --github-token (needs contents: write)")))?;
-    let api_url = o.github_api_url.clone().or_else(|| env("GITHUB_API_URL")).unwrap_or_else(|| "https://api.github.com".into());
+    let token = token.ok_or_else(|| {
+        bad(
+            "github-token",
+            format!(
+                "no token for {repo}; set GITHUB_TOKEN or --github-token (needs contents: write)"
+            ),
+        )
+    })?;
+    let api_url = o
+        .github_api_url
+        .clone()
+        .or_else(|| env("GITHUB_API_URL"))
+        .unwrap_or_else(|| "https://api.github.com".into());
     if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
-        return Err(bad("github-api-url", format!("{api_url:?} is not an http(s) URL")));
+        return Err(bad(
+            "github-api-url",
+            format!("{api_url:?} is not an http(s) URL"),
+        ));
     }
     let (mut author_name, mut author_email) = author(&o.commit_author)?;
     author_name = o.githubuser.clone().unwrap_or(author_name);
@@ -224,14 +254,20 @@ fn github(o: &crate::cli::Options, env: &impl Fn(&str) -> Option<String>, deadli
         author_name,
         author_email,
         // Rate-limit waits longer than the run's own budget are not worth making.
-        max_wait: deadline.unwrap_or(Duration::from_secs(15 * 60)).min(Duration::from_secs(15 * 60)),
+        max_wait: deadline
+            .unwrap_or(Duration::from_secs(15 * 60))
+            .min(Duration::from_secs(15 * 60)),
     }))
 }
 
 /// Resolves `cli`; `env` looks up the fallback variables (`DOCKER_USERNAME`, ...).
 pub fn resolve(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
     let o = cli.options;
-    let deadline = o.deadline.as_deref().map(|d| duration("deadline", d)).transpose()?;
+    let deadline = o
+        .deadline
+        .as_deref()
+        .map(|d| duration("deadline", d))
+        .transpose()?;
     let github = github(&o, &env, deadline)?;
     let command = match (cli.command.unwrap_or(Command::Sync), o.dry_run) {
         (Command::Sync, true) => Command::Test,

@@ -2,14 +2,15 @@
 //! loopback port, forwards everything, logs every request, and answers with the faults it
 //! is told to (statuses with `Retry-After`, bodies cut or altered mid-stream).
 
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures_util::{StreamExt, stream};
-use http_body_util::{BodyExt, StreamBody, combinators::BoxBody};
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
+
+use super::server::{self, Body, full};
 
 /// What to do to a matching request.
 #[derive(Debug, Clone)]
@@ -42,9 +43,7 @@ pub struct FaultProxy {
     state: Arc<Mutex<State>>,
 }
 
-type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
-
-fn full(status: u16, retry_after: Option<u64>) -> Response<Body> {
+fn injected(status: u16, retry_after: Option<u64>) -> Response<Body> {
     let body = format!(
         r#"{{"errors":[{{"code":"INJECTED","message":"fault injected with status {status}"}}]}}"#
     );
@@ -54,31 +53,26 @@ fn full(status: u16, retry_after: Option<u64>) -> Response<Body> {
     if let Some(secs) = retry_after {
         response = response.header("retry-after", secs.to_string());
     }
-    let body = http_body_util::Full::new(Bytes::from(body))
-        .map_err(|e: Infallible| match e {})
-        .boxed();
-    response.body(body).unwrap()
+    response.body(full(body)).unwrap()
 }
 
 impl FaultProxy {
-    /// Starts a proxy to `upstream` (`host:port`) on a thread of its own, so it keeps
-    /// serving while the test blocks on the gcrsync process.
+    /// Starts a proxy to `upstream` (`host:port`).
     pub fn start(upstream: &str) -> Self {
         let state = Arc::new(Mutex::new(State::default()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (upstream, shared) = (upstream.to_string(), state.clone());
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(serve(upstream, shared, tx));
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let (shared, upstream) = (state.clone(), upstream.to_string());
+        let proxy_addr = Arc::new(Mutex::new(String::new()));
+        let own_addr = proxy_addr.clone();
+        let addr = server::serve(move |req| {
+            let own = own_addr.lock().unwrap().clone();
+            handle(req, shared.clone(), client.clone(), upstream.clone(), own)
         });
-        FaultProxy {
-            addr: rx.recv().unwrap(),
-            state,
-        }
+        *proxy_addr.lock().unwrap() = addr.clone();
+        FaultProxy { addr, state }
     }
 
     /// Drops every rule still pending.
@@ -96,49 +90,13 @@ impl FaultProxy {
     }
 }
 
-async fn serve(upstream: String, state: Arc<Mutex<State>>, ready: std::sync::mpsc::Sender<String>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy_addr = listener.local_addr().unwrap().to_string();
-    ready.send(proxy_addr.clone()).unwrap();
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    loop {
-        let Ok((socket, _)) = listener.accept().await else {
-            continue;
-        };
-        let (state, client, upstream, proxy_addr) = (
-            state.clone(),
-            client.clone(),
-            upstream.clone(),
-            proxy_addr.clone(),
-        );
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                handle(
-                    req,
-                    state.clone(),
-                    client.clone(),
-                    upstream.clone(),
-                    proxy_addr.clone(),
-                )
-            });
-            let io = hyper_util::rt::TokioIo::new(socket);
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await;
-        });
-    }
-}
-
 async fn handle(
     req: Request<Incoming>,
     state: Arc<Mutex<State>>,
     client: reqwest::Client,
     upstream: String,
     proxy_addr: String,
-) -> Result<Response<Body>, Infallible> {
+) -> Response<Body> {
     let (method, path) = (
         req.method().to_string(),
         req.uri()
@@ -165,7 +123,7 @@ async fn handle(
         fault
     };
     if let Some(Fault::Status(status, retry_after)) = fault {
-        return Ok(full(status, retry_after));
+        return injected(status, retry_after);
     }
     let mut upstream_req = client.request(req.method().clone(), format!("http://{upstream}{path}"));
     for (name, value) in req.headers() {
@@ -176,7 +134,7 @@ async fn handle(
     let body = reqwest::Body::wrap_stream(req.into_body().into_data_stream());
     let response = match upstream_req.body(body).send().await {
         Ok(r) => r,
-        Err(_) => return Ok(full(502, None)),
+        Err(_) => return injected(502, None),
     };
     let mut builder = Response::builder().status(response.status().as_u16());
     for (name, value) in response.headers() {
@@ -206,8 +164,7 @@ async fn handle(
         sent += chunk.len();
         Ok(Frame::data(chunk))
     });
-    let stream = stream.chain(stream::empty());
-    Ok(builder
+    builder
         .body(BodyExt::boxed(StreamBody::new(stream)))
-        .unwrap())
+        .unwrap()
 }

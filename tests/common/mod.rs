@@ -1,8 +1,10 @@
 //! Shared test harness: real registries, fixture images, and running the real binary.
 #![allow(dead_code)]
 
+pub mod faults;
 pub mod images;
 pub mod registry;
+pub mod server;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -68,4 +70,3 @@ pub fn read_json(path: &Path) -> serde_json::Value {
     )
     .unwrap()
 }
-pub mod faults;
