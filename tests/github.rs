@@ -1,0 +1,394 @@
+//! The GitHub metadata store against a fake GitHub API with real git object ids:
+//! one commit per batch, no commit on a no-op, concurrent shards and races merged,
+//! permissions and rate limits handled, the token nowhere but the Authorization header.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::github::{FakeGitHub, Fault, READ_TOKEN, WRITE_TOKEN};
+use common::images::random_bytes;
+use common::*;
+
+fn github_args(gh: &FakeGitHub, token: &str) -> Vec<String> {
+    [
+        "--github-repo",
+        "owner/repo",
+        "--github-api-url",
+        &gh.api_url,
+        "--github-token",
+        token,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Runs a sync from `src/team` to `dst/mirror` recorded in the fake repository.
+fn sync(
+    work: &Path,
+    src: &TestRegistry,
+    dst: &TestRegistry,
+    gh: &FakeGitHub,
+    extra: &[&str],
+) -> Output {
+    let mut args = mirror_args(src, dst, &work.join("unused-local-dir"));
+    args.extend(github_args(gh, WRITE_TOKEN));
+    run(gcrsync(work).args(&args).args(extra))
+}
+
+fn assert_token_only_in_authorization(gh: &FakeGitHub, token: &str, outputs: &[&Output]) {
+    for request in gh.log() {
+        assert!(
+            !request.path.contains(token) && !request.body.contains(token),
+            "token leaked in {request:?}"
+        );
+        for (name, value) in &request.headers {
+            assert!(
+                name == "authorization" || !value.contains(token),
+                "token leaked in header {name}"
+            );
+        }
+    }
+    for out in outputs {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!text.contains(token), "token leaked in output: {text}");
+    }
+}
+
+#[tokio::test]
+async fn a_sync_commits_the_metadata_once_and_a_noop_run_commits_nothing() {
+    let (src, dst, gh) = (
+        TestRegistry::start(),
+        TestRegistry::start(),
+        FakeGitHub::start(false),
+    );
+    let p = Pusher::new(&src.addr);
+    let (digest, _) = p
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(1000)])
+        .await;
+    p.image("team/app", "2", Format::Oci, "amd64", &[random_bytes(1000)])
+        .await;
+    let work = tempfile::tempdir().unwrap();
+    let before = gh.history("main").len();
+    let first = sync(work.path(), &src, &dst, &gh, &[]);
+    assert_eq!(first.status.code(), Some(0));
+    let history = gh.history("main");
+    assert_eq!(history.len(), before + 1, "one commit for one batch");
+    let record: serde_json::Value = serde_json::from_str(
+        &gh.file("main", &format!("{}/team/images.json", src.addr))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        record["images"]["app"]["tags"]["1"]["digest"],
+        digest.as_str()
+    );
+    assert!(
+        gh.file("main", "CHANGELOG.md")
+            .unwrap()
+            .contains("Update(num: 2):")
+    );
+    assert!(
+        gh.file("main", &format!("{}/team/README.md", src.addr))
+            .unwrap()
+            .contains("| `1` |")
+    );
+    assert!(
+        gh.file("main", "README.md").is_some(),
+        "existing files are kept"
+    );
+    assert!(
+        !work.path().join("unused-local-dir").exists(),
+        "the local store is not used"
+    );
+
+    let requests = gh.log().len();
+    let second = sync(work.path(), &src, &dst, &gh, &[]);
+    assert_eq!(second.status.code(), Some(0));
+    assert_eq!(gh.history("main"), history, "a no-op run makes no commit");
+    let writes: Vec<_> = gh
+        .log()
+        .into_iter()
+        .skip(requests)
+        .filter(|r| r.method != "GET")
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
+    assert_token_only_in_authorization(&gh, WRITE_TOKEN, &[&first, &second]);
+}
+
+#[tokio::test]
+async fn every_stored_object_hashes_as_git_would() {
+    let (src, dst, gh) = (
+        TestRegistry::start(),
+        TestRegistry::start(),
+        FakeGitHub::start(false),
+    );
+    Pusher::new(&src.addr)
+        .image(
+            "team/nested/app",
+            "1",
+            Format::Oci,
+            "amd64",
+            &[random_bytes(1000)],
+        )
+        .await;
+    let work = tempfile::tempdir().unwrap();
+    assert_eq!(
+        sync(work.path(), &src, &dst, &gh, &[]).status.code(),
+        Some(0)
+    );
+    let objects = gh.objects();
+    assert!(objects.iter().any(|(_, kind, _)| *kind == "commit") && objects.len() > 8);
+    for (sha, kind, raw) in objects {
+        let mut git = Command::new("git")
+            .args(["hash-object", "--literally", "-t", kind, "--stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("git is needed to check the fake's object ids");
+        std::io::Write::write_all(&mut git.stdin.take().unwrap(), &raw).unwrap();
+        let out = git.wait_with_output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            sha,
+            "{kind} object id differs from git's"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_commit_landing_during_ours_is_merged_not_overwritten() {
+    let (src, dst, gh) = (
+        TestRegistry::start(),
+        TestRegistry::start(),
+        FakeGitHub::start(false),
+    );
+    let p = Pusher::new(&src.addr);
+    p.image("team/app", "1", Format::Oci, "amd64", &[random_bytes(1000)])
+        .await;
+    let work = tempfile::tempdir().unwrap();
+    assert_eq!(
+        sync(work.path(), &src, &dst, &gh, &[]).status.code(),
+        Some(0)
+    );
+    p.image("team/app", "2", Format::Oci, "amd64", &[random_bytes(1000)])
+        .await;
+    gh.race_next_ref_updates(2);
+    let out = sync(work.path(), &src, &dst, &gh, &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let files = gh.files("main");
+    assert!(
+        files.contains(&"foreign-1.txt".to_string())
+            && files.contains(&"foreign-2.txt".to_string()),
+        "{files:?}"
+    );
+    let changelog = gh.file("main", "CHANGELOG.md").unwrap();
+    let blocks: Vec<&str> = changelog
+        .lines()
+        .filter(|l| l.starts_with("### "))
+        .collect();
+    assert_eq!(
+        blocks.len(),
+        4,
+        "ours twice (two runs) and both foreign blocks: {changelog}"
+    );
+    assert!(
+        blocks[0].contains("Update(num: 1)"),
+        "our new block is on top: {blocks:?}"
+    );
+    let record = gh
+        .file("main", &format!("{}/team/images.json", src.addr))
+        .unwrap();
+    assert!(
+        record.contains("\"1\"") && record.contains("\"2\""),
+        "{record}"
+    );
+}
+
+#[tokio::test]
+async fn four_concurrent_shards_all_land() {
+    let (src, dst, gh) = (
+        TestRegistry::start(),
+        TestRegistry::start(),
+        FakeGitHub::start(false),
+    );
+    let p = Pusher::new(&src.addr);
+    for i in 0..16 {
+        p.image(
+            &format!("team/img{i:02}"),
+            "1",
+            Format::Oci,
+            "amd64",
+            &[random_bytes(1000)],
+        )
+        .await;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let mut args = mirror_args(&src, &dst, &work.path().join("unused"));
+    args.extend(github_args(&gh, WRITE_TOKEN));
+    let children: Vec<_> = (1..=4)
+        .map(|k| {
+            gcrsync(work.path())
+                .args(&args)
+                .args(["--shard", &format!("{k}/4")])
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let record: serde_json::Value = serde_json::from_str(
+        &gh.file("main", &format!("{}/team/images.json", src.addr))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["images"].as_object().unwrap().len(), 16, "{record}");
+    let changelog = gh.file("main", "CHANGELOG.md").unwrap();
+    let entries = changelog.lines().filter(|l| l.starts_with("- ")).count();
+    assert_eq!(entries, 16, "{changelog}");
+    assert_eq!(
+        changelog.lines().filter(|l| l.starts_with("### ")).count(),
+        4,
+        "{changelog}"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_repository_gets_its_first_commit() {
+    let (src, dst, gh) = (
+        TestRegistry::start(),
+        TestRegistry::start(),
+        FakeGitHub::start(true),
+    );
+    Pusher::new(&src.addr)
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(1000)])
+        .await;
+    let work = tempfile::tempdir().unwrap();
+    let out = sync(work.path(), &src, &dst, &gh, &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let files = gh.files("main");
+    for file in [
+        "CHANGELOG.md".to_string(),
+        format!("{}/team/README.md", src.addr),
+        format!("{}/team/images.json", src.addr),
+    ] {
+        assert!(files.contains(&file), "{file} missing from {files:?}");
+    }
+    assert_eq!(
+        gh.file("main", "CHANGELOG.md")
+            .unwrap()
+            .matches("### ")
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn server_errors_and_secondary_rate_limits_are_waited_out() {
+    let (src, dst, gh) = (
+        TestRegistry::start(),
+        TestRegistry::start(),
+        FakeGitHub::start(false),
+    );
+    Pusher::new(&src.addr)
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(1000)])
+        .await;
+    gh.inject(Fault::ServerError(502));
+    gh.inject(Fault::SecondaryLimit(1));
+    gh.inject(Fault::ServerError(500));
+    let work = tempfile::tempdir().unwrap();
+    let out = sync(work.path(), &src, &dst, &gh, &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("HTTP 403; retrying"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(gh.file("main", "CHANGELOG.md").is_some());
+}
+
+#[tokio::test]
+async fn permission_and_configuration_problems_are_fatal_and_say_what_to_do() {
+    let (src, dst, gh) = (
+        TestRegistry::start(),
+        TestRegistry::start(),
+        FakeGitHub::start(false),
+    );
+    Pusher::new(&src.addr)
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(1000)])
+        .await;
+    let work = tempfile::tempdir().unwrap();
+    let base = mirror_args(&src, &dst, &work.path().join("unused"));
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (github_args(&gh, READ_TOKEN), "contents: write"),
+        (
+            github_args(&gh, "ghp_unknown_token_value_123456789"),
+            "rejected the token (401)",
+        ),
+        (
+            [
+                "--github-repo",
+                "owner/missing",
+                "--github-api-url",
+                &gh.api_url,
+                "--github-token",
+                WRITE_TOKEN,
+            ]
+            .map(String::from)
+            .to_vec(),
+            "owner/missing not found (404)",
+        ),
+        (
+            [
+                github_args(&gh, WRITE_TOKEN),
+                vec!["--github-branch".into(), "mirror".into()],
+            ]
+            .concat(),
+            "--github-create-branch",
+        ),
+    ];
+    for (args, message) in cases {
+        let out = run(gcrsync(work.path()).args(&base).args(&args));
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        assert!(
+            stderr(&out).contains(message),
+            "expected {message:?} in {}",
+            stderr(&out)
+        );
+        assert_token_only_in_authorization(&gh, READ_TOKEN, &[&out]);
+        assert_token_only_in_authorization(&gh, WRITE_TOKEN, &[&out]);
+    }
+    assert_eq!(
+        Pusher::new(&dst.addr).tags("mirror/app").await,
+        Vec::<String>::new(),
+        "nothing copied before the store was usable"
+    );
+    // With --github-create-branch the branch is made from the default branch.
+    let out = sync(
+        work.path(),
+        &src,
+        &dst,
+        &gh,
+        &["--github-branch", "mirror", "--github-create-branch"],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        gh.file("mirror", "CHANGELOG.md").is_some() && gh.file("main", "CHANGELOG.md").is_none()
+    );
+    // A token without --github-repo uses GITHUB_REPOSITORY, as in GitHub Actions.
+    let out = run(gcrsync(work.path())
+        .args(&base)
+        .env("GITHUB_REPOSITORY", "owner/repo")
+        .env("GITHUB_TOKEN", READ_TOKEN)
+        .env("GITHUB_API_URL", &gh.api_url));
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("contents: write"));
+}
