@@ -274,7 +274,7 @@ async fn command<M: MetadataStore>(
                 );
             }
             Ok(Finished {
-                report: report::build("test", &names(&settings), &stats, &plan, None),
+                report: report::build("test", &names(settings), &stats, &plan, None),
             })
         }
         Command::Compare => compare(settings, registries, recorder).await,

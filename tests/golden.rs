@@ -1,12 +1,17 @@
 //! Golden files: the exact bytes of images.json, the namespace README and the CHANGELOG
 //! for a fixed set of outcomes. Regenerate with `UPDATE_GOLDEN=1 cargo test --test golden`.
 
-use std::path::Path;
+mod common;
 
-use gcrsync::metadata::Recorder;
+use std::path::Path;
+use std::time::Duration;
+
+use common::github::{FakeGitHub, WRITE_TOKEN};
+use gcrsync::metadata::github::{GitHubConfig, GitHubStore};
 use gcrsync::metadata::local::LocalStore;
 use gcrsync::metadata::record::{Outcome, TagRecord};
 use gcrsync::metadata::render::Renderer;
+use gcrsync::metadata::{MetadataStore, Recorder};
 
 fn synced(
     image: &str,
@@ -42,29 +47,27 @@ fn synced(
     (0, outcome)
 }
 
-fn check(root: &Path, relative: &str, golden: &str) {
-    let actual = std::fs::read_to_string(root.join(relative)).unwrap();
+fn check(actual: &str, golden: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
         .join(golden);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, &actual).unwrap();
+        std::fs::write(&path, actual).unwrap();
     }
     let expected =
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(actual, expected, "{relative} differs from {golden}");
+    assert_eq!(actual, expected, "differs from {golden}");
 }
 
-#[tokio::test]
-async fn metadata_files_match_the_golden_bytes() {
-    let dir = tempfile::tempdir().unwrap();
+/// Records two batches (copies, an adoption, a failure; then a moved tag) in `store`.
+async fn record_fixture<M: MetadataStore>(store: M) {
     let namespaces = vec![(
         "gcr.io/google-containers".parse().unwrap(),
         "docker.io/myuser".parse().unwrap(),
     )];
     let timezone = jiff::tz::TimeZone::get("Asia/Shanghai").unwrap();
     let recorder = Recorder::new(
-        LocalStore::new(dir.path().to_path_buf()),
+        store,
         "",
         Renderer::new(None, None).unwrap(),
         namespaces,
@@ -107,21 +110,51 @@ async fn metadata_files_match_the_golden_bytes() {
         committed.message,
         "gcrsync: 1 moved (gcr.io/google-containers)"
     );
+}
 
-    check(
-        dir.path(),
-        "gcr.io/google-containers/images.json",
-        "images.json",
-    );
-    check(
-        dir.path(),
-        "gcr.io/google-containers/README.md",
-        "README.md",
-    );
-    check(dir.path(), "CHANGELOG.md", "CHANGELOG.md");
+const FILES: [(&str, &str); 3] = [
+    ("gcr.io/google-containers/images.json", "images.json"),
+    ("gcr.io/google-containers/README.md", "README.md"),
+    ("CHANGELOG.md", "CHANGELOG.md"),
+];
+
+#[tokio::test]
+async fn local_metadata_files_match_the_golden_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    record_fixture(LocalStore::new(dir.path().to_path_buf())).await;
+    for (path, golden) in FILES {
+        check(
+            &std::fs::read_to_string(dir.path().join(path)).unwrap(),
+            golden,
+        );
+    }
     let names: Vec<_> = std::fs::read_dir(dir.path().join("gcr.io/google-containers"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names.len(), 2, "no temporary files left behind: {names:?}");
+}
+
+#[tokio::test]
+async fn github_metadata_files_match_the_same_golden_bytes() {
+    let gh = FakeGitHub::start(false);
+    let config = GitHubConfig {
+        api_url: gh.api_url.clone(),
+        repo: "owner/repo".into(),
+        token: WRITE_TOKEN.into(),
+        branch: None,
+        create_branch: false,
+        author_name: "gcrsync".into(),
+        author_email: "gcrsync@users.noreply.github.com".into(),
+        max_wait: Duration::from_secs(5),
+    };
+    let store = GitHubStore::connect(&config, reqwest::Client::new(), true)
+        .await
+        .unwrap();
+    let before = gh.history("main").len();
+    record_fixture(store).await;
+    assert_eq!(gh.history("main").len(), before + 2, "one commit per batch");
+    for (path, golden) in FILES {
+        check(&gh.file("main", path).unwrap(), golden);
+    }
 }

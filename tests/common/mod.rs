@@ -10,7 +10,9 @@ pub mod server;
 use std::path::Path;
 use std::process::{Command, Output};
 
+#[allow(unused_imports)]
 pub use images::{Format, Pusher};
+#[allow(unused_imports)]
 pub use registry::{Access, TestRegistry};
 
 /// The built `gcrsync` binary with a clean environment (no `GCRSYNC_*` from the caller).
