@@ -392,3 +392,67 @@ async fn permission_and_configuration_problems_are_fatal_and_say_what_to_do() {
     assert_eq!(out.status.code(), Some(3));
     assert!(stderr(&out).contains("contents: write"));
 }
+
+#[tokio::test]
+async fn the_seed_tools_lists_are_imported_and_checked_on_the_target() {
+    let (src, dst, gh) = (
+        TestRegistry::start(),
+        TestRegistry::start(),
+        FakeGitHub::start(false),
+    );
+    let p = Pusher::new(&src.addr);
+    let (mirrored, _) = p
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(1000)])
+        .await;
+    let (stale, _) = p
+        .image("team/app", "2", Format::Oci, "amd64", &[random_bytes(1000)])
+        .await;
+    // The old tool mirrored app:1 for real, and listed app:2 although its push failed.
+    let work = tempfile::tempdir().unwrap();
+    let only_1 = run(gcrsync(work.path())
+        .args(mirror_args(&src, &dst, &work.path().join("local")))
+        .args(["--include-tags", "^1$"]));
+    assert_eq!(only_1.status.code(), Some(0));
+    gh.seed(
+        "main",
+        &format!("{}/team/ImageList", src.addr),
+        "[\n    \"app:1\",\n    \"app:2\"\n]",
+    );
+    let before = dst.accesses().len();
+    let report = work.path().join("report.json");
+    let out = sync(
+        work.path(),
+        &src,
+        &dst,
+        &gh,
+        &["--report", report.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let totals = &read_json(&report)["totals"];
+    assert_eq!(
+        (totals["adopted"].as_u64(), totals["copied"].as_u64()),
+        (Some(1), Some(1)),
+        "{totals}"
+    );
+    let uploads = since(dst.accesses(), before)
+        .into_iter()
+        .filter(|a| a.method == "PUT" && a.path.contains("/manifests/2"))
+        .count();
+    assert_eq!(
+        uploads, 1,
+        "the listed-but-missing tag is copied, not trusted"
+    );
+    let record: serde_json::Value = serde_json::from_str(
+        &gh.file("main", &format!("{}/team/images.json", src.addr))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        record["images"]["app"]["tags"]["1"]["digest"],
+        mirrored.as_str()
+    );
+    assert_eq!(
+        record["images"]["app"]["tags"]["2"]["digest"],
+        stale.as_str()
+    );
+}

@@ -262,6 +262,24 @@ impl FakeGitHub {
         }
     }
 
+    /// Commits `content` at `path` on `branch` (as the seed tools' own files were).
+    pub fn seed(&self, branch: &str, path: &str, content: &str) {
+        let mut state = self.state.lock().unwrap();
+        let head = state
+            .refs
+            .get(branch)
+            .cloned()
+            .expect("seed needs a branch");
+        let mut files = BTreeMap::new();
+        let tree = state.commit_tree(&head).unwrap();
+        state.files(&tree, "", &mut files);
+        let blob = state.store(Object::Blob(content.as_bytes().to_vec()));
+        files.insert(path.to_string(), blob);
+        let tree = state.build(&files);
+        let commit = state.commit(&tree, &[head], "seed", &json!({"name": "seed"}));
+        state.refs.insert(branch.to_string(), commit);
+    }
+
     pub fn inject(&self, fault: Fault) {
         self.state.lock().unwrap().faults.push(fault);
     }
