@@ -75,10 +75,10 @@ async fn a_sync_commits_the_metadata_once_and_a_noop_run_commits_nothing() {
         .await;
     let work = tempfile::tempdir().unwrap();
     let before = gh.history("main").len();
-    let first = sync(work.path(), &src, &dst, &gh, &[]);
+    let first = sync(work.path(), &src, &dst, &gh, &["--commit-every", "1"]);
     assert_eq!(first.status.code(), Some(0));
     let history = gh.history("main");
-    assert_eq!(history.len(), before + 1, "one commit for one batch");
+    assert_eq!(history.len(), before + 2, "one commit per batch of one tag");
     let record: serde_json::Value = serde_json::from_str(
         &gh.file("main", &format!("{}/team/images.json", src.addr))
             .unwrap(),
@@ -88,10 +88,11 @@ async fn a_sync_commits_the_metadata_once_and_a_noop_run_commits_nothing() {
         record["images"]["app"]["tags"]["1"]["digest"],
         digest.as_str()
     );
-    assert!(
-        gh.file("main", "CHANGELOG.md")
-            .unwrap()
-            .contains("Update(num: 2):")
+    let changelog = gh.file("main", "CHANGELOG.md").unwrap();
+    assert_eq!(
+        changelog.matches("Update(num: 1):").count(),
+        2,
+        "{changelog}"
     );
     assert!(
         gh.file("main", &format!("{}/team/README.md", src.addr))
@@ -119,6 +120,12 @@ async fn a_sync_commits_the_metadata_once_and_a_noop_run_commits_nothing() {
         .collect();
     assert!(writes.is_empty(), "{writes:?}");
     assert_token_only_in_authorization(&gh, WRITE_TOKEN, &[&first, &second]);
+    for file in gh.files("main") {
+        assert!(
+            !gh.file("main", &file).unwrap().contains(WRITE_TOKEN),
+            "token committed in {file}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -304,6 +311,7 @@ async fn server_errors_and_secondary_rate_limits_are_waited_out() {
     gh.inject(Fault::ServerError(502));
     gh.inject(Fault::SecondaryLimit(1));
     gh.inject(Fault::ServerError(500));
+    gh.inject(Fault::PrimaryLimit(1));
     let work = tempfile::tempdir().unwrap();
     let out = sync(work.path(), &src, &dst, &gh, &[]);
     assert_eq!(out.status.code(), Some(0));

@@ -43,6 +43,8 @@ pub enum Fault {
     ServerError(u16),
     /// 403 with `retry-after: secs` (GitHub's secondary rate limit).
     SecondaryLimit(u64),
+    /// 403 with `x-ratelimit-remaining: 0` and a reset `secs` from now (the primary limit).
+    PrimaryLimit(i64),
 }
 
 #[derive(Default)]
@@ -401,6 +403,14 @@ async fn handle(req: Request<Incoming>, state: Arc<Mutex<State>>) -> Response<Bo
                 response
                     .headers_mut()
                     .insert("retry-after", secs.to_string().parse().unwrap());
+                response
+            }
+            Fault::PrimaryLimit(secs) => {
+                let mut response = answer(403, json!({"message": "API rate limit exceeded"}), 0);
+                let reset = (jiff::Timestamp::now().as_second() + secs).to_string();
+                response
+                    .headers_mut()
+                    .insert("x-ratelimit-reset", reset.parse().unwrap());
                 response
             }
         };
