@@ -7,9 +7,10 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 
 use crate::filter::Filters;
 use crate::mapping::NameMapper;
+use crate::oci::taglist::TagList;
 use crate::oci::{self, ManifestRef, Registry};
 use crate::plan::{Candidate, TargetKey};
-use crate::reference::{Digest, Namespace, RepoPath, Tag};
+use crate::reference::{Digest, Namespace, RepoPath, Repository, Tag};
 
 /// Listing a source failed: fatal (exit 3), never read as "zero images".
 #[derive(Debug, thiserror::Error)]
@@ -55,25 +56,141 @@ fn shard_of(name: &str, count: u64) -> u64 {
     hash % count
 }
 
-/// The images of a source: `--images`, or the catalog entries under its path.
-async fn images<R: Registry>(
-    registry: &R,
-    spec: &SourceSpec<'_>,
-) -> Result<Vec<RepoPath>, ListError> {
-    if let Some(images) = spec.images {
-        return Ok(images.to_vec());
-    }
-    let all = registry.catalog().await.map_err(|error| ListError {
-        source_ref: format!("{} (catalog)", spec.namespace),
+fn list_error(what: String) -> impl FnOnce(oci::Error) -> ListError {
+    move |error| ListError {
+        source_ref: what,
         error,
-    })?;
-    Ok(all
-        .iter()
-        .filter_map(|repo| repo.strip_prefix(spec.namespace.path.as_ref()))
-        .collect())
+    }
 }
 
-/// Lists, filters, shards and maps one source, then HEADs each tag for its digest.
+/// Lists the tags of many repositories at once; a repository gone since it was named
+/// (404) has no tags unless `strict`.
+async fn list_many<R: Registry>(
+    registry: &R,
+    repos: Vec<(RepoPath, RepoPath)>,
+    strict: bool,
+    queries: usize,
+) -> Result<Vec<(RepoPath, TagList)>, ListError> {
+    stream::iter(repos)
+        .map(|(image, repo)| async move {
+            match registry.list_tags(&repo).await {
+                Ok(list) => Ok((image, list)),
+                Err(e) if e.status() == Some(404) && !strict => Ok((image, TagList::default())),
+                Err(error) => Err(ListError {
+                    source_ref: repo.to_string(),
+                    error,
+                }),
+            }
+        })
+        .buffer_unordered(queries)
+        .try_collect()
+        .await
+}
+
+/// Walks gcr's `child` lists at every depth, one request per repository; a repository
+/// keeps its own tags even when it also has children.
+async fn walk_children<R: Registry>(
+    registry: &R,
+    namespace: &Namespace,
+    root: TagList,
+    queries: usize,
+) -> Result<Vec<(RepoPath, TagList)>, ListError> {
+    let mut found = Vec::new();
+    let child_paths = |parent: Option<&RepoPath>, list: &TagList| -> Vec<(RepoPath, RepoPath)> {
+        let children = list
+            .children
+            .iter()
+            .flatten()
+            .filter_map(|c| c.parse::<RepoPath>().ok());
+        children
+            .map(|c| {
+                let image = parent.map_or(c.clone(), |p| p.join(&c));
+                (image.clone(), namespace.repo(&image))
+            })
+            .collect()
+    };
+    let mut level = child_paths(None, &root);
+    while !level.is_empty() {
+        let listed = list_many(registry, level, false, queries).await?;
+        level = listed
+            .iter()
+            .flat_map(|(image, list)| child_paths(Some(image), list))
+            .collect();
+        found.extend(listed.into_iter().filter(|(_, list)| !list.tags.is_empty()));
+    }
+    Ok(found)
+}
+
+/// The repositories of a source with their tags: `--images`; gcr's `child` tree when the
+/// namespace answers with one; otherwise the catalog entries under the namespace path.
+async fn discover<R: Registry>(
+    registry: &R,
+    spec: &SourceSpec<'_>,
+    queries: usize,
+) -> Result<Vec<(RepoPath, TagList)>, ListError> {
+    let ns = spec.namespace;
+    if let Some(images) = spec.images {
+        let repos = images.iter().map(|i| (i.clone(), ns.repo(i))).collect();
+        return list_many(registry, repos, true, queries).await;
+    }
+    if let Some(root) = &ns.path {
+        match registry.list_tags(root).await {
+            Ok(list) if list.children.is_some() => {
+                return walk_children(registry, ns, list, queries).await;
+            }
+            Ok(_) => {}
+            Err(e) if e.status() == Some(404) => {}
+            Err(error) => {
+                return Err(ListError {
+                    source_ref: ns.to_string(),
+                    error,
+                });
+            }
+        }
+    }
+    let all = registry
+        .catalog()
+        .await
+        .map_err(list_error(format!("{ns} (catalog)")))?;
+    let repos = all
+        .iter()
+        .filter_map(|repo| {
+            repo.strip_prefix(ns.path.as_ref())
+                .map(|image| (image, repo.clone()))
+        })
+        .collect();
+    list_many(registry, repos, false, queries).await
+}
+
+/// A listed tag waiting for its digest.
+struct Listed {
+    image: RepoPath,
+    tag: Tag,
+    target: Repository,
+}
+
+impl Listed {
+    fn candidate(
+        self,
+        spec: &SourceSpec<'_>,
+        digest: Digest,
+        uploaded_ms: Option<i64>,
+    ) -> Candidate {
+        let source_repo = spec.namespace.repo(&self.image);
+        Candidate {
+            source: spec.index,
+            image: self.image,
+            source_repo,
+            tag: self.tag,
+            digest,
+            uploaded_ms,
+            target: self.target,
+        }
+    }
+}
+
+/// Lists, filters, shards and maps one source; a tag's digest comes from gcr's manifest
+/// map when served, else from a HEAD.
 pub async fn list_source<R: Registry>(
     registry: &R,
     spec: &SourceSpec<'_>,
@@ -81,72 +198,60 @@ pub async fn list_source<R: Registry>(
     mapper: &NameMapper,
     queries: usize,
 ) -> Result<(Vec<Candidate>, ListStats), SourceError> {
-    let (index, (shard, shards)) = (spec.index, spec.shard);
-    let mut names = images(registry, spec).await?;
-    names.retain(|i| {
+    let (shard, shards) = spec.shard;
+    let mut listed = discover(registry, spec, queries).await?;
+    listed.retain(|(i, _)| {
         filters.keeps_image(i.as_str())
             && shard_of(&format!("{}/{i}", spec.namespace), shards) == shard
     });
-    names.sort();
+    listed.sort_by(|a, b| a.0.cmp(&b.0));
     let mut stats = ListStats {
-        images: names.len(),
+        images: listed.len(),
         ..ListStats::default()
     };
-    let listed: Vec<(RepoPath, Vec<Tag>)> = stream::iter(names)
-        .map(|image| async move {
-            let repo = spec.namespace.repo(&image);
-            match registry.list_tags(&repo).await {
-                Ok(tags) => Ok((image, tags)),
-                // Deleted between the catalog and now: nothing to mirror, not a failure.
-                Err(e) if e.status() == Some(404) && spec.images.is_none() => {
-                    Ok((image, Vec::new()))
-                }
-                Err(error) => Err(ListError {
-                    source_ref: format!("{}/{image}", spec.namespace),
-                    error,
-                }),
-            }
-        })
-        .buffer_unordered(queries)
-        .try_collect()
-        .await?;
-    let mut wanted = Vec::new();
-    for (image, tags) in listed {
-        stats.tags += tags.len();
+    let mut known = Vec::new();
+    let mut to_head = Vec::new();
+    for (image, list) in listed {
+        stats.tags += list.tags.len();
         let target = mapper.map(spec.namespace, &image, spec.target)?;
-        for tag in tags {
-            if filters.keeps_tag(tag.as_str()) {
-                wanted.push((image.clone(), tag, target.clone()));
-            } else {
+        for tag in list.tags {
+            if !filters.keeps_tag(tag.as_str()) {
                 stats.filtered += 1;
+                continue;
+            }
+            let listed = Listed {
+                image: image.clone(),
+                tag: tag.clone(),
+                target: target.clone(),
+            };
+            match list.digests.get(&tag) {
+                Some(info) => {
+                    known.push(listed.candidate(spec, info.digest.clone(), info.uploaded_ms))
+                }
+                None => to_head.push(listed),
             }
         }
     }
-    let candidates: Vec<Option<Candidate>> = stream::iter(wanted)
-        .map(|(image, tag, target)| async move {
-            let repo = spec.namespace.repo(&image);
+    let headed: Vec<Option<Candidate>> = stream::iter(to_head)
+        .map(|listed| async move {
+            let repo = spec.namespace.repo(&listed.image);
             let head = registry
-                .head_manifest(&repo, &ManifestRef::Tag(tag.clone()))
+                .head_manifest(&repo, &ManifestRef::Tag(listed.tag.clone()))
                 .await;
-            let head = head.map_err(|error| ListError {
-                source_ref: format!("{}/{image}:{tag}", spec.namespace),
-                error,
-            })?;
+            let head = head.map_err(list_error(format!(
+                "{}/{}:{}",
+                spec.namespace, listed.image, listed.tag
+            )))?;
             // A tag deleted since it was listed is simply gone.
-            Ok::<_, ListError>(head.map(|h| Candidate {
-                source: index,
-                image,
-                source_repo: repo,
-                tag,
-                digest: h.digest,
-                uploaded_ms: None,
-                target,
-            }))
+            Ok::<_, ListError>(head.map(|h| listed.candidate(spec, h.digest, None)))
         })
         .buffer_unordered(queries)
         .try_collect()
         .await?;
-    let mut candidates: Vec<Candidate> = candidates.into_iter().flatten().collect();
+    let mut candidates: Vec<Candidate> = known
+        .into_iter()
+        .chain(headed.into_iter().flatten())
+        .collect();
     candidates.sort_by(|a, b| (&a.image, &a.tag).cmp(&(&b.image, &b.tag)));
     Ok((candidates, stats))
 }

@@ -248,7 +248,7 @@ fn bad_input_exits_with_the_documented_code_and_message() {
         "--insecure-registry",
         "127.0.0.1:9",
     ];
-    let unreachable_listing = format!("listing {unreachable}/team (catalog) failed");
+    let unreachable_listing = format!("listing {unreachable}/team failed");
     let cases: Vec<(Vec<&str>, i32, &str)> = vec![
         (
             vec!["--bogus-flag"],

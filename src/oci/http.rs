@@ -13,8 +13,9 @@ use serde::Deserialize;
 use super::auth::{Authenticator, Credentials};
 use super::error::{Error, Result};
 use super::manifest::{ACCEPT, RawManifest};
+use super::taglist::{TagList, TagsPage};
 use super::{BlobBody, ManifestHead, ManifestRef, Registry, Upload};
-use crate::reference::{Digest, RegistryHost, RepoPath, Tag};
+use crate::reference::{Digest, RegistryHost, RepoPath};
 
 /// Page size asked of `_catalog` and `tags/list`; registries may cap it lower.
 const PAGE_SIZE: usize = 1000;
@@ -338,12 +339,6 @@ struct CatalogPage {
     repositories: Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
-struct TagsPage {
-    #[serde(default)]
-    tags: Option<Vec<String>>,
-}
-
 impl Registry for HttpRegistry {
     async fn catalog(&self) -> Result<Vec<RepoPath>> {
         let first = format!("/v2/_catalog?n={PAGE_SIZE}");
@@ -356,14 +351,12 @@ impl Registry for HttpRegistry {
         Ok(names.iter().filter_map(|n| n.parse().ok()).collect())
     }
 
-    async fn list_tags(&self, repo: &RepoPath) -> Result<Vec<Tag>> {
+    async fn list_tags(&self, repo: &RepoPath) -> Result<TagList> {
         let first = format!("/v2/{repo}/tags/list?n={PAGE_SIZE}");
-        let names = self
-            .paginate(first, self.scope(repo), |p: TagsPage| {
-                p.tags.unwrap_or_default()
-            })
+        let pages = self
+            .paginate(first, self.scope(repo), |p: TagsPage| vec![p])
             .await?;
-        Ok(names.iter().filter_map(|n| n.parse().ok()).collect())
+        Ok(TagList::from_pages(pages))
     }
 
     async fn head_manifest(

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod error;
 pub mod http;
 pub mod manifest;
+pub mod taglist;
 
 use std::fmt;
 use std::future::Future;
@@ -65,8 +66,8 @@ pub enum Upload {
 pub trait Registry: Send + Sync {
     /// Every repository the registry lists in `/v2/_catalog`, following pagination.
     fn catalog(&self) -> impl Future<Output = Result<Vec<RepoPath>>> + Send;
-    /// Every tag of `repo`, following pagination.
-    fn list_tags(&self, repo: &RepoPath) -> impl Future<Output = Result<Vec<Tag>>> + Send;
+    /// Every tag of `repo` (with gcr's children and digests where served), following pagination.
+    fn list_tags(&self, repo: &RepoPath) -> impl Future<Output = Result<taglist::TagList>> + Send;
     /// The digest of a manifest by HEAD, or `None` when it does not exist.
     fn head_manifest(
         &self,
