@@ -125,6 +125,22 @@ async fn handle(
     if let Some(Fault::Status(status, retry_after)) = fault {
         return injected(status, retry_after);
     }
+    forward(req, &client, &upstream, &proxy_addr, fault).await
+}
+
+/// Forwards `req` to `upstream`, rewriting `Location` to point back at `proxy_addr`,
+/// applying a body `fault` if given.
+pub async fn forward(
+    req: Request<Incoming>,
+    client: &reqwest::Client,
+    upstream: &str,
+    proxy_addr: &str,
+    fault: Option<Fault>,
+) -> Response<Body> {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or(String::new(), |p| p.to_string());
     let mut upstream_req = client.request(req.method().clone(), format!("http://{upstream}{path}"));
     for (name, value) in req.headers() {
         if name != "host" {
@@ -141,7 +157,7 @@ async fn handle(
         let value = value
             .to_str()
             .unwrap_or_default()
-            .replace(&upstream, &proxy_addr);
+            .replace(upstream, proxy_addr);
         builder = builder.header(name, value);
     }
     let mut sent = 0usize;

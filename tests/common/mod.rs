@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod faults;
+pub mod gcr;
 pub mod github;
 pub mod images;
 pub mod registry;

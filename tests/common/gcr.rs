@@ -1,0 +1,287 @@
+//! A fake gcr.io in front of a real distribution registry: gcr's token endpoint
+//! (anonymous, `_json_key` and `oauth2accesstoken` logins; Bearer tokens that expire),
+//! the `WWW-Authenticate: Bearer` challenge on every API call, and gcr's `tags/list`
+//! with `child` and `manifest` (numbers as strings). Everything else is forwarded.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use serde_json::{Value, json};
+
+use super::faults::forward;
+use super::server::{self, Body, full};
+
+#[derive(Default)]
+struct State {
+    tokens: HashMap<String, Instant>,
+    issued: usize,
+    lifetime: Duration,
+    anonymous: bool,
+    logins: HashSet<(String, String)>,
+    log: Vec<(String, String)>,
+    uploaded: HashMap<(String, String), i64>,
+}
+
+pub struct FakeGcr {
+    pub addr: String,
+    state: Arc<Mutex<State>>,
+}
+
+impl FakeGcr {
+    /// A front for the registry at `upstream`; `anonymous`: pulls need no login.
+    pub fn start(upstream: &str, anonymous: bool) -> Self {
+        let state = Arc::new(Mutex::new(State {
+            lifetime: Duration::from_secs(300),
+            anonymous,
+            ..State::default()
+        }));
+        let own = Arc::new(Mutex::new(String::new()));
+        let (shared, upstream, own_addr) = (state.clone(), upstream.to_string(), own.clone());
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let addr = server::serve(move |req| {
+            let me = own_addr.lock().unwrap().clone();
+            handle(req, shared.clone(), client.clone(), upstream.clone(), me)
+        });
+        *own.lock().unwrap() = addr.clone();
+        FakeGcr { addr, state }
+    }
+
+    /// Accepts this Basic login at the token endpoint.
+    pub fn accept_login(&self, user: &str, password: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .logins
+            .insert((user.into(), password.into()));
+    }
+
+    /// Tokens issued from now on expire after `lifetime`.
+    pub fn token_lifetime(&self, lifetime: Duration) {
+        self.state.lock().unwrap().lifetime = lifetime;
+    }
+
+    /// gcr's `timeUploadedMs` for a tag.
+    pub fn uploaded(&self, repo: &str, tag: &str, ms: i64) {
+        self.state
+            .lock()
+            .unwrap()
+            .uploaded
+            .insert((repo.into(), tag.into()), ms);
+    }
+
+    /// (method, path) of every request; requests answered with the auth challenge are
+    /// logged as `challenged PATH`.
+    pub fn log(&self) -> Vec<(String, String)> {
+        self.state.lock().unwrap().log.clone()
+    }
+
+    pub fn tokens_issued(&self) -> usize {
+        self.state.lock().unwrap().issued
+    }
+}
+
+fn json_answer(status: u16, body: Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(full(body.to_string()))
+        .unwrap()
+}
+
+fn basic_login(req: &Request<Incoming>) -> Option<(String, String)> {
+    let value = req
+        .headers()
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Basic ")?;
+    let decoded = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .ok()?,
+    )
+    .ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    Some((user.into(), password.into()))
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    state: Arc<Mutex<State>>,
+    client: reqwest::Client,
+    upstream: String,
+    me: String,
+) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let entry = (req.method().to_string(), format!("{path}?{query}"));
+    if path == "/v2/token" {
+        state.lock().unwrap().log.push(entry);
+        let login = basic_login(&req);
+        let mut state = state.lock().unwrap();
+        let allowed = match &login {
+            Some(l) => state.logins.contains(l),
+            None => state.anonymous,
+        };
+        if !allowed {
+            return json_answer(
+                401,
+                json!({"errors": [{"code": "UNAUTHORIZED", "message": "bad login"}]}),
+            );
+        }
+        state.issued += 1;
+        let token = format!("fake-gcr-token-{}", state.issued);
+        let lifetime = state.lifetime;
+        state
+            .tokens
+            .insert(token.clone(), Instant::now() + lifetime);
+        return json_answer(
+            200,
+            json!({"token": token, "expires_in": lifetime.as_secs()}),
+        );
+    }
+    let bearer = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let valid = bearer.is_some_and(|t| {
+        state
+            .lock()
+            .unwrap()
+            .tokens
+            .get(&t)
+            .is_some_and(|expiry| *expiry > Instant::now())
+    });
+    state.lock().unwrap().log.push((
+        entry.0,
+        if valid {
+            entry.1
+        } else {
+            format!("challenged {}", entry.1)
+        },
+    ));
+    if !valid {
+        let name = path
+            .trim_start_matches("/v2/")
+            .split("/manifests/")
+            .next()
+            .unwrap_or("")
+            .split("/blobs/")
+            .next()
+            .unwrap_or("");
+        let name = name.trim_end_matches("/tags/list");
+        let challenge = format!(
+            r#"Bearer realm="http://{me}/v2/token",service="fake-gcr",scope="repository:{name}:pull""#
+        );
+        return Response::builder()
+            .status(401)
+            .header("www-authenticate", challenge)
+            .header("content-type", "application/json")
+            .body(full(
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+            ))
+            .unwrap();
+    }
+    if req.method() == "GET" && path.ends_with("/tags/list") {
+        let name = path
+            .trim_start_matches("/v2/")
+            .trim_end_matches("/tags/list")
+            .to_string();
+        return gcr_tags(&client, &upstream, &name, &state).await;
+    }
+    forward(req, &client, &upstream, &me, None).await
+}
+
+/// gcr's answer for `name`: its own tags with their digests, and its direct children.
+async fn gcr_tags(
+    client: &reqwest::Client,
+    upstream: &str,
+    name: &str,
+    state: &Arc<Mutex<State>>,
+) -> Response<Body> {
+    let catalog = client
+        .get(format!("http://{upstream}/v2/_catalog?n=1000"))
+        .send()
+        .await
+        .unwrap();
+    let catalog: Value = serde_json::from_slice(&catalog.bytes().await.unwrap()).unwrap();
+    let repos: Vec<String> = catalog["repositories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    let prefix = format!("{name}/");
+    let children: BTreeSet<String> = repos
+        .iter()
+        .filter_map(|r| r.strip_prefix(&prefix))
+        .map(|rest| rest.split('/').next().unwrap().to_string())
+        .collect();
+    let own = client
+        .get(format!("http://{upstream}/v2/{name}/tags/list"))
+        .send()
+        .await
+        .unwrap();
+    let tags: Vec<String> = if own.status() == 200 {
+        let body: Value = serde_json::from_slice(&own.bytes().await.unwrap()).unwrap();
+        body["tags"].as_array().map_or(Vec::new(), |t| {
+            t.iter().map(|t| t.as_str().unwrap().to_string()).collect()
+        })
+    } else {
+        Vec::new()
+    };
+    if tags.is_empty() && children.is_empty() {
+        return json_answer(
+            404,
+            json!({"errors": [{"code": "NAME_UNKNOWN", "message": "repository name not known to registry"}]}),
+        );
+    }
+    let accept = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+    let mut manifests: BTreeMap<String, (String, Vec<String>, i64)> = BTreeMap::new();
+    for tag in &tags {
+        let head = client
+            .head(format!("http://{upstream}/v2/{name}/manifests/{tag}"))
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
+        let digest = head.headers()["docker-content-digest"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let media_type = head.headers()["content-type"].to_str().unwrap().to_string();
+        let uploaded = state
+            .lock()
+            .unwrap()
+            .uploaded
+            .get(&(name.to_string(), tag.clone()))
+            .copied()
+            .unwrap_or(1_700_000_000_000);
+        let entry = manifests
+            .entry(digest)
+            .or_insert((media_type, Vec::new(), uploaded));
+        entry.1.push(tag.clone());
+        entry.2 = entry.2.max(uploaded);
+    }
+    let manifest: serde_json::Map<String, Value> = manifests
+        .into_iter()
+        .map(|(digest, (media_type, tag, uploaded))| {
+            let entry = json!({"imageSizeBytes": "0", "layerId": "", "mediaType": media_type, "tag": tag,
+                               "timeCreatedMs": "0", "timeUploadedMs": uploaded.to_string()});
+            (digest, entry)
+        })
+        .collect();
+    json_answer(
+        200,
+        json!({"child": children, "manifest": manifest, "name": name, "tags": tags}),
+    )
+}
