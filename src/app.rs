@@ -21,7 +21,7 @@ use crate::progress::Progress;
 use crate::reference::Namespace;
 use crate::report::{self, Report};
 use crate::run::{self, RunOptions, StopFlag};
-use crate::settings::Settings;
+use crate::settings::{Settings, Side};
 
 /// Why a run could not do its work (the exit code follows from the variant).
 #[derive(Debug, thiserror::Error)]
@@ -97,10 +97,10 @@ impl Registries {
             min_delay: Duration::from_millis(250),
             max_delay: Duration::from_secs(30),
         };
-        let endpoint = |ns: &Namespace, access, credentials: &Option<_>| Endpoint {
+        let endpoint = |ns: &Namespace, access, side| Endpoint {
             host: ns.registry.clone(),
             plain_http: settings.insecure.contains(&ns.registry),
-            credentials: credentials.clone(),
+            credentials: settings.credentials_for(&ns.registry, side),
             access,
         };
         let sources = settings
@@ -108,14 +108,13 @@ impl Registries {
             .iter()
             .map(|ns| {
                 Arc::new(HttpRegistry::new(
-                    endpoint(ns, Access::Pull, &settings.source_credentials),
+                    endpoint(ns, Access::Pull, Side::Source),
                     http.clone(),
                     retry,
                 ))
             })
             .collect();
-        let target_endpoint =
-            endpoint(&settings.target, Access::Push, &settings.target_credentials);
+        let target_endpoint = endpoint(&settings.target, Access::Push, Side::Target);
         Registries {
             sources,
             target: Arc::new(HttpRegistry::new(target_endpoint, http, retry)),

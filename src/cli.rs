@@ -96,6 +96,10 @@ pub struct Options {
         hide_env_values = true
     )]
     pub target_password: Option<String>,
+    /// Directory of a docker config.json whose `auths` are used for registries without
+    /// explicit credentials (also DOCKER_CONFIG; default ~/.docker).
+    #[arg(long, env = "GCRSYNC_DOCKER_CONFIG", global = true)]
+    pub docker_config: Option<PathBuf>,
     /// GitHub repository (OWNER/NAME) the metadata is committed to (default: GITHUB_REPOSITORY when a token is set).
     #[arg(long, env = "GCRSYNC_GITHUB_REPO", global = true, alias = "githubrepo")]
     pub github_repo: Option<String>,

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod cli;
 pub mod copy;
+pub mod credentials;
 pub mod filter;
 pub mod listing;
 pub mod mapping;

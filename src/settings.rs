@@ -7,6 +7,7 @@ use std::time::Duration;
 use regex::Regex;
 
 use crate::cli::{Cli, Command};
+use crate::credentials::DockerConfig;
 use crate::filter::Filters;
 use crate::mapping::NameMapper;
 use crate::metadata::github::GitHubConfig;
@@ -63,10 +64,12 @@ pub struct Settings {
     pub target: Namespace,
     /// Compiled `--name-template`.
     pub mapper: NameMapper,
-    /// Source credentials.
+    /// Source credentials given as options.
     pub source_credentials: Option<Credentials>,
-    /// Target credentials.
+    /// Target credentials given as options.
     pub target_credentials: Option<Credentials>,
+    /// Logins from docker's config.json.
+    pub docker_config: DockerConfig,
     /// The GitHub repository metadata is committed to; `None`: `metadata_dir`.
     pub github: Option<GitHubConfig>,
     /// Local metadata directory.
@@ -113,6 +116,29 @@ pub struct Settings {
     pub monitor_interval: Duration,
     /// `monitor --count` (0 = forever).
     pub monitor_count: u64,
+}
+
+/// Which side of the mirror a registry is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// A source.
+    Source,
+    /// The target.
+    Target,
+}
+
+impl Settings {
+    /// The credentials for `host`: the side's options (flags, `GCRSYNC_*`, `DOCKER_*`
+    /// for the target) first, then docker's config.json, else anonymous.
+    pub fn credentials_for(&self, host: &RegistryHost, side: Side) -> Option<Credentials> {
+        let explicit = match side {
+            Side::Source => &self.source_credentials,
+            Side::Target => &self.target_credentials,
+        };
+        explicit
+            .clone()
+            .or_else(|| self.docker_config.get(host).cloned())
+    }
 }
 
 /// Parses `45m`, `1h30m`, `30s`, or a number of seconds.
@@ -269,6 +295,15 @@ pub fn resolve(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Setting
         .map(|d| duration("deadline", d))
         .transpose()?;
     let github = github(&o, &env, deadline)?;
+    let docker_dir = o
+        .docker_config
+        .clone()
+        .or_else(|| env("DOCKER_CONFIG").map(PathBuf::from))
+        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".docker")));
+    let docker_config = match docker_dir {
+        Some(dir) => DockerConfig::load(&dir).map_err(|e| bad("docker-config", e.to_string()))?,
+        None => DockerConfig::default(),
+    };
     let command = match (cli.command.unwrap_or(Command::Sync), o.dry_run) {
         (Command::Sync, true) => Command::Test,
         (command, _) => command,
@@ -416,6 +451,7 @@ pub fn resolve(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Setting
             o.target_password.or_else(|| env("DOCKER_PASSWORD")),
         )?,
         github,
+        docker_config,
         metadata_dir: o.metadata_dir,
         metadata_path: o.metadata_path,
         budget,

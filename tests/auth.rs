@@ -153,3 +153,54 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+#[tokio::test]
+async fn docker_config_logins_are_used_and_explicit_options_take_precedence() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let src = TestRegistry::start();
+    let dst = protected_registry(dir.path());
+    Pusher::new(&src.addr)
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(1000)])
+        .await;
+    let work = tempfile::tempdir().unwrap();
+    let docker = work.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    std::fs::write(
+        docker.join("config.json"),
+        format!(
+            r#"{{"auths": {{"http://{}": {{"auth": "{auth}"}}}}}}"#,
+            dst.addr
+        ),
+    )
+    .unwrap();
+    let args = mirror_args(&src, &dst, &work.path().join("meta"));
+
+    let wrong = run(gcrsync(work.path())
+        .args(&args)
+        .env("DOCKER_CONFIG", &docker)
+        .args(["--target-username", USER, "--target-password", "nope"]));
+    assert_eq!(
+        wrong.status.code(),
+        Some(3),
+        "explicit credentials win over the docker config"
+    );
+    let out = run(gcrsync(work.path())
+        .args(&args)
+        .env("DOCKER_CONFIG", &docker));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("1 copied"), "{}", stderr(&out));
+    assert_no_secret(&[&stderr(&out), &stderr(&wrong)]);
+
+    std::fs::write(docker.join("config.json"), "{ broken").unwrap();
+    let out = run(gcrsync(work.path())
+        .args(&args)
+        .args(["--docker-config", docker.to_str().unwrap()]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--docker-config (GCRSYNC_DOCKER_CONFIG)"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -30,6 +30,8 @@ pub fn gcrsync(dir: &Path) -> Command {
             command.env_remove(key);
         }
     }
+    // A developer's own ~/.docker/config.json must not change what the tests see.
+    command.env("HOME", dir);
     command.env("NO_COLOR", "1");
     command
 }
