@@ -91,35 +91,36 @@ fn http_client(settings: &Settings) -> Result<reqwest::Client, AppError> {
 }
 
 impl Registries {
-    fn new(settings: &Settings, http: reqwest::Client) -> Self {
+    fn new(settings: &Settings, http: reqwest::Client) -> Result<Self, AppError> {
         let retry = RetryPolicy {
             retries: settings.retries,
             min_delay: Duration::from_millis(250),
             max_delay: Duration::from_secs(30),
         };
-        let endpoint = |ns: &Namespace, access, side| Endpoint {
-            host: ns.registry.clone(),
-            plain_http: settings.insecure.contains(&ns.registry),
-            credentials: settings.credentials_for(&ns.registry, side),
-            access,
+        let endpoint = |ns: &Namespace, access, side| -> Result<Endpoint, AppError> {
+            Ok(Endpoint {
+                host: ns.registry.clone(),
+                plain_http: settings.insecure.contains(&ns.registry),
+                login: settings
+                    .login_for(&ns.registry, side)
+                    .map_err(AppError::Fatal)?,
+                access,
+            })
         };
         let sources = settings
             .sources
             .iter()
             .map(|ns| {
-                Arc::new(HttpRegistry::new(
-                    endpoint(ns, Access::Pull, Side::Source),
-                    http.clone(),
-                    retry,
-                ))
+                let endpoint = endpoint(ns, Access::Pull, Side::Source)?;
+                Ok(Arc::new(HttpRegistry::new(endpoint, http.clone(), retry)))
             })
-            .collect();
-        let target_endpoint = endpoint(&settings.target, Access::Push, Side::Target);
-        Registries {
+            .collect::<Result<_, AppError>>()?;
+        let target_endpoint = endpoint(&settings.target, Access::Push, Side::Target)?;
+        Ok(Registries {
             sources,
             target: Arc::new(HttpRegistry::new(target_endpoint, http, retry)),
             retry,
-        }
+        })
     }
 }
 
@@ -233,7 +234,7 @@ fn names(settings: &Settings) -> Vec<(String, String)> {
 pub async fn run(settings: Settings, stop: StopFlag) -> Result<Finished, AppError> {
     let started = Instant::now();
     let http = http_client(&settings)?;
-    let registries = Registries::new(&settings, http.clone());
+    let registries = Registries::new(&settings, http.clone())?;
     match &settings.github {
         Some(config) => {
             let writes =

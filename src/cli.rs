@@ -96,6 +96,15 @@ pub struct Options {
         hide_env_values = true
     )]
     pub target_password: Option<String>,
+    /// GCP service-account key, as a file path or as the JSON text itself (an Actions
+    /// secret); also GOOGLE_APPLICATION_CREDENTIALS (a path).
+    #[arg(
+        long,
+        env = "GCRSYNC_GCP_CREDENTIALS",
+        global = true,
+        hide_env_values = true
+    )]
+    pub gcp_credentials: Option<String>,
     /// Directory of a docker config.json whose `auths` are used for registries without
     /// explicit credentials (also DOCKER_CONFIG; default ~/.docker).
     #[arg(long, env = "GCRSYNC_DOCKER_CONFIG", global = true)]

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod copy;
 pub mod credentials;
 pub mod filter;
+pub mod gcp;
 pub mod listing;
 pub mod mapping;
 pub mod metadata;

@@ -9,9 +9,10 @@ use regex::Regex;
 use crate::cli::{Cli, Command};
 use crate::credentials::DockerConfig;
 use crate::filter::Filters;
+use crate::gcp::{GcpKey, is_google_registry};
 use crate::mapping::NameMapper;
 use crate::metadata::github::GitHubConfig;
-use crate::oci::auth::Credentials;
+use crate::oci::auth::{Credentials, Login};
 use crate::reference::{Namespace, RegistryHost, RepoPath};
 
 /// A bad option value: names the flag and its variable, and says what is expected.
@@ -70,6 +71,8 @@ pub struct Settings {
     pub target_credentials: Option<Credentials>,
     /// Logins from docker's config.json.
     pub docker_config: DockerConfig,
+    /// A GCP service-account key.
+    pub gcp_key: Option<GcpKey>,
     /// The GitHub repository metadata is committed to; `None`: `metadata_dir`.
     pub github: Option<GitHubConfig>,
     /// Local metadata directory.
@@ -128,17 +131,52 @@ pub enum Side {
 }
 
 impl Settings {
-    /// The credentials for `host`: the side's options (flags, `GCRSYNC_*`, `DOCKER_*`
-    /// for the target) first, then docker's config.json, else anonymous.
-    pub fn credentials_for(&self, host: &RegistryHost, side: Side) -> Option<Credentials> {
+    /// The login for `host`, in this order: the side's options (flags, `GCRSYNC_*`,
+    /// `DOCKER_*` for the target); the GCP key (any source; gcr.io and `*-docker.pkg.dev`
+    /// targets); docker's config.json; else anonymous.
+    pub fn login_for(&self, host: &RegistryHost, side: Side) -> Result<Option<Login>, String> {
         let explicit = match side {
             Side::Source => &self.source_credentials,
             Side::Target => &self.target_credentials,
         };
-        explicit
-            .clone()
-            .or_else(|| self.docker_config.get(host).cloned())
+        if let Some(c) = explicit {
+            return Ok(Some(Login::Static(c.clone())));
+        }
+        if let Some(key) = self
+            .gcp_key
+            .as_ref()
+            .filter(|_| side == Side::Source || is_google_registry(host))
+        {
+            return key.login().map(Some);
+        }
+        Ok(self.docker_config.get(host).cloned().map(Login::Static))
     }
+}
+
+/// `--gcp-credentials` (JSON text or a path), else `GOOGLE_APPLICATION_CREDENTIALS` (a path).
+fn gcp_key(
+    option: Option<&str>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<GcpKey>, ConfigError> {
+    let given = match (option, env("GOOGLE_APPLICATION_CREDENTIALS")) {
+        (Some(text), _) => text.to_string(),
+        (None, Some(path)) => path,
+        (None, None) => return Ok(None),
+    };
+    let json = if given.trim_start().starts_with('{') {
+        given
+    } else {
+        let path = given.trim();
+        std::fs::read_to_string(path).map_err(|e| {
+            bad(
+                "gcp-credentials",
+                format!("cannot read the key file {path}: {e}"),
+            )
+        })?
+    };
+    GcpKey::parse(&json)
+        .map(Some)
+        .map_err(|why| bad("gcp-credentials", why))
 }
 
 /// Parses `45m`, `1h30m`, `30s`, or a number of seconds.
@@ -295,6 +333,7 @@ pub fn resolve(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Setting
         .map(|d| duration("deadline", d))
         .transpose()?;
     let github = github(&o, &env, deadline)?;
+    let gcp_key = gcp_key(o.gcp_credentials.as_deref(), &env)?;
     let docker_dir = o
         .docker_config
         .clone()
@@ -452,6 +491,7 @@ pub fn resolve(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Setting
         )?,
         github,
         docker_config,
+        gcp_key,
         metadata_dir: o.metadata_dir,
         metadata_path: o.metadata_path,
         budget,

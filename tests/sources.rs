@@ -206,3 +206,67 @@ async fn a_private_gcr_source_takes_a_json_key_login_and_tokens_are_renewed_mid_
         stderr(&out)
     );
 }
+
+#[tokio::test]
+async fn a_gcp_service_account_key_is_exchanged_for_an_access_token_and_used_as_oauth2accesstoken()
+{
+    use common::google::{CLIENT_EMAIL, FakeGoogle};
+    let (upstream, dst) = (TestRegistry::start(), TestRegistry::start());
+    for i in 0..3 {
+        Pusher::new(&upstream.addr)
+            .image(
+                &format!("team/img{i}"),
+                "1",
+                Format::Oci,
+                "amd64",
+                &[random_bytes(500)],
+            )
+            .await;
+    }
+    let keys = tempfile::tempdir().unwrap();
+    let google = FakeGoogle::start(keys.path());
+    let gcr = FakeGcr::start(&upstream.addr, false);
+    gcr.trust_google(google.issued.clone());
+    let work = tempfile::tempdir().unwrap();
+    let args = gcr_args(&gcr, &dst, &work.path().join("meta"));
+    let key = google.key_json();
+
+    // As an Actions secret holds it: the JSON text itself.
+    let out = run(gcrsync(work.path())
+        .args(&args)
+        .env("GCRSYNC_GCP_CREDENTIALS", &key));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(Pusher::new(&dst.addr).tags("mirror/img2").await, ["1"]);
+    assert_eq!(
+        google.token_requests(),
+        1,
+        "the access token is cached across the run's registry logins"
+    );
+    let private_key_line = key.split("\\n").nth(1).unwrap().to_string();
+    assert!(!stderr(&out).contains(&private_key_line));
+
+    // As a path, through GOOGLE_APPLICATION_CREDENTIALS.
+    let path = work.path().join("key.json");
+    std::fs::write(&path, &key).unwrap();
+    let out = run(gcrsync(work.path())
+        .args(&args)
+        .arg("compare")
+        .env("GOOGLE_APPLICATION_CREDENTIALS", &path));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(google.token_requests(), 2);
+
+    // A key whose signature the endpoint rejects: fatal, with the reason, no key material.
+    let other = FakeGoogle::start(tempfile::tempdir().unwrap().path());
+    let forged = other.key_json().replace(&other.addr, &google.addr);
+    let out = run(gcrsync(work.path())
+        .args(&args)
+        .env("GCRSYNC_GCP_CREDENTIALS", &forged));
+    assert_eq!(out.status.code(), Some(3));
+    let err = stderr(&out);
+    assert!(err.contains("Google token exchange failed"), "{err}");
+    assert!(
+        !err.contains(forged.split("\\n").nth(1).unwrap()) && err.contains(&gcr.addr),
+        "{err}"
+    );
+    let _ = CLIENT_EMAIL;
+}

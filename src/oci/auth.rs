@@ -38,6 +38,32 @@ impl Credentials {
     }
 }
 
+/// Produces fresh credentials on demand (e.g. a short-lived OAuth access token).
+pub trait CredentialSource: Send + Sync {
+    /// The credentials to use now; the error says why none could be obtained.
+    fn credentials(
+        &self,
+    ) -> futures_util::future::BoxFuture<'_, std::result::Result<Credentials, String>>;
+}
+
+/// How a registry is logged in to.
+#[derive(Clone)]
+pub enum Login {
+    /// Fixed user name and password.
+    Static(Credentials),
+    /// Credentials fetched anew for every token exchange (they expire).
+    Dynamic(std::sync::Arc<dyn CredentialSource>),
+}
+
+impl fmt::Debug for Login {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Login::Static(c) => c.fmt(f),
+            Login::Dynamic(_) => f.write_str("Login::Dynamic"),
+        }
+    }
+}
+
 /// What the registry asked for in its `WWW-Authenticate` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Challenge {
@@ -99,7 +125,7 @@ const RENEW_MARGIN: Duration = Duration::from_secs(10);
 pub struct Authenticator {
     registry: String,
     role: &'static str,
-    credentials: Option<Credentials>,
+    login: Option<Login>,
     challenge: std::sync::Mutex<Option<Challenge>>,
     /// Held across a token fetch so concurrent requests for one scope fetch it once.
     tokens: tokio::sync::Mutex<HashMap<String, Token>>,
@@ -107,11 +133,11 @@ pub struct Authenticator {
 
 impl Authenticator {
     /// `role` (`source`/`target`) names the options to fix in error messages.
-    pub fn new(registry: String, role: &'static str, credentials: Option<Credentials>) -> Self {
+    pub fn new(registry: String, role: &'static str, login: Option<Login>) -> Self {
         Authenticator {
             registry,
             role,
-            credentials,
+            login,
             challenge: std::sync::Mutex::new(None),
             tokens: tokio::sync::Mutex::new(HashMap::new()),
         }
@@ -145,7 +171,7 @@ impl Authenticator {
         let challenge = self.challenge.lock().expect("challenge lock").clone();
         match challenge {
             None => Ok(None),
-            Some(Challenge::Basic) => match &self.credentials {
+            Some(Challenge::Basic) => match self.credentials().await? {
                 Some(c) => Ok(Some(c.basic_header())),
                 None => Err(self.rejected("the registry requires credentials and none were given")),
             },
@@ -165,13 +191,30 @@ impl Authenticator {
         }
     }
 
+    async fn credentials(&self) -> Result<Option<Credentials>> {
+        match &self.login {
+            None => Ok(None),
+            Some(Login::Static(c)) => Ok(Some(c.clone())),
+            Some(Login::Dynamic(source)) => {
+                source
+                    .credentials()
+                    .await
+                    .map(Some)
+                    .map_err(|why| Error::Auth {
+                        registry: self.registry.clone(),
+                        detail: format!("could not obtain credentials: {why}"),
+                    })
+            }
+        }
+    }
+
     /// The error for credentials the registry refused, naming the options to fix.
     pub fn rejected(&self, why: &str) -> Error {
         let role = self.role;
         Error::Auth {
             registry: self.registry.clone(),
             detail: format!(
-                "{why}; check --{role}-username/--{role}-password (GCRSYNC_{}_USERNAME/PASSWORD) or the docker config",
+                "{why}; check --{role}-username/--{role}-password (GCRSYNC_{}_USERNAME/PASSWORD), --gcp-credentials or the docker config",
                 role.to_ascii_uppercase()
             ),
         }
@@ -189,7 +232,7 @@ impl Authenticator {
             query.push(("service", service));
         }
         let mut request = http.get(realm).query(&query);
-        if let Some(c) = &self.credentials {
+        if let Some(c) = self.credentials().await? {
             request = request.header(reqwest::header::AUTHORIZATION, c.basic_header());
         }
         let transport = |source| Error::Transport {

@@ -10,7 +10,7 @@ use reqwest::header::{self, HeaderMap};
 use reqwest::{Method, RequestBuilder, Response};
 use serde::Deserialize;
 
-use super::auth::{Authenticator, Credentials};
+use super::auth::{Authenticator, Login};
 use super::error::{Error, Result};
 use super::manifest::{ACCEPT, RawManifest};
 use super::taglist::{TagList, TagsPage};
@@ -75,8 +75,8 @@ pub struct Endpoint {
     pub host: RegistryHost,
     /// Speak plain HTTP (`--insecure-registry`).
     pub plain_http: bool,
-    /// Credentials, if any.
-    pub credentials: Option<Credentials>,
+    /// How to log in, if at all.
+    pub login: Option<Login>,
     /// Pull or push.
     pub access: Access,
 }
@@ -193,7 +193,7 @@ impl HttpRegistry {
             Access::Pull => "source",
             Access::Push => "target",
         };
-        let auth = Authenticator::new(endpoint.host.to_string(), role, endpoint.credentials);
+        let auth = Authenticator::new(endpoint.host.to_string(), role, endpoint.login);
         HttpRegistry {
             base,
             http,

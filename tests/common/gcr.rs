@@ -24,6 +24,7 @@ struct State {
     logins: HashSet<(String, String)>,
     log: Vec<(String, String)>,
     uploaded: HashMap<(String, String), i64>,
+    google: Option<Arc<Mutex<HashSet<String>>>>,
 }
 
 pub struct FakeGcr {
@@ -60,6 +61,11 @@ impl FakeGcr {
             .unwrap()
             .logins
             .insert((user.into(), password.into()));
+    }
+
+    /// Accepts `oauth2accesstoken` logins with any access token in `issued` (Google's).
+    pub fn trust_google(&self, issued: Arc<Mutex<HashSet<String>>>) {
+        self.state.lock().unwrap().google = Some(issued);
     }
 
     /// Tokens issued from now on expire after `lifetime`.
@@ -126,8 +132,15 @@ async fn handle(
         state.lock().unwrap().log.push(entry);
         let login = basic_login(&req);
         let mut state = state.lock().unwrap();
+        let google_token = |l: &(String, String)| {
+            l.0 == "oauth2accesstoken"
+                && state
+                    .google
+                    .as_ref()
+                    .is_some_and(|g| g.lock().unwrap().contains(&l.1))
+        };
         let allowed = match &login {
-            Some(l) => state.logins.contains(l),
+            Some(l) => state.logins.contains(l) || google_token(l),
             None => state.anonymous,
         };
         if !allowed {

@@ -4,6 +4,7 @@
 pub mod faults;
 pub mod gcr;
 pub mod github;
+pub mod google;
 pub mod images;
 pub mod registry;
 pub mod server;

@@ -1,0 +1,123 @@
+//! Google service-account keys: validated up front, exchanged by `gcp_auth` for access
+//! tokens (honouring the key's `token_uri`), used as `oauth2accesstoken` logins.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use gcp_auth::{CustomServiceAccount, TokenProvider};
+
+use crate::oci::auth::{CredentialSource, Credentials, Login};
+use crate::reference::RegistryHost;
+
+const SCOPES: &[&str] = &["https://www.googleapis.com/auth/cloud-platform"];
+
+/// A service-account key as given (path contents or JSON text). `Debug` shows no key.
+#[derive(Clone)]
+pub struct GcpKey {
+    json: String,
+    /// The service account, for messages.
+    pub client_email: String,
+}
+
+impl std::fmt::Debug for GcpKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GcpKey({})", self.client_email)
+    }
+}
+
+impl GcpKey {
+    /// Checks the fields a token exchange needs; the error names the field, never a value.
+    pub fn parse(json: &str) -> Result<Self, String> {
+        let value: serde_json::Value = serde_json::from_str(json).map_err(|e| {
+            format!(
+                "not a JSON service-account key (line {}, column {})",
+                e.line(),
+                e.column()
+            )
+        })?;
+        for field in ["type", "client_email", "private_key", "token_uri"] {
+            if !value.get(field).is_some_and(serde_json::Value::is_string) {
+                return Err(format!(
+                    "the key has no `{field}` field; download a JSON key for a service account"
+                ));
+            }
+        }
+        if value["type"] != "service_account" {
+            return Err("`type` is not \"service_account\"; give a service-account key".into());
+        }
+        CustomServiceAccount::from_json(json)
+            .map_err(|_| "the `private_key` field is not a PEM RSA private key".to_string())?;
+        Ok(GcpKey {
+            json: json.to_string(),
+            client_email: value["client_email"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        })
+    }
+
+    /// A login that fetches (and caches, and refreshes) access tokens for this key.
+    pub fn login(&self) -> Result<Login, String> {
+        let account = CustomServiceAccount::from_json(&self.json)
+            .map_err(|e| format!("service account: {e}"))?;
+        Ok(Login::Dynamic(Arc::new(GoogleTokens { account })))
+    }
+}
+
+/// Registries that take Google access tokens as a target login.
+pub fn is_google_registry(host: &RegistryHost) -> bool {
+    let host = host.as_str();
+    host == "gcr.io" || host.ends_with(".gcr.io") || host.ends_with("-docker.pkg.dev")
+}
+
+struct GoogleTokens {
+    account: CustomServiceAccount,
+}
+
+impl CredentialSource for GoogleTokens {
+    fn credentials(&self) -> BoxFuture<'_, Result<Credentials, String>> {
+        Box::pin(async move {
+            // gcp_auth caches the token and fetches a new one 20 s before it expires.
+            let token = self
+                .account
+                .token(SCOPES)
+                .await
+                .map_err(|e| format!("Google token exchange failed: {e}"))?;
+            Ok(Credentials {
+                username: "oauth2accesstoken".into(),
+                password: token.as_str().to_string(),
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_keys_name_the_field_and_never_the_value() {
+        let secret = "-----BEGIN PRIVATE KEY-----\\nTOPSECRET\\n-----END PRIVATE KEY-----\\n";
+        let no_uri = format!(
+            r#"{{"type":"service_account","client_email":"a@b","private_key":"{secret}"}}"#
+        );
+        let err = GcpKey::parse(&no_uri).unwrap_err();
+        assert!(
+            err.contains("`token_uri`") && !err.contains("TOPSECRET"),
+            "{err}"
+        );
+        let bad_key = format!(
+            r#"{{"type":"service_account","client_email":"a@b","private_key":"{secret}","token_uri":"http://x"}}"#
+        );
+        let err = GcpKey::parse(&bad_key).unwrap_err();
+        assert!(
+            err.contains("private_key") && !err.contains("TOPSECRET"),
+            "{err}"
+        );
+        assert!(GcpKey::parse("{ nope").unwrap_err().contains("not a JSON"));
+        assert!(
+            is_google_registry(&"europe-docker.pkg.dev".parse().unwrap())
+                && !is_google_registry(&"docker.io".parse().unwrap())
+        );
+    }
+}
