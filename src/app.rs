@@ -172,7 +172,7 @@ async fn list_all(
             "{namespace}: {} images, {} tags listed, {} filtered out",
             stat.images,
             stat.tags,
-            stat.filtered
+            stat.filtered()
         );
         candidates.extend(listed);
         stats.push(stat);

@@ -209,6 +209,15 @@ pub struct Options {
     /// Skip images matching this regex.
     #[arg(long, env = "GCRSYNC_EXCLUDE_IMAGES", global = true)]
     pub exclude_images: Option<String>,
+    /// Keep only the newest N tags per image (semantic-version order; upload time where a
+    /// tag is not a version).
+    #[arg(
+        long,
+        env = "GCRSYNC_LATEST",
+        global = true,
+        allow_negative_numbers = true
+    )]
+    pub latest: Option<i64>,
     /// A named filter set: `legacy` reproduces latelee/gcrsync's rules.
     #[arg(long, env = "GCRSYNC_FILTER_PRESET", global = true)]
     pub filter_preset: Option<String>,

@@ -1,7 +1,7 @@
 //! Listing: the images and tags of each source, their digests (HEAD, never GET), and the
 //! target's digests for tags without a record. I/O only; the decisions are in `plan`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use futures_util::{StreamExt, TryStreamExt, stream};
 
@@ -38,14 +38,21 @@ pub struct SourceSpec<'a> {
 }
 
 /// Counts of one source's listing, for the report.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ListStats {
-    /// Images listed (after image filters and sharding).
+    /// Images kept (after image filters and sharding).
     pub images: usize,
-    /// Tags listed in those images.
+    /// Tags listed in every image, kept or not.
     pub tags: usize,
-    /// Tags the tag filters removed.
-    pub filtered: usize,
+    /// Tags removed, by the option that removed them (`shard`: another shard's images).
+    pub removed: BTreeMap<&'static str, usize>,
+}
+
+impl ListStats {
+    /// Tags removed by any filter.
+    pub fn filtered(&self) -> usize {
+        self.removed.values().sum()
+    }
 }
 
 /// A stable shard of an image name (FNV-1a), the same on every machine and run.
@@ -200,25 +207,37 @@ pub async fn list_source<R: Registry>(
 ) -> Result<(Vec<Candidate>, ListStats), SourceError> {
     let (shard, shards) = spec.shard;
     let mut listed = discover(registry, spec, queries).await?;
-    listed.retain(|(i, _)| {
-        filters.keeps_image(i.as_str())
-            && shard_of(&format!("{}/{i}", spec.namespace), shards) == shard
-    });
     listed.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut stats = ListStats {
-        images: listed.len(),
-        ..ListStats::default()
-    };
+    let mut stats = ListStats::default();
     let mut known = Vec::new();
     let mut to_head = Vec::new();
     for (image, list) in listed {
         stats.tags += list.tags.len();
+        let in_shard = shard_of(&format!("{}/{image}", spec.namespace), shards) == shard;
+        let verdict = filters
+            .image(image.as_str())
+            .and_then(|()| if in_shard { Ok(()) } else { Err("shard") });
+        if let Err(filter) = verdict {
+            *stats.removed.entry(filter).or_default() += list.tags.len();
+            continue;
+        }
+        stats.images += 1;
         let target = mapper.map(spec.namespace, &image, spec.target)?;
-        for tag in list.tags {
-            if !filters.keeps_tag(tag.as_str()) {
-                stats.filtered += 1;
-                continue;
+        let mut passing = Vec::new();
+        for tag in &list.tags {
+            match filters.tag(tag.as_str()) {
+                Ok(()) => passing.push(tag),
+                Err(filter) => *stats.removed.entry(filter).or_default() += 1,
             }
+        }
+        let uploaded = |t: &Tag| list.digests.get(t).and_then(|i| i.uploaded_ms);
+        let ages: Vec<(&str, Option<i64>)> =
+            passing.iter().map(|t| (t.as_str(), uploaded(t))).collect();
+        let newest = filters.latest_of(&ages);
+        if newest.len() < passing.len() {
+            *stats.removed.entry("latest").or_default() += passing.len() - newest.len();
+        }
+        for tag in newest.into_iter().map(|i| passing[i].clone()) {
             let listed = Listed {
                 image: image.clone(),
                 tag: tag.clone(),

@@ -1,6 +1,8 @@
 //! The run's report: counts per source, failed tags, commits; as JSON (`--report`) and as
 //! a readable summary on stderr.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::listing::ListStats;
@@ -52,6 +54,8 @@ pub struct SourceReport {
     /// Its counts.
     #[serde(flatten)]
     pub counts: Counts,
+    /// Tags removed, by the option that removed them.
+    pub removed: BTreeMap<&'static str, usize>,
 }
 
 /// A failed tag and why.
@@ -99,7 +103,7 @@ pub fn build(
         .zip(&plan.unchanged)
         .map(|(s, &unchanged)| Counts {
             listed: s.tags,
-            filtered: s.filtered,
+            filtered: s.filtered(),
             unchanged,
             ..Counts::default()
         })
@@ -146,10 +150,12 @@ pub fn build(
     let sources = names
         .iter()
         .zip(per)
-        .map(|((source, target), counts)| SourceReport {
+        .zip(stats)
+        .map(|(((source, target), counts), stat)| SourceReport {
             source: source.clone(),
             target: target.clone(),
             counts,
+            removed: stat.removed.clone(),
         })
         .collect();
     let commits = run.map_or(Vec::new(), |r| {
@@ -185,6 +191,14 @@ impl Report {
                 "{} → {}: {} listed, {} filtered, {} unchanged, {} copied, {} moved, {} adopted, {} failed, {} pending\n",
                 s.source, s.target, c.listed, c.filtered, c.unchanged, c.copied, c.moved, c.adopted, c.failed, c.pending
             ));
+            if !s.removed.is_empty() {
+                let by: Vec<String> = s
+                    .removed
+                    .iter()
+                    .map(|(filter, n)| format!("--{filter} removed {n}"))
+                    .collect();
+                out.push_str(&format!("  filtered: {}\n", by.join(", ")));
+            }
         }
         if let Some(why) = &self.stopped {
             out.push_str(&format!(

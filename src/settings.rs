@@ -406,6 +406,10 @@ pub fn resolve(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Setting
         include_tags: regex("include-tags", &o.include_tags)?,
         exclude_tags: regex("exclude-tags", &o.exclude_tags)?,
         legacy,
+        latest: o
+            .latest
+            .map(|n| positive("latest", n, 100_000))
+            .transpose()?,
     };
     let budget = match o.process_count {
         -1 => None,

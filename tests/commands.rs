@@ -551,3 +551,112 @@ async fn monitor_reports_pending_counts_and_copies_nothing() {
             .all(|a| a.method == "HEAD")
     );
 }
+
+#[tokio::test]
+async fn filters_and_name_mapping_match_the_golden_plan() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let p = Pusher::new(&src.addr);
+    for (image, tags) in [
+        (
+            "app",
+            &[
+                "v1.0.0",
+                "v1.1.0",
+                "v2.0.0-rc.1",
+                "latest",
+                "debug-x",
+                "1.2",
+            ][..],
+        ),
+        ("app-arm64", &["v1.0.0"][..]),
+        ("tools", &["1"][..]),
+        ("nested/deep", &["0.1", "0.2"][..]),
+    ] {
+        let (digest, _) = p
+            .image(
+                &format!("team/{image}"),
+                tags[0],
+                Format::Oci,
+                "amd64",
+                &[random_bytes(100)],
+            )
+            .await;
+        let manifest = p.get_manifest(&format!("team/{image}"), &digest).await;
+        for tag in &tags[1..] {
+            p.manifest(
+                &format!("team/{image}"),
+                tag,
+                images::OCI_MANIFEST,
+                &manifest,
+            )
+            .await;
+        }
+    }
+    let work = tempfile::tempdir().unwrap();
+    let args = mirror_args(&src, &dst, &work.path().join("meta"));
+    let filters = [
+        "--filter-preset",
+        "legacy",
+        "--exclude-tags",
+        "^debug",
+        "--latest",
+        "2",
+        "--exclude-images",
+        "^tools$",
+        "--name-template",
+        "{{ namespace }}-{{ image }}",
+    ];
+    let out = run(gcrsync(work.path()).arg("test").args(&args).args(filters));
+    assert_eq!(out.status.code(), Some(0));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+            .lines()
+            .filter(|l| !l.contains("INFO"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let text = text
+        .replace(&src.addr, "SOURCE")
+        .replace(&dst.addr, "TARGET");
+    let golden =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/filters-plan.txt");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, &text).unwrap();
+    }
+    assert_eq!(text, std::fs::read_to_string(&golden).unwrap());
+}
+
+#[tokio::test]
+async fn two_sources_mapping_to_one_target_name_is_a_configuration_error() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let p = Pusher::new(&src.addr);
+    p.image("team/app", "1", Format::Oci, "amd64", &[random_bytes(100)])
+        .await;
+    p.image("other/app", "1", Format::Oci, "amd64", &[random_bytes(100)])
+        .await;
+    let work = tempfile::tempdir().unwrap();
+    let mut args = mirror_args(&src, &dst, &work.path().join("meta"));
+    args.extend(["--source".to_string(), format!("{}/other", src.addr)]);
+    let out = run(gcrsync(work.path()).args(&args));
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "{}/mirror/app ← {}/other/app, {}/team/app",
+            dst.addr, src.addr, src.addr
+        )),
+        "{err}"
+    );
+    assert!(
+        Pusher::new(&dst.addr).tags("mirror/app").await.is_empty(),
+        "nothing copied"
+    );
+    args.extend([
+        "--name-template".to_string(),
+        "{{ namespace }}/{{ image }}".to_string(),
+    ]);
+    assert_eq!(run(gcrsync(work.path()).args(&args)).status.code(), Some(0));
+    assert_eq!(Pusher::new(&dst.addr).tags("mirror/other/app").await, ["1"]);
+}
