@@ -21,7 +21,7 @@ use crate::progress::Progress;
 use crate::reference::Namespace;
 use crate::report::{self, Report};
 use crate::run::{self, RunOptions, StopFlag};
-use crate::settings::{Settings, Side};
+use crate::settings::{Insecure, Settings, Side};
 
 /// Why a run could not do its work (the exit code follows from the variant).
 #[derive(Debug, thiserror::Error)]
@@ -69,16 +69,18 @@ struct Registries {
     retry: RetryPolicy,
 }
 
-fn http_client(settings: &Settings) -> Result<reqwest::Client, AppError> {
+/// The HTTP client of a run; `verify: false` only for `--insecure-registry https://HOST`.
+fn http_client(settings: &Settings, verify: bool) -> Result<reqwest::Client, AppError> {
     let mut builder = reqwest::Client::builder()
+        .tls_danger_accept_invalid_certs(!verify)
         .user_agent(concat!("gcrsync/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(settings.http_timeout)
         .read_timeout(settings.http_timeout)
         .pool_max_idle_per_host(settings.limits.tags + settings.limits.queries);
     if let Some(proxy) = &settings.proxy {
-        builder = builder.proxy(
-            reqwest::Proxy::all(proxy).map_err(|e| AppError::Config(format!("--proxy: {e}")))?,
-        );
+        let proxy =
+            reqwest::Proxy::all(proxy).map_err(|e| AppError::Config(format!("--proxy: {e}")))?;
+        builder = builder.proxy(proxy.no_proxy(reqwest::NoProxy::from_env()));
     }
     if let Some(pem) = &settings.ca_cert {
         let cert = reqwest::Certificate::from_pem(pem)
@@ -91,34 +93,47 @@ fn http_client(settings: &Settings) -> Result<reqwest::Client, AppError> {
 }
 
 impl Registries {
-    fn new(settings: &Settings, http: reqwest::Client) -> Result<Self, AppError> {
+    /// One client per registry over the shared pool `http` (or `unverified` for
+    /// `--insecure-registry https://HOST`).
+    fn new(settings: &Settings, http: &reqwest::Client) -> Result<Self, AppError> {
         let retry = RetryPolicy {
             retries: settings.retries,
             min_delay: Duration::from_millis(250),
             max_delay: Duration::from_secs(30),
         };
-        let endpoint = |ns: &Namespace, access, side| -> Result<Endpoint, AppError> {
-            Ok(Endpoint {
+        let unverified = match settings
+            .insecure
+            .iter()
+            .any(|(_, m)| *m == Insecure::UnverifiedTls)
+        {
+            true => Some(http_client(settings, false)?),
+            false => None,
+        };
+        let registry = |ns: &Namespace, access, side| -> Result<Arc<HttpRegistry>, AppError> {
+            let mode = settings.insecure_mode(&ns.registry);
+            let endpoint = Endpoint {
                 host: ns.registry.clone(),
-                plain_http: settings.insecure.contains(&ns.registry),
+                plain_http: mode == Some(Insecure::PlainHttp),
                 login: settings
                     .login_for(&ns.registry, side)
                     .map_err(AppError::Fatal)?,
                 access,
-            })
+            };
+            let client = match (mode, &unverified) {
+                (Some(Insecure::UnverifiedTls), Some(client)) => client.clone(),
+                _ => http.clone(),
+            };
+            Ok(Arc::new(HttpRegistry::new(endpoint, client, retry)))
         };
         let sources = settings
             .sources
             .iter()
-            .map(|ns| {
-                let endpoint = endpoint(ns, Access::Pull, Side::Source)?;
-                Ok(Arc::new(HttpRegistry::new(endpoint, http.clone(), retry)))
-            })
-            .collect::<Result<_, AppError>>()?;
-        let target_endpoint = endpoint(&settings.target, Access::Push, Side::Target)?;
+            .map(|ns| registry(ns, Access::Pull, Side::Source))
+            .collect::<Result<_, _>>()?;
+        let target = registry(&settings.target, Access::Push, Side::Target)?;
         Ok(Registries {
             sources,
-            target: Arc::new(HttpRegistry::new(target_endpoint, http, retry)),
+            target,
             retry,
         })
     }
@@ -233,8 +248,8 @@ fn names(settings: &Settings) -> Vec<(String, String)> {
 /// Runs the configured command against the configured metadata store.
 pub async fn run(settings: Settings, stop: StopFlag) -> Result<Finished, AppError> {
     let started = Instant::now();
-    let http = http_client(&settings)?;
-    let registries = Registries::new(&settings, http.clone())?;
+    let http = http_client(&settings, true)?;
+    let registries = Registries::new(&settings, &http)?;
     match &settings.github {
         Some(config) => {
             let writes =

@@ -95,8 +95,8 @@ pub struct Settings {
     pub retries: usize,
     /// Proxy URL.
     pub proxy: Option<String>,
-    /// Hosts reached over plain HTTP.
-    pub insecure: Vec<RegistryHost>,
+    /// Registries reached without TLS verification (`--insecure-registry`).
+    pub insecure: Vec<(RegistryHost, Insecure)>,
     /// Extra CA certificate (PEM bytes).
     pub ca_cert: Option<Vec<u8>>,
     /// Shard `K-1` of `N`.
@@ -119,6 +119,40 @@ pub struct Settings {
     pub monitor_interval: Duration,
     /// `monitor --count` (0 = forever).
     pub monitor_count: u64,
+}
+
+/// How an `--insecure-registry` is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Insecure {
+    /// `HOST` or `http://HOST`: plain HTTP.
+    PlainHttp,
+    /// `https://HOST`: TLS without certificate verification (self-signed, no CA at hand).
+    UnverifiedTls,
+}
+
+fn insecure_registry(text: &str) -> Result<(RegistryHost, Insecure), ConfigError> {
+    let (mode, host) = match text.strip_prefix("https://") {
+        Some(host) => (Insecure::UnverifiedTls, host),
+        None => (
+            Insecure::PlainHttp,
+            text.strip_prefix("http://").unwrap_or(text),
+        ),
+    };
+    let host = host
+        .trim_end_matches('/')
+        .parse()
+        .map_err(|e| bad("insecure-registry", format!("{e}")))?;
+    Ok((host, mode))
+}
+
+impl Settings {
+    /// How `host` is reached: `None` for verified HTTPS.
+    pub fn insecure_mode(&self, host: &RegistryHost) -> Option<Insecure> {
+        self.insecure
+            .iter()
+            .find(|(h, _)| h == host)
+            .map(|(_, mode)| *mode)
+    }
 }
 
 /// Which side of the mirror a registry is on.
@@ -433,11 +467,7 @@ pub fn resolve(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Setting
         .insecure_registry
         .iter()
         .filter(|h| !h.trim().is_empty())
-        .map(|h| {
-            h.trim()
-                .parse()
-                .map_err(|e| bad("insecure-registry", format!("{e}")))
-        })
+        .map(|h| insecure_registry(h.trim()))
         .collect::<Result<_, _>>()?;
     if let Some(proxy) = &o.proxy {
         reqwest::Proxy::all(proxy)

@@ -85,6 +85,9 @@ fn causes(error: &reqwest::Error) -> String {
         text.push_str(&cause.to_string());
         source = cause.source();
     }
+    if text.contains("certificate") {
+        text.push_str(" (trust the registry's CA with --ca-cert FILE, or use --insecure-registry https://HOST)");
+    }
     text
 }
 

@@ -40,6 +40,19 @@ impl Pusher {
         }
     }
 
+    /// A pusher for an HTTPS registry whose certificate `ca_pem` signed.
+    pub fn tls(addr: &str, ca_pem: &[u8]) -> Self {
+        let ca = reqwest::Certificate::from_pem(ca_pem).unwrap();
+        let http = reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .build()
+            .unwrap();
+        Pusher {
+            base: format!("https://{addr}"),
+            http,
+        }
+    }
+
     pub async fn blob(&self, repo: &str, bytes: &[u8]) -> Value {
         let digest = digest_of(bytes);
         let start = self

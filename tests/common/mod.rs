@@ -6,6 +6,7 @@ pub mod gcr;
 pub mod github;
 pub mod google;
 pub mod images;
+pub mod proxies;
 pub mod registry;
 pub mod server;
 

@@ -47,13 +47,29 @@ fn binary() -> PathBuf {
 impl TestRegistry {
     /// Starts a registry; `extra` is appended to its YAML config.
     pub fn start_with(extra: &str) -> Self {
+        Self::start_configured(extra, "")
+    }
+
+    /// Starts a registry serving HTTPS with this certificate and key (PEM files).
+    pub fn start_tls(cert: &Path, key: &Path) -> Self {
+        Self::start_configured(
+            "",
+            &format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ),
+        )
+    }
+
+    fn start_configured(extra: &str, http_extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}",
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{http_extra}{extra}",
                 dir.path().join("data").display()
             ),
         )
