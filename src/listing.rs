@@ -214,9 +214,10 @@ pub async fn list_source<R: Registry>(
     for (image, list) in listed {
         stats.tags += list.tags.len();
         let in_shard = shard_of(&format!("{}/{image}", spec.namespace), shards) == shard;
-        let verdict = filters
-            .image(image.as_str())
-            .and_then(|()| if in_shard { Ok(()) } else { Err("shard") });
+        let verdict =
+            filters
+                .image(image.as_str())
+                .and(if in_shard { Ok(()) } else { Err("shard") });
         if let Err(filter) = verdict {
             *stats.removed.entry(filter).or_default() += list.tags.len();
             continue;
