@@ -304,7 +304,14 @@ async fn sync<M: MetadataStore>(
     started: Instant,
     stop: &StopFlag,
 ) -> Result<Finished, AppError> {
-    let (plan, stats) = make_plan(settings, registries, recorder).await?;
+    let (mut plan, stats) = make_plan(settings, registries, recorder).await?;
+    let quotas: Vec<Option<u64>> = registries.sources.iter().map(|s| s.pull_quota()).collect();
+    let over_quota = plan::fit_quotas(&mut plan, &quotas);
+    if over_quota > 0 {
+        tracing::warn!(
+            "the source's pull quota (RateLimit-Remaining) does not cover the plan: copying what fits, {over_quota} tags left pending"
+        );
+    }
     tracing::info!(
         "plan: {} to copy, {} to adopt, {} over budget",
         plan.copy.len(),

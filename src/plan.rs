@@ -137,6 +137,28 @@ pub fn plan(
     plan
 }
 
+/// Keeps at most `quotas[source]` copies per source (the registry's remaining pull
+/// quota), moving the rest to pending; returns how many were moved.
+pub fn fit_quotas(plan: &mut Plan, quotas: &[Option<u64>]) -> usize {
+    let mut used = vec![0u64; quotas.len()];
+    let (mut fits, mut over) = (Vec::new(), Vec::new());
+    for step in plan.copy.drain(..) {
+        let source = step.candidate.source;
+        match quotas[source] {
+            Some(quota) if used[source] >= quota => over.push(step),
+            _ => {
+                used[source] += 1;
+                fits.push(step);
+            }
+        }
+    }
+    let moved = over.len();
+    plan.copy = fits;
+    over.append(&mut plan.pending);
+    plan.pending = over;
+    moved
+}
+
 /// Failed-last, then newest upload first (unknown times after known ones), then by name.
 fn order_key(step: &Step) -> (bool, Reverse<Option<i64>>, usize, RepoPath, Tag) {
     let c = &step.candidate;
@@ -241,6 +263,18 @@ mod tests {
         assert_eq!(names(&plan.copy), ["a:2", "b:1", "d:1"]);
         assert_eq!(reasons, [Reason::Moved, Reason::New, Reason::Unverified]);
         assert_eq!(plan.copy[0].previous, Some(digest('0')));
+    }
+
+    #[test]
+    fn quotas_cap_copies_per_source() {
+        let mut second = candidate("z", "9", 'a', None);
+        second.source = 1;
+        let candidates = [candidate("a", "1", 'a', None), candidate("b", "1", 'a', None), second];
+        let records = [NamespaceRecord::new("s".into(), "t".into()), NamespaceRecord::new("s2".into(), "t".into())];
+        let mut planned = plan(&candidates, &records, &HashMap::new(), None);
+        assert_eq!(fit_quotas(&mut planned, &[Some(1), None]), 1);
+        assert_eq!(names(&planned.copy), ["a:1", "z:9"]);
+        assert_eq!(names(&planned.pending), ["b:1"]);
     }
 
     #[test]

@@ -88,6 +88,14 @@ pub struct HttpRegistry {
     auth: Authenticator,
     access: Access,
     retry: RetryPolicy,
+    /// The last `RateLimit-Remaining` seen (Docker Hub's pull quota).
+    quota: std::sync::Mutex<Option<u64>>,
+}
+
+/// Docker Hub's `RateLimit-Remaining: 76;w=21600`: pulls left in the window.
+fn remaining_quota(headers: &HeaderMap) -> Option<u64> {
+    let value = headers.get("ratelimit-remaining")?.to_str().ok()?;
+    value.split(';').next()?.trim().parse().ok()
 }
 
 /// `Retry-After` in seconds (the form registries send).
@@ -200,6 +208,7 @@ impl HttpRegistry {
             auth,
             access: endpoint.access,
             retry,
+            quota: std::sync::Mutex::new(None),
         }
     }
 
@@ -238,6 +247,9 @@ impl HttpRegistry {
                 url: loggable(url),
                 source,
             })?;
+            if let Some(left) = remaining_quota(response.headers()) {
+                *self.quota.lock().expect("quota lock") = Some(left);
+            }
             if response.status() != reqwest::StatusCode::UNAUTHORIZED {
                 return Ok(response);
             }
@@ -340,6 +352,10 @@ struct CatalogPage {
 }
 
 impl Registry for HttpRegistry {
+    fn pull_quota(&self) -> Option<u64> {
+        *self.quota.lock().expect("quota lock")
+    }
+
     async fn catalog(&self) -> Result<Vec<RepoPath>> {
         let first = format!("/v2/_catalog?n={PAGE_SIZE}");
         let names = self

@@ -64,6 +64,10 @@ pub enum Upload {
 ///
 /// Implemented over HTTP by [`http::HttpRegistry`]; tests can put a misbehaving fake here.
 pub trait Registry: Send + Sync {
+    /// Pulls the registry says are left (Docker Hub's `RateLimit-Remaining`), if it says.
+    fn pull_quota(&self) -> Option<u64> {
+        None
+    }
     /// Every repository the registry lists in `/v2/_catalog`, following pagination.
     fn catalog(&self) -> impl Future<Output = Result<Vec<RepoPath>>> + Send;
     /// Every tag of `repo` (with gcr's children and digests where served), following pagination.

@@ -34,6 +34,7 @@ pub struct Rule {
 
 #[derive(Default)]
 struct State {
+    headers: Vec<(String, String)>,
     rules: Vec<Rule>,
     log: Vec<(String, String, String)>,
 }
@@ -73,6 +74,11 @@ impl FaultProxy {
         });
         *proxy_addr.lock().unwrap() = addr.clone();
         FaultProxy { addr, state }
+    }
+
+    /// Adds this header to every forwarded response (e.g. Docker Hub's `RateLimit-Remaining`).
+    pub fn add_header(&self, name: &str, value: &str) {
+        self.state.lock().unwrap().headers.push((name.into(), value.into()));
     }
 
     /// Drops every rule still pending.
@@ -125,7 +131,12 @@ async fn handle(
     if let Some(Fault::Status(status, retry_after)) = fault {
         return injected(status, retry_after);
     }
-    forward(req, &client, &upstream, &proxy_addr, fault).await
+    let headers = state.lock().unwrap().headers.clone();
+    let mut response = forward(req, &client, &upstream, &proxy_addr, fault).await;
+    for (name, value) in headers {
+        response.headers_mut().insert(hyper::header::HeaderName::try_from(name).unwrap(), value.parse().unwrap());
+    }
+    response
 }
 
 /// Forwards `req` to `upstream`, rewriting `Location` to point back at `proxy_addr`,
