@@ -269,8 +269,15 @@ mod tests {
     fn quotas_cap_copies_per_source() {
         let mut second = candidate("z", "9", 'a', None);
         second.source = 1;
-        let candidates = [candidate("a", "1", 'a', None), candidate("b", "1", 'a', None), second];
-        let records = [NamespaceRecord::new("s".into(), "t".into()), NamespaceRecord::new("s2".into(), "t".into())];
+        let candidates = [
+            candidate("a", "1", 'a', None),
+            candidate("b", "1", 'a', None),
+            second,
+        ];
+        let records = [
+            NamespaceRecord::new("s".into(), "t".into()),
+            NamespaceRecord::new("s2".into(), "t".into()),
+        ];
         let mut planned = plan(&candidates, &records, &HashMap::new(), None);
         assert_eq!(fit_quotas(&mut planned, &[Some(1), None]), 1);
         assert_eq!(names(&planned.copy), ["a:1", "z:9"]);

@@ -180,17 +180,33 @@ async fn a_pull_quota_smaller_than_the_plan_copies_what_fits_and_says_so() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
     let p = Pusher::new(&src.addr);
     for tag in ["a", "b", "c", "d", "e"] {
-        p.image("team/app", tag, Format::Oci, "amd64", &[random_bytes(100)]).await;
+        p.image("team/app", tag, Format::Oci, "amd64", &[random_bytes(100)])
+            .await;
     }
     let proxy = FaultProxy::start(&src.addr);
     proxy.add_header("ratelimit-limit", "100;w=21600");
     proxy.add_header("ratelimit-remaining", "2;w=21600");
     let work = tempfile::tempdir().unwrap();
     let report = work.path().join("report.json");
-    let out = run(gcrsync(work.path()).args(proxied_args(&proxy, &dst, &work.path().join("meta"))).arg("--report").arg(&report));
-    assert_eq!(out.status.code(), Some(0), "quota leftovers are not failures");
-    assert!(stderr(&out).contains("pull quota (RateLimit-Remaining) does not cover the plan"), "{}", stderr(&out));
+    let out = run(gcrsync(work.path())
+        .args(proxied_args(&proxy, &dst, &work.path().join("meta")))
+        .arg("--report")
+        .arg(&report));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "quota leftovers are not failures"
+    );
+    assert!(
+        stderr(&out).contains("pull quota (RateLimit-Remaining) does not cover the plan"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(Pusher::new(&dst.addr).tags("mirror/app").await, ["a", "b"]);
     let totals = &read_json(&report)["totals"];
-    assert_eq!((totals["copied"].as_u64(), totals["pending"].as_u64()), (Some(2), Some(3)), "{totals}");
+    assert_eq!(
+        (totals["copied"].as_u64(), totals["pending"].as_u64()),
+        (Some(2), Some(3)),
+        "{totals}"
+    );
 }

@@ -270,3 +270,113 @@ async fn a_gcp_service_account_key_is_exchanged_for_an_access_token_and_used_as_
     );
     let _ = CLIENT_EMAIL;
 }
+
+/// A gcr-style namespace `team` with one repository `big` of `n` tags, served from memory
+/// (planning only: nothing behind it). Returns the address and the request log.
+fn synthetic_gcr(n: usize) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use common::server::{self, full};
+    use std::sync::{Arc, Mutex};
+    let digest = |i: usize| format!("sha256:{i:064x}");
+    let mut manifest = serde_json::Map::new();
+    for i in 0..n {
+        let entry = serde_json::json!({"mediaType": images::OCI_MANIFEST, "tag": [format!("t{i}")], "timeUploadedMs": (1_700_000_000_000u64 + i as u64).to_string()});
+        manifest.insert(digest(i), entry);
+    }
+    let big = serde_json::json!({"child": [], "manifest": manifest, "name": "team/big", "tags": (0..n).map(|i| format!("t{i}")).collect::<Vec<_>>()}).to_string();
+    let root = serde_json::json!({"child": ["big"], "manifest": {}, "name": "team", "tags": []})
+        .to_string();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let seen = log.clone();
+    let addr = server::serve(move |req: hyper::Request<hyper::body::Incoming>| {
+        let path = req.uri().path().to_string();
+        seen.lock()
+            .unwrap()
+            .push(format!("{} {path}", req.method()));
+        let body = match path.as_str() {
+            "/v2/team/tags/list" => Some(root.clone()),
+            "/v2/team/big/tags/list" => Some(big.clone()),
+            _ => None,
+        };
+        async move {
+            match body {
+                Some(b) => hyper::Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .body(full(b))
+                    .unwrap(),
+                None => hyper::Response::builder()
+                    .status(404)
+                    .body(full("{}"))
+                    .unwrap(),
+            }
+        }
+    });
+    (addr, log)
+}
+
+#[tokio::test]
+async fn a_namespace_of_5000_tags_is_planned_with_one_listing_request_per_repository() {
+    const N: usize = 5000;
+    let (gcr, log) = synthetic_gcr(N);
+    let dst = TestRegistry::start();
+    let work = tempfile::tempdir().unwrap();
+    let metadata = work.path().join("meta");
+    let args = [
+        "--source".to_string(),
+        format!("{gcr}/team"),
+        "--target".into(),
+        format!("{}/mirror", dst.addr),
+        "--insecure-registry".into(),
+        format!("{gcr},{}", dst.addr),
+        "--metadata-dir".into(),
+        metadata.display().to_string(),
+    ];
+    let report = work.path().join("report.json");
+    let out = run(gcrsync(work.path())
+        .arg("test")
+        .args(&args)
+        .arg("--report")
+        .arg(&report));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["GET /v2/team/tags/list", "GET /v2/team/big/tags/list"],
+        "no request per tag at the source"
+    );
+    let heads = dst.accesses().iter().filter(|a| a.method == "HEAD").count();
+    assert_eq!(
+        heads, N,
+        "unrecorded tags are checked on the target once each"
+    );
+    assert_eq!(read_json(&report)["totals"]["pending"], N);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        100,
+        "this run would copy --process-count of them"
+    );
+
+    // With every tag recorded, planning touches nothing but the two listings.
+    let digest = |i: usize| format!("sha256:{i:064x}");
+    let tags: serde_json::Map<String, serde_json::Value> = (0..N)
+        .map(|i| (format!("t{i}"), serde_json::json!({"digest": digest(i), "media_type": images::OCI_MANIFEST, "platforms": [], "synced_at": "2026-11-22T10:00:00Z"})))
+        .collect();
+    let record = serde_json::json!({"source": format!("{gcr}/team"), "target": format!("{}/mirror", dst.addr),
+        "images": {"big": {"target": format!("{}/mirror/big", dst.addr), "tags": tags}}, "failed": {}});
+    let dir = metadata.join(format!("{gcr}/team"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("images.json"), record.to_string()).unwrap();
+    let (before_src, before_dst) = (log.lock().unwrap().len(), dst.accesses().len());
+    let out = run(gcrsync(work.path())
+        .arg("test")
+        .args(&args)
+        .arg("--report")
+        .arg(&report));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(log.lock().unwrap().len() - before_src, 2);
+    assert_eq!(
+        dst.accesses().len(),
+        before_dst,
+        "nothing sent to the target"
+    );
+    assert_eq!(read_json(&report)["totals"]["unchanged"], N);
+}

@@ -78,7 +78,11 @@ impl FaultProxy {
 
     /// Adds this header to every forwarded response (e.g. Docker Hub's `RateLimit-Remaining`).
     pub fn add_header(&self, name: &str, value: &str) {
-        self.state.lock().unwrap().headers.push((name.into(), value.into()));
+        self.state
+            .lock()
+            .unwrap()
+            .headers
+            .push((name.into(), value.into()));
     }
 
     /// Drops every rule still pending.
@@ -134,7 +138,10 @@ async fn handle(
     let headers = state.lock().unwrap().headers.clone();
     let mut response = forward(req, &client, &upstream, &proxy_addr, fault).await;
     for (name, value) in headers {
-        response.headers_mut().insert(hyper::header::HeaderName::try_from(name).unwrap(), value.parse().unwrap());
+        response.headers_mut().insert(
+            hyper::header::HeaderName::try_from(name).unwrap(),
+            value.parse().unwrap(),
+        );
     }
     response
 }
