@@ -175,6 +175,12 @@ async fn list_all(
             shard: settings.shard,
         };
         let registry = registries.sources[index].as_ref();
+        if settings.actions.is_some() {
+            print!(
+                "{}",
+                crate::actions::group(&format!("gcrsync: listing {namespace}"))
+            );
+        }
         let (listed, stat) = listing::list_source(
             registry,
             &spec,
@@ -189,6 +195,9 @@ async fn list_all(
             stat.tags,
             stat.filtered()
         );
+        if settings.actions.is_some() {
+            print!("{}", crate::actions::END_GROUP);
+        }
         candidates.extend(listed);
         stats.push(stat);
     }

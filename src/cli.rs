@@ -239,10 +239,11 @@ pub struct Options {
         allow_negative_numbers = true
     )]
     pub retries: i64,
-    /// http or https proxy for every request (default: HTTPS_PROXY/HTTP_PROXY/NO_PROXY).
+    /// http, https or socks5 proxy for every request (default: HTTPS_PROXY/HTTP_PROXY/NO_PROXY).
     #[arg(long, env = "GCRSYNC_PROXY", global = true)]
     pub proxy: Option<String>,
-    /// Registry reached over plain HTTP (repeatable, or a comma list).
+    /// Registry reached without TLS verification: HOST speaks plain HTTP, https://HOST skips
+    /// certificate checks (repeatable, or a comma list).
     #[arg(
         long,
         env = "GCRSYNC_INSECURE_REGISTRY",

@@ -110,6 +110,11 @@ impl DockerConfig {
         Ok(DockerConfig { logins })
     }
 
+    /// Every password, for masking.
+    pub fn passwords(&self) -> impl Iterator<Item = String> + '_ {
+        self.logins.values().map(|c| c.password.clone())
+    }
+
     /// The login for `host`, if any.
     pub fn get(&self, host: &RegistryHost) -> Option<&Credentials> {
         self.logins.get(host)

@@ -56,6 +56,16 @@ impl GcpKey {
         })
     }
 
+    /// The key's secret parts: the raw JSON and the private key (for masking).
+    pub fn secrets(&self) -> Vec<String> {
+        let value: serde_json::Value = serde_json::from_str(&self.json).unwrap_or_default();
+        let private = value["private_key"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        vec![self.json.clone(), private]
+    }
+
     /// A login that fetches (and caches, and refreshes) access tokens for this key.
     pub fn login(&self) -> Result<Login, String> {
         let account = CustomServiceAccount::from_json(&self.json)

@@ -2,6 +2,7 @@
 //! record what was mirrored (SPEC.md). The binary is a thin shell over `app::run`.
 #![deny(missing_docs)]
 
+pub mod actions;
 pub mod app;
 pub mod cli;
 pub mod copy;

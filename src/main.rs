@@ -102,7 +102,16 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if settings.actions.is_some() {
+        // Before anything else is printed, so no later line can show a secret.
+        let secrets = settings.secrets();
+        print!(
+            "{}",
+            gcrsync::actions::mask_commands(secrets.iter().map(String::as_str))
+        );
+    }
     init_logging(&settings);
+    let actions = settings.actions.clone();
     let report_path = settings.report.clone();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -122,10 +131,16 @@ fn main() -> ExitCode {
     match outcome {
         Ok(finished) => {
             eprint!("{}", finished.report.summary());
-            if let Some(path) = report_path
-                && let Err(e) = write_report(&path, &finished.report)
+            if let Some(path) = &report_path
+                && let Err(e) = write_report(path, &finished.report)
             {
                 eprintln!("error: {e:#}");
+                return ExitCode::from(EXIT_FATAL);
+            }
+            if let Some(actions) = &actions
+                && let Err(e) = actions.finish(&finished.report, report_path.as_deref())
+            {
+                eprintln!("error: writing the GitHub Actions outputs: {e}");
                 return ExitCode::from(EXIT_FATAL);
             }
             ExitCode::from(finished.exit_code())

@@ -84,6 +84,8 @@ pub struct Report {
     pub failed: Vec<FailedTag>,
     /// Commit messages (and ids where the store has them).
     pub commits: Vec<String>,
+    /// The last metadata commit, where the store has commits.
+    pub commit_sha: Option<String>,
     /// Why the run stopped starting copies early, if it did.
     pub stopped: Option<String>,
     /// For `test`: every tag the plan would copy or adopt, in order.
@@ -176,6 +178,7 @@ pub fn build(
         totals,
         failed,
         commits,
+        commit_sha: run.and_then(|r| r.commits.iter().rev().find_map(|c| c.id.clone())),
         stopped: run.and_then(|r| r.stopped.map(str::to_string)),
         plan: plan_steps,
     }

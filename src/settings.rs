@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use regex::Regex;
 
+use crate::actions::ActionsEnv;
 use crate::cli::{Cli, Command};
 use crate::credentials::DockerConfig;
 use crate::filter::Filters;
@@ -73,6 +74,8 @@ pub struct Settings {
     pub docker_config: DockerConfig,
     /// A GCP service-account key.
     pub gcp_key: Option<GcpKey>,
+    /// Set when running in GitHub Actions.
+    pub actions: Option<ActionsEnv>,
     /// The GitHub repository metadata is committed to; `None`: `metadata_dir`.
     pub github: Option<GitHubConfig>,
     /// Local metadata directory.
@@ -184,6 +187,37 @@ impl Settings {
             return key.login().map(Some);
         }
         Ok(self.docker_config.get(host).cloned().map(Login::Static))
+    }
+}
+
+/// GitHub Actions' files and links, when `GITHUB_ACTIONS=true`.
+fn actions_env(
+    env: &impl Fn(&str) -> Option<String>,
+    github: Option<&GitHubConfig>,
+) -> Option<ActionsEnv> {
+    if env("GITHUB_ACTIONS").as_deref() != Some("true") {
+        return None;
+    }
+    let server = env("GITHUB_SERVER_URL").unwrap_or_else(|| "https://github.com".into());
+    Some(ActionsEnv {
+        output: env("GITHUB_OUTPUT").map(PathBuf::from),
+        summary: env("GITHUB_STEP_SUMMARY").map(PathBuf::from),
+        repo_url: github.map(|g| format!("{}/{}", server.trim_end_matches('/'), g.repo)),
+    })
+}
+
+impl Settings {
+    /// Every secret value of the run, for masking in CI logs.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut secrets: Vec<String> = [&self.source_credentials, &self.target_credentials]
+            .into_iter()
+            .flatten()
+            .map(|c| c.password.clone())
+            .collect();
+        secrets.extend(self.github.as_ref().map(|g| g.token.clone()));
+        secrets.extend(self.gcp_key.iter().flat_map(|k| k.secrets()));
+        secrets.extend(self.docker_config.passwords());
+        secrets
     }
 }
 
@@ -523,6 +557,7 @@ pub fn resolve(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Setting
             o.target_username.or_else(|| env("DOCKER_USERNAME")),
             o.target_password.or_else(|| env("DOCKER_PASSWORD")),
         )?,
+        actions: actions_env(&env, github.as_ref()),
         github,
         docker_config,
         gcp_key,
