@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::future::try_join_all;
+use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use sha2::Digest as _;
 use tokio::sync::Semaphore;
@@ -84,9 +85,9 @@ impl<T: Registry> Copier<T> {
     }
 
     /// Copies `src_repo:tag` to `dst_repo:tag` byte for byte.
-    pub async fn copy_tag<S: Registry>(
+    pub async fn copy_tag<S: Registry + 'static>(
         &self,
-        src: &S,
+        src: &Arc<S>,
         src_repo: &RepoPath,
         dst_repo: &RepoPath,
         tag: &Tag,
@@ -107,9 +108,9 @@ impl<T: Registry> Copier<T> {
         })
     }
 
-    async fn copy_contents<S: Registry>(
+    async fn copy_contents<S: Registry + 'static>(
         &self,
-        src: &S,
+        src: &Arc<S>,
         src_repo: &RepoPath,
         dst_repo: &RepoPath,
         contents: &Contents,
@@ -137,9 +138,9 @@ impl<T: Registry> Copier<T> {
 
     /// A child manifest of an index, by digest; skipped when the target already has it
     /// (a registry only accepts a manifest once its blobs are present).
-    async fn copy_child<S: Registry>(
+    async fn copy_child<S: Registry + 'static>(
         &self,
-        src: &S,
+        src: &Arc<S>,
         src_repo: &RepoPath,
         dst_repo: &RepoPath,
         child: &Descriptor,
@@ -164,9 +165,9 @@ impl<T: Registry> Copier<T> {
 
     /// One blob: known here → nothing; on the target → nothing; elsewhere on the target →
     /// mount; otherwise stream it over. Retried as a whole: a broken upload is abandoned.
-    async fn copy_blob<S: Registry>(
+    async fn copy_blob<S: Registry + 'static>(
         &self,
-        src: &S,
+        src: &Arc<S>,
         src_repo: &RepoPath,
         dst_repo: &RepoPath,
         blob: &Descriptor,
@@ -193,9 +194,9 @@ impl<T: Registry> Copier<T> {
         Ok(())
     }
 
-    async fn transfer<S: Registry>(
+    async fn transfer<S: Registry + 'static>(
         &self,
-        src: &S,
+        src: &Arc<S>,
         src_repo: &RepoPath,
         dst_repo: &RepoPath,
         blob: &Descriptor,
@@ -205,7 +206,7 @@ impl<T: Registry> Copier<T> {
         let Upload::Session(session) = self.dst.start_upload(dst_repo, mount).await? else {
             return Ok(());
         };
-        let body = src.get_blob(src_repo, &blob.digest).await?;
+        let body = src.get_blob(src_repo, &blob.digest, 0).await?;
         if let Some(announced) = body.size.filter(|s| *s != blob.size) {
             return Err(oci::Error::SizeMismatch {
                 what: format!("{src_repo}@{}", blob.digest),
@@ -213,8 +214,15 @@ impl<T: Registry> Copier<T> {
                 actual: announced,
             });
         }
+        let body = resuming(
+            src.clone(),
+            src_repo.clone(),
+            blob.clone(),
+            body,
+            self.retry.retries,
+        );
         let what = format!("{src_repo}@{}", blob.digest);
-        let verified = Verifying::new(body.stream, blob.digest.clone(), blob.size, what)?;
+        let verified = Verifying::new(body, blob.digest.clone(), blob.size, what)?;
         let body = BlobBody {
             size: Some(blob.size),
             stream: verified.boxed(),
@@ -223,6 +231,47 @@ impl<T: Registry> Copier<T> {
             .finish_upload(dst_repo, &session, &blob.digest, blob.size, body)
             .await
     }
+}
+
+/// The source side of a blob transfer: when the download breaks mid-way, it continues
+/// with a `Range` request from the last byte received (up to `resumes` times), so the
+/// upload in progress goes on instead of starting over.
+fn resuming<S: Registry + 'static>(
+    src: Arc<S>,
+    repo: RepoPath,
+    blob: Descriptor,
+    first: BlobBody,
+    resumes: usize,
+) -> BoxStream<'static, oci::Result<Bytes>> {
+    let state = (Some(first.stream), 0u64, resumes);
+    futures_util::stream::unfold(state, move |(stream, offset, left)| {
+        let (src, repo, blob) = (src.clone(), repo.clone(), blob.clone());
+        async move {
+            let mut stream = stream?;
+            let (offset, mut left) = (offset, left);
+            loop {
+                match stream.next().await {
+                    Some(Ok(chunk)) => {
+                        let offset = offset + chunk.len() as u64;
+                        return Some((Ok(chunk), (Some(stream), offset, left)));
+                    }
+                    Some(Err(e))
+                        if e.is_retryable() && left > 0 && offset > 0 && offset < blob.size =>
+                    {
+                        tracing::warn!("{repo}@{}: {e}; resuming at byte {offset}", blob.digest);
+                        left -= 1;
+                        match src.get_blob(&repo, &blob.digest, offset).await {
+                            Ok(rest) => stream = rest.stream,
+                            Err(e) => return Some((Err(e), (None, offset, 0))),
+                        }
+                    }
+                    Some(Err(e)) => return Some((Err(e), (None, offset, 0))),
+                    None => return None,
+                }
+            }
+        }
+    })
+    .boxed()
 }
 
 fn parse(

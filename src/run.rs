@@ -149,7 +149,7 @@ where
             running.spawn(async move {
                 let c = &step.candidate;
                 let result = copier
-                    .copy_tag(src.as_ref(), &c.source_repo, &c.target.path, &c.tag)
+                    .copy_tag(&src, &c.source_repo, &c.target.path, &c.tag)
                     .await;
                 (step, result.map_err(|e| e.to_string()))
             });

@@ -210,3 +210,55 @@ async fn a_pull_quota_smaller_than_the_plan_copies_what_fits_and_says_so() {
         "{totals}"
     );
 }
+
+#[tokio::test]
+async fn a_download_cut_mid_stream_resumes_with_a_range_request_in_the_same_upload() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let size = 4 << 20;
+    let (digest, blobs) = Pusher::new(&src.addr)
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(size)])
+        .await;
+    let proxy = FaultProxy::start(&src.addr);
+    proxy.inject(Rule {
+        method: "GET",
+        path_contains: blobs[1].clone(),
+        times: 1,
+        fault: Fault::CutAfter(1 << 20),
+    });
+    let work = tempfile::tempdir().unwrap();
+    let out = run(gcrsync(work.path()).args(proxied_args(&proxy, &dst, &work.path().join("meta"))));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("resuming at byte"),
+        "{}",
+        stderr(&out)
+    );
+    let gets: Vec<String> = proxy
+        .log()
+        .into_iter()
+        .filter(|(m, p, _)| m == "GET" && p.contains(&blobs[1]))
+        .map(|(_, p, _)| p)
+        .collect();
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    let resumed_at: u64 = gets[1]
+        .split("[bytes=")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches("-]")
+        .parse()
+        .unwrap();
+    assert!(
+        resumed_at > 0 && resumed_at <= 1 << 20,
+        "resumed from the bytes already received: {gets:?}"
+    );
+    let uploads = dst
+        .accesses()
+        .iter()
+        .filter(|a| a.method == "PUT" && a.path.contains(&blobs[1]))
+        .count();
+    assert_eq!(uploads, 1, "the upload went on, it did not start over");
+    assert_eq!(
+        Pusher::new(&dst.addr).head("mirror/app", "1").await,
+        Some(digest)
+    );
+}

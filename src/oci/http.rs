@@ -467,12 +467,26 @@ impl Registry for HttpRegistry {
             .await
     }
 
-    async fn get_blob(&self, repo: &RepoPath, digest: &Digest) -> Result<BlobBody> {
+    async fn get_blob(&self, repo: &RepoPath, digest: &Digest, offset: u64) -> Result<BlobBody> {
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
+        let range = |b: RequestBuilder| {
+            if offset > 0 {
+                b.header(header::RANGE, format!("bytes={offset}-"))
+            } else {
+                b
+            }
+        };
         let response = self
-            .send(Method::GET, &url, &[self.scope(repo)], |b| b)
+            .send(Method::GET, &url, &[self.scope(repo)], range)
             .await?;
-        let response = expect(&Method::GET, &url, response, &[200]).await?;
+        // A resumed download needs 206: a 200 would restart from byte 0.
+        let response = expect(
+            &Method::GET,
+            &url,
+            response,
+            if offset > 0 { &[206] } else { &[200] },
+        )
+        .await?;
         let size = response.content_length();
         let stream = response
             .bytes_stream()

@@ -97,11 +97,12 @@ pub trait Registry: Send + Sync {
         repo: &RepoPath,
         digest: &Digest,
     ) -> impl Future<Output = Result<bool>> + Send;
-    /// Streams a blob's body.
+    /// Streams a blob's body from byte `offset` (a `Range` request when not 0).
     fn get_blob(
         &self,
         repo: &RepoPath,
         digest: &Digest,
+        offset: u64,
     ) -> impl Future<Output = Result<BlobBody>> + Send;
     /// Opens an upload, first asking to mount `digest` from `from` when given.
     fn start_upload(

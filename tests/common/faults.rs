@@ -123,9 +123,13 @@ async fn handle(
             r.times -= 1;
             r.fault.clone()
         });
+        let range = req
+            .headers()
+            .get("range")
+            .map(|r| format!(" [{}]", r.to_str().unwrap_or("")));
         state.log.push((
             method.clone(),
-            path.clone(),
+            format!("{path}{}", range.unwrap_or_default()),
             fault
                 .as_ref()
                 .map_or("forwarded".into(), |f| format!("{f:?}")),
