@@ -6,16 +6,18 @@ repositories) plus its own layers of 1-20 MB; every third repository's tags are 
 OCI indexes. Deterministic (seeded), so every run pushes the same bytes.
 Usage: workload.py HOST:PORT NAMESPACE [--repos 12] [--tags 3] [--scale 1.0] [--move N]
 """
-import argparse, hashlib, json, random, urllib.request
+import argparse, base64, hashlib, json, random, ssl, urllib.request
+
+AUTH, CTX = {}, None
 
 def request(method, url, body=None, headers=None):
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    with urllib.request.urlopen(req) as resp:
+    req = urllib.request.Request(url, data=body, method=method, headers={**(headers or {}), **AUTH})
+    with urllib.request.urlopen(req, context=CTX) as resp:
         return resp.status, dict(resp.headers), resp.read()
 
 class Registry:
     def __init__(self, addr):
-        self.base = f"http://{addr}"
+        self.base = addr if addr.startswith("http") else f"http://{addr}"
         self.known = set()
 
     def blob(self, repo, data):
@@ -42,15 +44,45 @@ def image(reg, repo, rng, layers, arch):
                        "config": cfg, "layers": descs}).encode()
     return body
 
+def huge(reg, repo, mib):
+    """One image with a single layer of `mib` MiB, uploaded in chunks (bounded memory)."""
+    digest, chunk = hashlib.sha256(), random.Random(7).randbytes(1 << 20)
+    _, headers, _ = request("POST", f"{reg.base}/v2/{repo}/blobs/uploads/")
+    location = headers["Location"] if headers["Location"].startswith("http") else reg.base + headers["Location"]
+    for i in range(mib):
+        part = bytes([i % 251]) + chunk[1:]
+        digest.update(part)
+        _, headers, _ = request("PATCH", location, part, {"Content-Type": "application/octet-stream"})
+        location = headers["Location"] if headers["Location"].startswith("http") else reg.base + headers["Location"]
+    d = "sha256:" + digest.hexdigest()
+    sep = "&" if "?" in location else "?"
+    request("PUT", f"{location}{sep}digest={d}", b"", {"Content-Type": "application/octet-stream"})
+    config = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
+    cfg = dict(reg.blob(repo, config), mediaType="application/vnd.oci.image.config.v1+json")
+    layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": mib << 20}
+    body = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": cfg, "layers": [layer]}).encode()
+    reg.manifest(repo, "1", "application/vnd.oci.image.manifest.v1+json", body)
+    print(f"pushed {repo}:1 with a {mib} MiB layer")
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("addr"); ap.add_argument("namespace")
     ap.add_argument("--repos", type=int, default=12); ap.add_argument("--tags", type=int, default=3)
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--move", type=int, default=0, help="re-push this many tags with a new layer")
+    ap.add_argument("--user"); ap.add_argument("--password"); ap.add_argument("--cafile")
+    ap.add_argument("--huge", type=int, default=0, help="instead: one image with a layer of this many MiB")
     a = ap.parse_args()
+    global CTX
+    if a.user:
+        AUTH["Authorization"] = "Basic " + base64.b64encode(f"{a.user}:{a.password}".encode()).decode()
+    if a.cafile:
+        CTX = ssl.create_default_context(cafile=a.cafile)
     rng = random.Random(42)
     reg = Registry(a.addr)
+    if a.huge:
+        huge(reg, f"{a.namespace}/huge", a.huge)
+        return
     mb = lambda n: rng.randbytes(max(1, int(n * a.scale * 1024 * 1024)))
     bases = [mb(8) for _ in range(3)]
     total = 0

@@ -90,6 +90,9 @@ pub struct HttpRegistry {
     retry: RetryPolicy,
     /// The last `RateLimit-Remaining` seen (Docker Hub's pull quota).
     quota: std::sync::Mutex<Option<u64>>,
+    /// Until the registry has answered once, requests wait for that first answer: it
+    /// tells the auth scheme, which spares every concurrent request its own 401.
+    first_contact: tokio::sync::Mutex<bool>,
 }
 
 /// Docker Hub's `RateLimit-Remaining: 76;w=21600`: pulls left in the window.
@@ -209,6 +212,7 @@ impl HttpRegistry {
             access: endpoint.access,
             retry,
             quota: std::sync::Mutex::new(None),
+            first_contact: tokio::sync::Mutex::new(false),
         }
     }
 
@@ -236,6 +240,14 @@ impl HttpRegistry {
         scopes: &[String],
         build: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<Response> {
+        let mut contacted = self.first_contact.lock().await;
+        let _prober = if *contacted {
+            drop(contacted);
+            None
+        } else {
+            *contacted = true;
+            Some(contacted)
+        };
         let mut authorization = self.auth.authorize(&self.http, scopes).await?;
         for attempt in 0..2 {
             let mut request = build(self.http.request(method.clone(), url));

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Benchmarks gcrsync against `skopeo sync --all` and a parallel reference copier
+# (scripts/bench/refcopy.py: each unique blob once, monolithic POST+PUT, 8 workers) on
+# local CNCF distribution registries, in one run, over plain HTTP and over TLS with Basic
+# auth. Reports medians of ITER runs: wall time, CPU, peak RSS, and requests by method and
+# kind from the registries' access logs, for a full mirror, a no-op rerun and a rerun
+# after 3 tags moved; then peak RSS copying one image with a HUGE_MIB layer.
+# Usage: scripts/bench.sh [--quick]   (results: stdout and bench-results.md)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ITER=${ITER:-3}; SCALE=${SCALE:-3}; HUGE_MIB=${HUGE_MIB:-1024}
+[ "${1:-}" = --quick ] && { ITER=1; SCALE=0.2; HUGE_MIB=64; }
+for tool in docker-registry skopeo htpasswd openssl python3 /usr/bin/time; do
+  command -v "$tool" >/dev/null || { echo "bench needs $tool (apt-get install docker-registry skopeo apache2-utils time)" >&2; exit 1; }
+done
+cargo build --release --locked --quiet
+BIN=$PWD/target/release/gcrsync
+W=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$W"' EXIT
+OUT=bench-results.md; : >"$OUT"
+say() { echo "$*" | tee -a "$OUT"; }
+
+# --- TLS material and htpasswd for the "TLS + Basic auth" transport ---------------------
+(cd "$W" && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=bench-ca 2>/dev/null &&
+  openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=127.0.0.1 2>/dev/null &&
+  echo subjectAltName=IP:127.0.0.1 >san.ext &&
+  openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 -extfile san.ext 2>/dev/null &&
+  mkdir -p certs && cp ca.pem certs/ca.crt && htpasswd -Bbc htpasswd bench bench-pass 2>/dev/null)
+
+PIDS=()
+start() { # name port tls(0|1) → starts a fresh registry, access log at $W/name.log
+  local dir="$W/$1"; rm -rf "$dir"; mkdir -p "$dir"
+  { echo "version: 0.1"; echo "log: {level: error, accesslog: {disabled: false}}"
+    echo "storage: {filesystem: {rootdirectory: $dir/data}}"
+    if [ "$3" = 1 ]; then
+      echo "http: {addr: 127.0.0.1:$2, tls: {certificate: $W/srv.pem, key: $W/srv.key}}"
+      echo "auth: {htpasswd: {realm: bench, path: $W/htpasswd}}"
+    else echo "http: {addr: 127.0.0.1:$2}"; fi; } >"$dir/config.yml"
+  docker-registry serve "$dir/config.yml" >"$W/$1.log" 2>/dev/null &
+  eval "PID_$1=$!"
+  for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$2") 2>/dev/null && return; sleep 0.05; done
+}
+stop() { local v="PID_$1"; kill "${!v}" 2>/dev/null || true; wait "${!v}" 2>/dev/null || true; }
+
+# Requests in a log since line N: "GET manifest 12, HEAD manifest 3, ..." by method and kind.
+requests() { # log from_line
+  tail -n +"$(($2 + 1))" "$1" | awk -F'"' '{ split($2, r, " "); p = r[2]; k = "other";
+      if (p ~ /\/manifests\//) k = "manifest"; else if (p ~ /\/blobs\/uploads/) k = "upload"; else if (p ~ /\/blobs\//) k = "blob";
+      n[r[1] " " k]++; t++ } END { for (x in n) printf "%s %d, ", x, n[x]; printf "total %d", t }'
+}
+lines() { wc -l <"$1"; }
+measure() { # label cmd... → appends "label wall cpu rss" to $W/times
+  local label=$1; shift
+  /usr/bin/time -f "%e %U %S %M" -o "$W/t" "$@" >"$W/cmd.out" 2>&1 || { cat "$W/cmd.out"; return 1; }
+  read -r wall user sys rss <"$W/t"
+  echo "$label $wall $(echo "$user + $sys" | bc) $rss" >>"$W/times"
+}
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+
+run_transport() { # name tls
+  local name=$1 tls=$2 scheme=http auth=() skauth=() refauth=() wlauth=() skyaml src=127.0.0.1:16101 dst=127.0.0.1:16102
+  if [ "$tls" = 1 ]; then
+    scheme=https
+    auth=(--source-username bench --source-password bench-pass --target-username bench --target-password bench-pass --ca-cert "$W/ca.pem")
+    refauth=(--user bench --password bench-pass --cafile "$W/ca.pem"); wlauth=("${refauth[@]}")
+    skauth=(--dest-creds bench:bench-pass --dest-cert-dir "$W/certs")
+    skyaml="  cert-dir: $W/certs
+  credentials: {username: bench, password: bench-pass}"
+  else
+    auth=(--insecure-registry "$src,$dst"); skauth=(--dest-tls-verify=false); skyaml="  tls-verify: false"
+  fi
+  # skopeo syncs a namespace of many repositories only from a YAML list.
+  { echo "$src:"; echo "$skyaml"; echo "  images-by-tag-regex:"
+    for r in $(seq -w 0 11); do echo "    team/app$r: '.*'"; done; } >"$W/sk.yaml"
+  start src 16101 "$tls"
+  python3 scripts/bench/workload.py "$scheme://$src" team --scale "$SCALE" "${wlauth[@]}" | tee -a "$OUT"
+  say "source data: $(du -sh "$W/src/data" | cut -f1)"
+  : >"$W/times"
+  for i in $(seq "$ITER"); do
+    for tool in reference skopeo gcrsync; do
+      start dst 16102 "$tls"; rm -rf "$W/meta"
+      local s0 d0; s0=$(lines "$W/src.log"); d0=$(lines "$W/dst.log")
+      case $tool in
+        reference) measure full-reference python3 scripts/bench/refcopy.py "$scheme://$src" "$scheme://$dst" team mirror "${refauth[@]}" ;;
+        skopeo) measure full-skopeo skopeo sync --all --src yaml --dest docker "${skauth[@]}" "$W/sk.yaml" "$dst/mirror" ;;
+        gcrsync) measure full-gcrsync "$BIN" -q --source "$src/team" --target "$dst/mirror" --metadata-dir "$W/meta" --process-count -1 "${auth[@]}" ;;
+      esac
+      [ "$i" = 1 ] && echo "full $tool: source: $(requests "$W/src.log" "$s0"); target: $(requests "$W/dst.log" "$d0")" >>"$W/requests"
+      if [ "$tool" != reference ]; then
+        s0=$(lines "$W/src.log"); d0=$(lines "$W/dst.log")
+        case $tool in
+          skopeo) measure noop-skopeo skopeo sync --all --src yaml --dest docker "${skauth[@]}" "$W/sk.yaml" "$dst/mirror" ;;
+          gcrsync) measure noop-gcrsync "$BIN" -q --source "$src/team" --target "$dst/mirror" --metadata-dir "$W/meta" --process-count -1 "${auth[@]}" ;;
+        esac
+        [ "$i" = 1 ] && echo "no-op $tool: source: $(requests "$W/src.log" "$s0"); target: $(requests "$W/dst.log" "$d0")" >>"$W/requests"
+      fi
+      stop dst
+    done
+  done
+  {
+    echo; echo "### $name"; echo
+    echo "| run | reference s | skopeo s | gcrsync s | gcrsync/reference | skopeo/reference | gcrsync/skopeo | gcrsync CPU s | skopeo CPU s | gcrsync peak RSS MiB | skopeo peak RSS MiB |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|"
+    for phase in full noop; do
+      ref=$(awk -v k="$phase-reference" '$1 == k { print $2 }' "$W/times" | median)
+      sk=$(awk -v k="$phase-skopeo" '$1 == k { print $2 }' "$W/times" | median)
+      gc=$(awk -v k="$phase-gcrsync" '$1 == k { print $2 }' "$W/times" | median)
+      gcpu=$(awk -v k="$phase-gcrsync" '$1 == k { print $3 }' "$W/times" | median)
+      scpu=$(awk -v k="$phase-skopeo" '$1 == k { print $3 }' "$W/times" | median)
+      grss=$(awk -v k="$phase-gcrsync" '$1 == k { print $4 }' "$W/times" | sort -n | tail -1)
+      srss=$(awk -v k="$phase-skopeo" '$1 == k { print $4 }' "$W/times" | sort -n | tail -1)
+      ratio() { [ -n "$1" ] && [ -n "$2" ] && echo "scale=3; $1 / $2" | bc || echo "—"; }
+      echo "| $phase | ${ref:-—} | $sk | $gc | $(ratio "$gc" "$ref") | $(ratio "$sk" "$ref") | $(ratio "$gc" "$sk") | $gcpu | $scpu | $((grss / 1024)) | $((srss / 1024)) |"
+    done
+    echo; echo "Requests (first iteration):"; echo; sed 's/^/- /' "$W/requests"
+  } | tee -a "$OUT"
+  rm -f "$W/requests"
+
+  # 3 tags moved: only their new manifests and blobs should travel.
+  start dst 16102 "$tls"; rm -rf "$W/meta" "$W/meta-sk"
+  "$BIN" -q --source "$src/team" --target "$dst/mirror" --metadata-dir "$W/meta" --process-count -1 "${auth[@]}" >/dev/null 2>&1
+  skopeo sync --all --src yaml --dest docker "${skauth[@]}" "$W/sk.yaml" "$dst/skopeo" >/dev/null 2>&1
+  python3 scripts/bench/workload.py "$scheme://$src" team --scale "$SCALE" --move 3 "${wlauth[@]}" >/dev/null
+  local s0 d0; s0=$(lines "$W/src.log"); d0=$(lines "$W/dst.log")
+  measure moved-gcrsync "$BIN" -q --source "$src/team" --target "$dst/mirror" --metadata-dir "$W/meta" --process-count -1 "${auth[@]}"
+  say "- 3 moved, gcrsync: $(tail -1 "$W/times" | awk '{ print $2 }') s; source: $(requests "$W/src.log" "$s0"); target: $(requests "$W/dst.log" "$d0")"
+  s0=$(lines "$W/src.log"); d0=$(lines "$W/dst.log")
+  measure moved-skopeo skopeo sync --all --src yaml --dest docker "${skauth[@]}" "$W/sk.yaml" "$dst/skopeo"
+  say "- 3 moved, skopeo: $(tail -1 "$W/times" | awk '{ print $2 }') s; source: $(requests "$W/src.log" "$s0"); target: $(requests "$W/dst.log" "$d0")"
+  stop dst; stop src
+}
+
+say "# gcrsync benchmark — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $ITER iterations, scale $SCALE"
+say "skopeo $(skopeo --version | awk '{ print $3 }'), $(docker-registry --version | awk '{ print $2, $3 }'), gcrsync $("$BIN" --version | awk '{ print $2 }')"
+run_transport "plain HTTP" 0
+run_transport "TLS + Basic auth" 1
+
+# Memory must not grow with layer size: one image with a HUGE_MIB layer.
+start src 16101 0; start dst 16102 0
+python3 scripts/bench/workload.py 127.0.0.1:16101 team --huge "$HUGE_MIB" | tee -a "$OUT"
+: >"$W/times"
+measure huge-gcrsync "$BIN" -q --source 127.0.0.1:16101/team --target 127.0.0.1:16102/mirror --metadata-dir "$W/meta-huge" --insecure-registry 127.0.0.1:16101,127.0.0.1:16102
+measure huge-skopeo skopeo copy --all --src-tls-verify=false --dest-tls-verify=false docker://127.0.0.1:16101/team/huge:1 docker://127.0.0.1:16102/skopeo/huge:1
+say ""
+say "### One image with a $HUGE_MIB MiB layer"
+say ""
+awk '{ printf "- %s: %s s, peak RSS %d MiB\n", $1, $2, $4 / 1024 }' "$W/times" | tee -a "$OUT"
