@@ -200,9 +200,7 @@ async fn the_action_installs_the_verified_release_and_reports_to_the_runner() {
             .success()
     );
     // The source accepts foreign-layer URLs, the target refuses them: one tag fails.
-    let src = TestRegistry::start_with(
-        "validation:\n  manifests:\n    urls:\n      allow:\n        - ^https?://\n",
-    );
+    let src = TestRegistry::start_with(images::ALLOW_FOREIGN_URLS);
     let dst = TestRegistry::start_with(&format!(
         "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
         htpasswd.display()
@@ -224,20 +222,7 @@ async fn the_action_installs_the_verified_release_and_reports_to_the_runner() {
         &[random_bytes(1000)],
     )
     .await;
-    let mut layer = p.blob("team/bad", &random_bytes(100)).await;
-    layer["mediaType"] =
-        serde_json::json!("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip");
-    layer["urls"] = serde_json::json!(["https://example.com/l.tgz"]);
-    let mut config = p.blob("team/bad", b"{}").await;
-    config["mediaType"] = serde_json::json!("application/vnd.docker.container.image.v1+json");
-    let body = serde_json::json!({"schemaVersion": 2, "mediaType": images::DOCKER_MANIFEST, "config": config, "layers": [layer]});
-    p.manifest(
-        "team/bad",
-        "1",
-        images::DOCKER_MANIFEST,
-        &serde_json::to_vec(&body).unwrap(),
-    )
-    .await;
+    p.refused_image("team/bad", "1").await;
 
     let work = tempfile::tempdir().unwrap();
     let release = release_dir(work.path());

@@ -11,16 +11,7 @@ use common::images::random_bytes;
 use common::*;
 
 fn proxied_args(proxy: &FaultProxy, dst: &TestRegistry, metadata: &std::path::Path) -> Vec<String> {
-    vec![
-        "--source".into(),
-        format!("{}/team", proxy.addr),
-        "--target".into(),
-        format!("{}/mirror", dst.addr),
-        "--insecure-registry".into(),
-        format!("{},{}", proxy.addr, dst.addr),
-        "--metadata-dir".into(),
-        metadata.display().to_string(),
-    ]
+    args_for(&proxy.addr, &dst.addr, metadata)
 }
 
 #[tokio::test]

@@ -10,16 +10,7 @@ use common::images::random_bytes;
 use common::*;
 
 fn gcr_args(gcr: &FakeGcr, dst: &TestRegistry, metadata: &std::path::Path) -> Vec<String> {
-    vec![
-        "--source".into(),
-        format!("{}/team", gcr.addr),
-        "--target".into(),
-        format!("{}/mirror", dst.addr),
-        "--insecure-registry".into(),
-        format!("{},{}", gcr.addr, dst.addr),
-        "--metadata-dir".into(),
-        metadata.display().to_string(),
-    ]
+    args_for(&gcr.addr, &dst.addr, metadata)
 }
 
 #[tokio::test]

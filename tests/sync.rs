@@ -296,9 +296,7 @@ async fn process_count_copies_exactly_the_head_of_the_plan() {
 #[tokio::test]
 async fn a_tag_the_target_rejects_fails_alone_and_is_not_recorded() {
     // The source accepts foreign-layer URLs; the target (default config) refuses the manifest.
-    let src = TestRegistry::start_with(
-        "validation:\n  manifests:\n    urls:\n      allow:\n        - ^https?://\n",
-    );
+    let src = TestRegistry::start_with(images::ALLOW_FOREIGN_URLS);
     let dst = TestRegistry::start();
     let p = Pusher::new(&src.addr);
     let (good, _) = p
@@ -310,27 +308,7 @@ async fn a_tag_the_target_rejects_fails_alone_and_is_not_recorded() {
             &[random_bytes(1000)],
         )
         .await;
-    let config = p
-        .blob(
-            "team/bad",
-            b"{\"architecture\":\"amd64\",\"os\":\"windows\"}",
-        )
-        .await;
-    let layer_bytes = random_bytes(500);
-    let mut layer = p.blob("team/bad", &layer_bytes).await;
-    layer["mediaType"] =
-        serde_json::json!("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip");
-    layer["urls"] = serde_json::json!(["https://example.com/layer.tar.gz"]);
-    let mut config = config;
-    config["mediaType"] = serde_json::json!("application/vnd.docker.container.image.v1+json");
-    let body = serde_json::json!({"schemaVersion": 2, "mediaType": images::DOCKER_MANIFEST, "config": config, "layers": [layer]});
-    p.manifest(
-        "team/bad",
-        "1",
-        images::DOCKER_MANIFEST,
-        &serde_json::to_vec(&body).unwrap(),
-    )
-    .await;
+    p.refused_image("team/bad", "1").await;
 
     let work = tempfile::tempdir().unwrap();
     let metadata = work.path().join("meta");

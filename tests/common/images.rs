@@ -10,6 +10,10 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
+/// Registry config accepting the foreign-layer URLs of [`Pusher::refused_image`].
+pub const ALLOW_FOREIGN_URLS: &str =
+    "validation:\n  manifests:\n    urls:\n      allow:\n        - ^https?://\n";
+
 pub fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
@@ -201,6 +205,27 @@ impl Pusher {
         )
         .unwrap();
         (self.manifest(repo, tag, media_type, &body).await, digests)
+    }
+
+    /// An image with a foreign (non-distributable) layer that names a URL: a registry
+    /// started with `ALLOW_FOREIGN_URLS` accepts it, one with the default config refuses
+    /// the manifest (distribution answers 500), which makes a copy of it fail.
+    pub async fn refused_image(&self, repo: &str, tag: &str) {
+        let mut config = self
+            .blob(repo, b"{\"architecture\":\"amd64\",\"os\":\"windows\"}")
+            .await;
+        config["mediaType"] = json!("application/vnd.docker.container.image.v1+json");
+        let mut layer = self.blob(repo, &random_bytes(500)).await;
+        layer["mediaType"] = json!("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip");
+        layer["urls"] = json!(["https://example.com/layer.tar.gz"]);
+        let body = json!({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST, "config": config, "layers": [layer]});
+        self.manifest(
+            repo,
+            tag,
+            DOCKER_MANIFEST,
+            &serde_json::to_vec(&body).unwrap(),
+        )
+        .await;
     }
 
     /// The digest a tag points at, by HEAD.

@@ -38,18 +38,23 @@ pub fn gcrsync(dir: &Path) -> Command {
     command
 }
 
-/// Source/target/insecure arguments for a mirror from `src/ns` to `dst/mirror`.
-pub fn mirror_args(src: &TestRegistry, dst: &TestRegistry, metadata: &Path) -> Vec<String> {
+/// Arguments for a mirror from `src/team` to `dst/mirror`, both over plain HTTP.
+pub fn args_for(src: &str, dst: &str, metadata: &Path) -> Vec<String> {
     vec![
         "--source".into(),
-        format!("{}/team", src.addr),
+        format!("{src}/team"),
         "--target".into(),
-        format!("{}/mirror", dst.addr),
+        format!("{dst}/mirror"),
         "--insecure-registry".into(),
-        format!("{},{}", src.addr, dst.addr),
+        format!("{src},{dst}"),
         "--metadata-dir".into(),
         metadata.display().to_string(),
     ]
+}
+
+/// [`args_for`] two test registries.
+pub fn mirror_args(src: &TestRegistry, dst: &TestRegistry, metadata: &Path) -> Vec<String> {
+    args_for(&src.addr, &dst.addr, metadata)
 }
 
 pub fn run(command: &mut Command) -> Output {

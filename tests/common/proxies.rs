@@ -81,29 +81,13 @@ async fn forward_absolute(req: Request<Incoming>, client: reqwest::Client) -> Re
 pub fn socks5_proxy() -> Counted {
     let count = Arc::new(AtomicUsize::new(0));
     let seen = count.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap().to_string()).unwrap();
-            loop {
-                let Ok((socket, _)) = listener.accept().await else {
-                    continue;
-                };
-                seen.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(socks5_session(socket));
-            }
-        });
+    let addr = server::listen(move |socket| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let _ = socks5_session(socket).await;
+        }
     });
-    Counted {
-        addr: rx.recv().unwrap(),
-        count,
-    }
+    Counted { addr, count }
 }
 
 async fn socks5_session(mut client: tokio::net::TcpStream) -> std::io::Result<()> {

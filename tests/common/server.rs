@@ -18,11 +18,12 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
-/// Serves `handler` on a free loopback port; returns `host:port`.
-pub fn serve<F, Fut>(handler: F) -> String
+/// Accepts connections on a free loopback port, each handed to `on_connection` on a
+/// runtime of its own; returns `host:port`.
+pub fn listen<F, Fut>(on_connection: F) -> String
 where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send + 'static,
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
 {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -38,19 +39,30 @@ where
                 let Ok((socket, _)) = listener.accept().await else {
                     continue;
                 };
-                let handler = handler.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let answer = handler(req);
-                        async move { Ok::<_, Infallible>(answer.await) }
-                    });
-                    let io = hyper_util::rt::TokioIo::new(socket);
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, service)
-                        .await;
-                });
+                tokio::spawn(on_connection(socket));
             }
         });
     });
     rx.recv().unwrap()
+}
+
+/// Serves `handler` over HTTP/1.1 on a free loopback port; returns `host:port`.
+pub fn serve<F, Fut>(handler: F) -> String
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    listen(move |socket| {
+        let handler = handler.clone();
+        async move {
+            let service = hyper::service::service_fn(move |req| {
+                let answer = handler(req);
+                async move { Ok::<_, Infallible>(answer.await) }
+            });
+            let io = hyper_util::rt::TokioIo::new(socket);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
+        }
+    })
 }
