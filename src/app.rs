@@ -13,7 +13,7 @@ use crate::metadata::local::LocalStore;
 use crate::metadata::record::{Outcome, TagRecord};
 use crate::metadata::render::Renderer;
 use crate::metadata::{MetadataStore, Recorder, StoreError};
-use crate::oci::http::{Access, Endpoint, HttpRegistry, RetryPolicy};
+use crate::oci::http::{Access, Clients, Endpoint, HttpRegistry, RetryPolicy};
 use crate::oci::manifest::RawManifest;
 use crate::oci::{ManifestRef, Registry};
 use crate::plan::{self, Candidate, Plan};
@@ -69,14 +69,30 @@ struct Registries {
     retry: RetryPolicy,
 }
 
-/// The HTTP client of a run; `verify: false` only for `--insecure-registry https://HOST`.
-fn http_client(settings: &Settings, verify: bool) -> Result<reqwest::Client, AppError> {
+/// The HTTP clients of a run (see `Clients`); `verify: false` only for
+/// `--insecure-registry https://HOST`.
+fn http_clients(settings: &Settings, verify: bool) -> Result<Clients, AppError> {
+    Ok(Clients {
+        requests: http_client(settings, verify, true)?,
+        uploads: http_client(settings, verify, false)?,
+    })
+}
+
+/// One HTTP client; `idle_timeout` adds `--http-timeout` as a read timeout.
+fn http_client(
+    settings: &Settings,
+    verify: bool,
+    idle_timeout: bool,
+) -> Result<reqwest::Client, AppError> {
     let mut builder = reqwest::Client::builder()
         .tls_danger_accept_invalid_certs(!verify)
         .user_agent(concat!("gcrsync/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(settings.http_timeout)
-        .read_timeout(settings.http_timeout)
+        .tcp_keepalive(settings.http_timeout)
         .pool_max_idle_per_host(settings.limits.tags + settings.limits.queries);
+    if idle_timeout {
+        builder = builder.read_timeout(settings.http_timeout);
+    }
     if let Some(proxy) = &settings.proxy {
         let proxy =
             reqwest::Proxy::all(proxy).map_err(|e| AppError::Config(format!("--proxy: {e}")))?;
@@ -95,7 +111,7 @@ fn http_client(settings: &Settings, verify: bool) -> Result<reqwest::Client, App
 impl Registries {
     /// One client per registry over the shared pool `http` (or `unverified` for
     /// `--insecure-registry https://HOST`).
-    fn new(settings: &Settings, http: &reqwest::Client) -> Result<Self, AppError> {
+    fn new(settings: &Settings, http: &Clients) -> Result<Self, AppError> {
         let retry = RetryPolicy {
             retries: settings.retries,
             min_delay: Duration::from_millis(250),
@@ -106,7 +122,7 @@ impl Registries {
             .iter()
             .any(|(_, m)| *m == Insecure::UnverifiedTls)
         {
-            true => Some(http_client(settings, false)?),
+            true => Some(http_clients(settings, false)?),
             false => None,
         };
         let registry = |ns: &Namespace, access, side| -> Result<Arc<HttpRegistry>, AppError> {
@@ -257,13 +273,13 @@ fn names(settings: &Settings) -> Vec<(String, String)> {
 /// Runs the configured command against the configured metadata store.
 pub async fn run(settings: Settings, stop: StopFlag) -> Result<Finished, AppError> {
     let started = Instant::now();
-    let http = http_client(&settings, true)?;
+    let http = http_clients(&settings, true)?;
     let registries = Registries::new(&settings, &http)?;
     match &settings.github {
         Some(config) => {
             let writes =
                 matches!(settings.command, Command::Sync | Command::Compare) && !settings.dry_run;
-            let store = GitHubStore::connect(config, http, writes).await?;
+            let store = GitHubStore::connect(config, http.requests, writes).await?;
             tracing::info!("metadata: {} branch {}", config.repo, store.branch());
             let recorder = recorder(&settings, store)?;
             command(&settings, &registries, &recorder, started, stop).await

@@ -253,3 +253,66 @@ async fn a_download_cut_mid_stream_resumes_with_a_range_request_in_the_same_uplo
         Some(digest)
     );
 }
+
+#[tokio::test]
+async fn http_timeout_cuts_a_hung_server_but_never_a_slow_steady_transfer() {
+    use std::time::Duration;
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let (digest, blobs) = Pusher::new(&src.addr)
+        .image(
+            "team/app",
+            "1",
+            Format::Oci,
+            "amd64",
+            &[random_bytes(2 << 20)],
+        )
+        .await;
+    let proxy = FaultProxy::start(&src.addr);
+    proxy.inject(Rule {
+        method: "GET",
+        path_contains: "/tags/list".into(),
+        times: 1,
+        fault: Fault::Stall(Duration::from_secs(5)),
+    });
+    // 2 MiB in 64 KiB pieces 100 ms apart: over 3 s in all, never 1 s without data.
+    proxy.inject(Rule {
+        method: "GET",
+        path_contains: blobs[1].clone(),
+        times: 1,
+        fault: Fault::Trickle(Duration::from_millis(100)),
+    });
+    let work = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let out = run(gcrsync(work.path())
+        .args(proxied_args(&proxy, &dst, &work.path().join("meta")))
+        .args(["--http-timeout", "1s"]));
+    assert_eq!(out.status.code(), Some(0));
+    let log = stderr(&out);
+    assert!(
+        log.contains("tags/list") && log.contains("retrying"),
+        "the hung listing timed out and was retried: {log}"
+    );
+    assert!(
+        !log.contains("resuming"),
+        "the slow blob was never cut: {log}"
+    );
+    assert!(
+        started.elapsed() > Duration::from_secs(3),
+        "the trickle took longer than the timeout"
+    );
+    let gets = proxy
+        .log()
+        .iter()
+        .filter(|(m, p, _)| m == "GET" && p.contains(&blobs[1]))
+        .count();
+    assert_eq!(
+        gets,
+        1,
+        "the slow transfer went through in one piece: {:?}",
+        proxy.log()
+    );
+    assert_eq!(
+        Pusher::new(&dst.addr).head("mirror/app", "1").await,
+        Some(digest)
+    );
+}

@@ -371,3 +371,33 @@ async fn a_namespace_of_5000_tags_is_planned_with_one_listing_request_per_reposi
     );
     assert_eq!(read_json(&report)["totals"]["unchanged"], N);
 }
+
+#[tokio::test]
+async fn a_failing_token_endpoint_is_retried_and_a_dead_one_is_fatal() {
+    let (upstream, dst) = (TestRegistry::start(), TestRegistry::start());
+    let (digest, _) = Pusher::new(&upstream.addr)
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(500)])
+        .await;
+    let gcr = FakeGcr::start(&upstream.addr, true);
+    let work = tempfile::tempdir().unwrap();
+    let args = gcr_args(&gcr, &dst, &work.path().join("meta"));
+    gcr.fail_token_requests(2);
+    let out = run(gcrsync(work.path()).args(&args));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("/v2/token") && stderr(&out).contains("HTTP 503"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        Pusher::new(&dst.addr).head("mirror/app", "1").await,
+        Some(digest)
+    );
+    gcr.fail_token_requests(100);
+    let out = run(gcrsync(work.path()).args(&args).args(["--retries", "1"]));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a source that cannot be listed is fatal, never zero images"
+    );
+}

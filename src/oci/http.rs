@@ -81,10 +81,22 @@ pub struct Endpoint {
     pub access: Access,
 }
 
+/// The HTTP clients of a registry. Uploads get their own: reqwest's read timeout runs
+/// while a request body is still being sent, so on the upload client it would cap the
+/// whole transfer; the source side of an upload keeps its idle timeout instead.
+#[derive(Clone)]
+pub struct Clients {
+    /// Every request but blob uploads: connect and idle-read timeouts.
+    pub requests: reqwest::Client,
+    /// Blob uploads: connect timeout and TCP keepalive, no read timeout.
+    pub uploads: reqwest::Client,
+}
+
 /// A registry reached over its HTTP API.
 pub struct HttpRegistry {
     base: String,
     http: reqwest::Client,
+    uploads: reqwest::Client,
     auth: Authenticator,
     access: Access,
     retry: RetryPolicy,
@@ -197,7 +209,7 @@ fn header_str<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
 
 impl HttpRegistry {
     /// A registry client sharing `http`'s connection pool.
-    pub fn new(endpoint: Endpoint, http: reqwest::Client, retry: RetryPolicy) -> Self {
+    pub fn new(endpoint: Endpoint, clients: Clients, retry: RetryPolicy) -> Self {
         let scheme = if endpoint.plain_http { "http" } else { "https" };
         let base = format!("{scheme}://{}", endpoint.host.api_host());
         let role = match endpoint.access {
@@ -207,7 +219,8 @@ impl HttpRegistry {
         let auth = Authenticator::new(endpoint.host.to_string(), role, endpoint.login);
         HttpRegistry {
             base,
-            http,
+            http: clients.requests,
+            uploads: clients.uploads,
             auth,
             access: endpoint.access,
             retry,
@@ -577,7 +590,8 @@ impl Registry for HttpRegistry {
 }
 
 impl HttpRegistry {
-    /// Like `send`, for bodies that cannot be replayed: a 401 is returned as an error.
+    /// Like `send`, for blob bodies (on the upload client): they cannot be replayed, so a
+    /// 401 is returned as an error.
     async fn send_once(
         &self,
         method: Method,
@@ -585,7 +599,7 @@ impl HttpRegistry {
         scopes: &[String],
         build: impl FnOnce(RequestBuilder) -> RequestBuilder,
     ) -> Result<Response> {
-        let mut request = build(self.http.request(method.clone(), url));
+        let mut request = build(self.uploads.request(method.clone(), url));
         if let Some(value) = self.auth.authorize(&self.http, scopes).await? {
             request = request.header(header::AUTHORIZATION, value);
         }

@@ -21,6 +21,10 @@ pub enum Fault {
     CutAfter(usize),
     /// Forward, but flip one byte of the response body.
     Corrupt,
+    /// Wait this long before answering at all (a hung server).
+    Stall(std::time::Duration),
+    /// Forward, but wait this long before each piece of the body (slow, never idle long).
+    Trickle(std::time::Duration),
 }
 
 /// Applies `fault` to the next `times` requests whose method and path match.
@@ -136,8 +140,10 @@ async fn handle(
         ));
         fault
     };
-    if let Some(Fault::Status(status, retry_after)) = fault {
-        return injected(status, retry_after);
+    match fault {
+        Some(Fault::Status(status, retry_after)) => return injected(status, retry_after),
+        Some(Fault::Stall(wait)) => tokio::time::sleep(wait).await,
+        _ => {}
     }
     let headers = state.lock().unwrap().headers.clone();
     let mut response = forward(req, &client, &upstream, &proxy_addr, fault).await;
@@ -184,6 +190,10 @@ pub async fn forward(
     }
     let mut sent = 0usize;
     let mut flipped = false;
+    let trickle = match fault {
+        Some(Fault::Trickle(wait)) => Some(wait),
+        _ => None,
+    };
     let stream = response.bytes_stream().map(move |chunk| {
         let mut chunk =
             chunk.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
@@ -202,6 +212,37 @@ pub async fn forward(
         sent += chunk.len();
         Ok(Frame::data(chunk))
     });
+    type Frames = std::pin::Pin<
+        Box<
+            dyn futures_util::Stream<
+                    Item = Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>,
+                > + Send
+                + Sync,
+        >,
+    >;
+    let stream: Frames = match trickle {
+        Some(wait) => Box::pin(
+            stream
+                .flat_map(|item| {
+                    // Pieces of 64 KiB, each after a pause: slow, but never silent for long.
+                    let pieces: Vec<_> = match item {
+                        Ok(frame) => {
+                            let data = frame.into_data().unwrap_or_default();
+                            data.chunks(64 << 10)
+                                .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+                                .collect()
+                        }
+                        Err(e) => vec![Err(e)],
+                    };
+                    futures_util::stream::iter(pieces)
+                })
+                .then(move |item| async move {
+                    tokio::time::sleep(wait).await;
+                    item
+                }),
+        ),
+        _ => Box::pin(stream),
+    };
     builder
         .body(BodyExt::boxed(StreamBody::new(stream)))
         .unwrap()

@@ -17,6 +17,7 @@ use super::server::{self, Body, full};
 
 #[derive(Default)]
 struct State {
+    failing_tokens: usize,
     tokens: HashMap<String, Instant>,
     issued: usize,
     lifetime: Duration,
@@ -66,6 +67,11 @@ impl FakeGcr {
     /// Accepts `oauth2accesstoken` logins with any access token in `issued` (Google's).
     pub fn trust_google(&self, issued: Arc<Mutex<HashSet<String>>>) {
         self.state.lock().unwrap().google = Some(issued);
+    }
+
+    /// The next `n` token requests fail with 503.
+    pub fn fail_token_requests(&self, n: usize) {
+        self.state.lock().unwrap().failing_tokens = n;
     }
 
     /// Tokens issued from now on expire after `lifetime`.
@@ -132,6 +138,13 @@ async fn handle(
         state.lock().unwrap().log.push(entry);
         let login = basic_login(&req);
         let mut state = state.lock().unwrap();
+        if state.failing_tokens > 0 {
+            state.failing_tokens -= 1;
+            return json_answer(
+                503,
+                json!({"errors": [{"code": "UNAVAILABLE", "message": "token service down"}]}),
+            );
+        }
         let google_token = |l: &(String, String)| {
             l.0 == "oauth2accesstoken"
                 && state
