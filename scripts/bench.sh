@@ -24,17 +24,23 @@ say() { echo "$*" | tee -a "$OUT"; }
   openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=127.0.0.1 2>/dev/null &&
   echo subjectAltName=IP:127.0.0.1 >san.ext &&
   openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 -extfile san.ext 2>/dev/null &&
-  mkdir -p certs && cp ca.pem certs/ca.crt && htpasswd -Bbc htpasswd bench bench-pass 2>/dev/null)
+  mkdir -p certs && cp ca.pem certs/ca.crt && htpasswd -Bbc htpasswd bench bench-pass 2>/dev/null &&
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout token.key -out token.pem -days 2 -subj /CN=bench-token 2>/dev/null)
+python3 scripts/bench/tokenserver.py 16199 "$W/token.key" "$W/token.pem" bench bench-pass &
 
 PIDS=()
-start() { # name port tls(0|1) → starts a fresh registry, access log at $W/name.log
+start() { # name port mode(0 plain HTTP | 1 TLS + Basic | 2 TLS + Bearer) → a fresh registry, access log at $W/name.log
   local dir="$W/$1"; rm -rf "$dir"; mkdir -p "$dir"
   { echo "version: 0.1"; echo "log: {level: error, accesslog: {disabled: false}}"
     echo "storage: {filesystem: {rootdirectory: $dir/data}}"
-    if [ "$3" = 1 ]; then
-      echo "http: {addr: 127.0.0.1:$2, tls: {certificate: $W/srv.pem, key: $W/srv.key}}"
-      echo "auth: {htpasswd: {realm: bench, path: $W/htpasswd}}"
-    else echo "http: {addr: 127.0.0.1:$2}"; fi; } >"$dir/config.yml"
+    case $3 in
+      0) echo "http: {addr: 127.0.0.1:$2}" ;;
+      *) echo "http: {addr: 127.0.0.1:$2, tls: {certificate: $W/srv.pem, key: $W/srv.key}}" ;;
+    esac
+    case $3 in
+      1) echo "auth: {htpasswd: {realm: bench, path: $W/htpasswd}}" ;;
+      2) echo "auth: {token: {realm: 'http://127.0.0.1:16199/token', service: bench, issuer: bench-issuer, rootcertbundle: $W/token.pem}}" ;;
+    esac; } >"$dir/config.yml"
   docker-registry serve "$dir/config.yml" >"$W/$1.log" 2>/dev/null &
   eval "PID_$1=$!"
   for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$2") 2>/dev/null && return; sleep 0.05; done
@@ -58,7 +64,7 @@ median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
 run_transport() { # name tls
   local name=$1 tls=$2 scheme=http auth=() skauth=() refauth=() wlauth=() skyaml src=127.0.0.1:16101 dst=127.0.0.1:16102
-  if [ "$tls" = 1 ]; then
+  if [ "$tls" != 0 ]; then
     scheme=https
     auth=(--source-username bench --source-password bench-pass --target-username bench --target-password bench-pass --ca-cert "$W/ca.pem")
     refauth=(--user bench --password bench-pass --cafile "$W/ca.pem"); wlauth=("${refauth[@]}")
@@ -133,6 +139,7 @@ say "# gcrsync benchmark — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $ITER 
 say "skopeo $(skopeo --version | awk '{ print $3 }'), $(docker-registry --version | awk '{ print $2, $3 }'), gcrsync $("$BIN" --version | awk '{ print $2 }')"
 run_transport "plain HTTP" 0
 run_transport "TLS + Basic auth" 1
+run_transport "TLS + Bearer tokens" 2
 
 # Memory must not grow with layer size: one image with a HUGE_MIB layer.
 start src 16101 0; start dst 16102 0

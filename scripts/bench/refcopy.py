@@ -5,8 +5,11 @@ streamed), mounts it into the other repositories that need it, then pushes manif
 children before indexes. 8 worker threads. No retries, no metadata: a yardstick only.
 Usage: refcopy.py SRC_BASE DST_BASE NAMESPACE TARGET_NS [--user U --password P] [--cafile F]
 """
-import argparse, base64, json, ssl, threading, urllib.request
+import argparse, json, os, re, sys, urllib.parse
 from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.dirname(__file__))
+from httpauth import Http
 
 ACCEPT = ", ".join([
     "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
@@ -14,25 +17,25 @@ ACCEPT = ", ".join([
     "application/vnd.docker.distribution.manifest.v2+json"])
 
 class Client:
-    def __init__(self, base, auth, ctx):
-        self.base, self.auth, self.ctx = base, auth, ctx
+    def __init__(self, base, http, actions):
+        self.base, self.http, self.actions = base, http, actions
 
     def open(self, method, path, data=None, headers=None):
-        headers = dict(headers or {})
-        if self.auth:
-            headers["Authorization"] = self.auth
         url = path if path.startswith("http") else self.base + path
-        req = urllib.request.Request(url, data=data, method=method, headers=headers)
-        return urllib.request.urlopen(req, context=self.ctx)
+        repo = re.search(r"/v2/(.+?)/(?:blobs|manifests|tags)/", url)
+        scope = f"repository:{repo.group(1)}:{self.actions}" if repo else "registry:catalog:*"
+        if "mount=" in url:
+            source = urllib.parse.parse_qs(urllib.parse.urlparse(url).query)["from"][0]
+            scope = f"{scope} repository:{source}:pull"
+        return self.http.open(method, url, data, headers, scope)
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("src"); ap.add_argument("dst"); ap.add_argument("namespace"); ap.add_argument("target")
     ap.add_argument("--user"); ap.add_argument("--password"); ap.add_argument("--cafile")
     a = ap.parse_args()
-    ctx = ssl.create_default_context(cafile=a.cafile) if a.cafile else None
-    auth = "Basic " + base64.b64encode(f"{a.user}:{a.password}".encode()).decode() if a.user else None
-    src, dst = Client(a.src, auth, ctx), Client(a.dst, auth, ctx)
+    src = Client(a.src, Http(a.user, a.password, a.cafile), "pull")
+    dst = Client(a.dst, Http(a.user, a.password, a.cafile), "pull,push")
     repos = [r for r in json.load(src.open("GET", "/v2/_catalog?n=1000"))["repositories"] if r.startswith(a.namespace + "/")]
     manifests = []  # (target repo, reference, media type, body), children first
     blobs = {}      # digest -> [(src repo, size, target repo)]
@@ -48,7 +51,6 @@ def main():
         target = a.target + repo[len(a.namespace):]
         for tag in json.load(src.open("GET", f"/v2/{repo}/tags/list"))["tags"]:
             walk(repo, tag, target)
-    lock = threading.Lock()
     def copy(digest):
         (repo, size, first), *rest = blobs[digest]
         resp = dst.open("POST", f"/v2/{first}/blobs/uploads/")

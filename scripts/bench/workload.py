@@ -6,13 +6,17 @@ repositories) plus its own layers of 1-20 MB; every third repository's tags are 
 OCI indexes. Deterministic (seeded), so every run pushes the same bytes.
 Usage: workload.py HOST:PORT NAMESPACE [--repos 12] [--tags 3] [--scale 1.0] [--move N]
 """
-import argparse, base64, hashlib, json, random, ssl, urllib.request
+import argparse, hashlib, json, os, random, re, sys
 
-AUTH, CTX = {}, None
+sys.path.insert(0, os.path.dirname(__file__))
+from httpauth import Http
+
+HTTP = Http()
 
 def request(method, url, body=None, headers=None):
-    req = urllib.request.Request(url, data=body, method=method, headers={**(headers or {}), **AUTH})
-    with urllib.request.urlopen(req, context=CTX) as resp:
+    repo = re.search(r"/v2/(.+?)/(?:blobs|manifests)/", url)
+    scope = f"repository:{repo.group(1)}:pull,push" if repo else None
+    with HTTP.open(method, url, body, headers, scope) as resp:
         return resp.status, dict(resp.headers), resp.read()
 
 class Registry:
@@ -73,11 +77,8 @@ def main():
     ap.add_argument("--user"); ap.add_argument("--password"); ap.add_argument("--cafile")
     ap.add_argument("--huge", type=int, default=0, help="instead: one image with a layer of this many MiB")
     a = ap.parse_args()
-    global CTX
-    if a.user:
-        AUTH["Authorization"] = "Basic " + base64.b64encode(f"{a.user}:{a.password}".encode()).decode()
-    if a.cafile:
-        CTX = ssl.create_default_context(cafile=a.cafile)
+    global HTTP
+    HTTP = Http(a.user, a.password, a.cafile)
     rng = random.Random(42)
     reg = Registry(a.addr)
     if a.huge:
