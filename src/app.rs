@@ -382,9 +382,7 @@ async fn compare<M: MetadataStore>(
     let heads = listing::target_heads(registries.target.as_ref(), &all, settings.limits.queries)
         .await
         .map_err(|e| AppError::Fatal(e.to_string()))?;
-    let at = jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string();
+    let at = crate::metadata::record::now_utc();
     let mut outcomes = Vec::new();
     for c in &candidates {
         let key = (c.source, c.image.clone(), c.tag.clone());

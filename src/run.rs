@@ -8,7 +8,7 @@ use std::time::Instant;
 use tokio::task::JoinSet;
 
 use crate::copy::Copier;
-use crate::metadata::record::{Outcome, TagRecord};
+use crate::metadata::record::{Outcome, TagRecord, now_utc};
 use crate::metadata::{Committed, MetadataStore, Recorder, StoreError};
 use crate::oci::Registry;
 use crate::plan::{Plan, Reason, Step};
@@ -38,11 +38,6 @@ pub struct RunResult {
     pub commits: Vec<Committed>,
     /// Why the run stopped early, if it did.
     pub stopped: Option<&'static str>,
-}
-
-fn timestamp() -> (jiff::Timestamp, String) {
-    let now = jiff::Timestamp::now();
-    (now, now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
 }
 
 fn outcome_of(step: &Step, result: Result<crate::copy::Copied, String>, at: String) -> Outcome {
@@ -128,13 +123,13 @@ where
             platforms: Vec::new(),
         };
         batcher
-            .push(c.source, outcome_of(step, Ok(copied), timestamp().1))
+            .push(c.source, outcome_of(step, Ok(copied), now_utc()))
             .await?;
     }
     let mut queue = plan.copy.iter();
     let mut running = JoinSet::new();
     loop {
-        while running.len() < options.concurrency.max(1) {
+        while running.len() < options.concurrency.max(1) && queue.len() > 0 {
             if stop.load(Ordering::SeqCst) {
                 batcher.result.stopped = Some("signal");
                 break;
@@ -166,10 +161,7 @@ where
             }
         }
         batcher
-            .push(
-                step.candidate.source,
-                outcome_of(&step, result, timestamp().1),
-            )
+            .push(step.candidate.source, outcome_of(&step, result, now_utc()))
             .await?;
     }
     batcher.result.not_started = queue.cloned().collect();

@@ -316,3 +316,30 @@ async fn http_timeout_cuts_a_hung_server_but_never_a_slow_steady_transfer() {
         Some(digest)
     );
 }
+
+#[tokio::test]
+async fn a_target_that_does_not_create_repositories_on_push_says_what_to_do() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    Pusher::new(&src.addr)
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(100)])
+        .await;
+    let front = FaultProxy::start(&dst.addr);
+    front.inject(Rule {
+        method: "POST",
+        path_contains: "/blobs/uploads/".into(),
+        times: 100,
+        fault: Fault::Status(404, None),
+    });
+    let work = tempfile::tempdir().unwrap();
+    let metadata = work.path().join("meta");
+    let out = run(gcrsync(work.path()).args(args_for(&src.addr, &front.addr, &metadata)));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("target repository mirror/app: does not exist and the registry does not create repositories on push"), "{err}");
+    assert!(err.contains("create it"), "{err}");
+    let record = read_json(&metadata.join(format!("{}/team/images.json", src.addr)));
+    assert!(
+        record["images"].as_object().unwrap().is_empty(),
+        "nothing recorded: {record}"
+    );
+}

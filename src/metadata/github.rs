@@ -475,11 +475,7 @@ impl MetadataStore for GitHubStore {
             return Ok(WriteOutcome::Written { id: None });
         }
         let mut author = self.author.clone();
-        author["date"] = json!(
-            jiff::Timestamp::now()
-                .strftime("%Y-%m-%dT%H:%M:%SZ")
-                .to_string()
-        );
+        author["date"] = json!(super::record::now_utc());
         let commit_body = json!({"message": message, "tree": tree, "parents": [parent], "author": author, "committer": author});
         let commit = self
             .post_sha("commits", &commit_body, "creating a commit")

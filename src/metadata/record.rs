@@ -6,6 +6,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::reference::Digest;
 
+/// The current time as records write it: RFC 3339, UTC, whole seconds.
+pub fn now_utc() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
 /// Everything recorded about one source namespace (SPEC §5).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NamespaceRecord {

@@ -558,6 +558,16 @@ impl Registry for HttpRegistry {
                 Ok(Upload::Session(self.url(location)))
             })
             .await
+            .map_err(|e| match e.status() {
+                // Docker Hub and others answer so for a repository that must exist first.
+                Some(404) => Error::Unsupported {
+                    what: format!("target repository {repo}"),
+                    detail: format!(
+                        "does not exist and the registry does not create repositories on push ({e}); create it, or map to an existing one with --name-template"
+                    ),
+                },
+                _ => e,
+            })
     }
 
     async fn finish_upload(

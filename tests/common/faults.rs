@@ -49,8 +49,13 @@ pub struct FaultProxy {
 }
 
 fn injected(status: u16, retry_after: Option<u64>) -> Response<Body> {
+    let code = if status == 404 {
+        "NAME_UNKNOWN"
+    } else {
+        "INJECTED"
+    };
     let body = format!(
-        r#"{{"errors":[{{"code":"INJECTED","message":"fault injected with status {status}"}}]}}"#
+        r#"{{"errors":[{{"code":"{code}","message":"fault injected with status {status}"}}]}}"#
     );
     let mut response = Response::builder()
         .status(status)
