@@ -194,3 +194,46 @@ async fn every_registry_request_goes_through_the_configured_proxy() {
         );
     }
 }
+
+#[tokio::test]
+async fn github_api_requests_go_through_the_proxy_too() {
+    use common::github::{FakeGitHub, WRITE_TOKEN};
+    let (src, dst, gh) = (
+        TestRegistry::start(),
+        TestRegistry::start(),
+        FakeGitHub::start(false),
+    );
+    Pusher::new(&src.addr)
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(100)])
+        .await;
+    let proxy = http_proxy();
+    let work = tempfile::tempdir().unwrap();
+    let github = [
+        "--github-repo",
+        "owner/repo",
+        "--github-api-url",
+        &gh.api_url,
+        "--github-token",
+        WRITE_TOKEN,
+    ];
+    let out = run(gcrsync(work.path())
+        .args(mirror_args(&src, &dst, &work.path().join("m")))
+        .args(github)
+        .args(["--proxy", &format!("http://{}", proxy.addr)]));
+    assert_eq!(out.status.code(), Some(0));
+    let github_host = gh
+        .api_url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let hosts = proxy.hosts();
+    for host in [&src.addr, &dst.addr, &github_host] {
+        assert!(
+            hosts.contains(host),
+            "no request to {host} went through the proxy: {hosts:?}"
+        );
+    }
+    assert!(gh.file("main", "CHANGELOG.md").is_some());
+}

@@ -12,9 +12,15 @@ use super::server::{self, Body};
 pub struct Counted {
     pub addr: String,
     count: Arc<AtomicUsize>,
+    hosts: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Counted {
+    /// The `host:port` of every request so far (HTTP proxy only).
+    pub fn hosts(&self) -> Vec<String> {
+        self.hosts.lock().unwrap().clone()
+    }
+
     /// Requests (HTTP proxy) or connections (SOCKS5) so far.
     pub fn count(&self) -> usize {
         self.count.load(Ordering::SeqCst)
@@ -30,12 +36,19 @@ pub fn http_proxy() -> Counted {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
+    let hosts = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = hosts.clone();
     let addr = server::serve(move |req: Request<Incoming>| {
         seen.fetch_add(1, Ordering::SeqCst);
+        log.lock().unwrap().push(
+            req.uri()
+                .authority()
+                .map_or(String::new(), |a| a.to_string()),
+        );
         let client = client.clone();
         async move { forward_absolute(req, client).await }
     });
-    Counted { addr, count }
+    Counted { addr, count, hosts }
 }
 
 async fn forward_absolute(req: Request<Incoming>, client: reqwest::Client) -> Response<Body> {
@@ -87,7 +100,11 @@ pub fn socks5_proxy() -> Counted {
             let _ = socks5_session(socket).await;
         }
     });
-    Counted { addr, count }
+    Counted {
+        addr,
+        count,
+        hosts: Default::default(),
+    }
 }
 
 async fn socks5_session(mut client: tokio::net::TcpStream) -> std::io::Result<()> {
