@@ -7,7 +7,7 @@ use std::path::Path;
 use base64::Engine as _;
 use serde::Deserialize;
 
-use crate::oci::auth::Credentials;
+use crate::oci::auth::{Credentials, Login};
 use crate::reference::RegistryHost;
 
 /// Why a docker config cannot be used.
@@ -39,7 +39,7 @@ struct Entry {
 /// Logins by registry host.
 #[derive(Debug, Default, Clone)]
 pub struct DockerConfig {
-    logins: BTreeMap<RegistryHost, Credentials>,
+    logins: BTreeMap<RegistryHost, Login>,
 }
 
 /// `https://index.docker.io/v1/` → `docker.io`; `https://host:5000` → `host:5000`.
@@ -91,18 +91,15 @@ impl DockerConfig {
                     let (user, password) = decoded.split_once(':').ok_or_else(|| {
                         error(format!("auths.{key}.auth is not base64 of user:password"))
                     })?;
-                    Credentials {
+                    Login::Static(Credentials {
                         username: user.into(),
                         password: password.into(),
-                    }
+                    })
                 }
-                (_, Some(username), Some(password), _) => Credentials { username, password },
-                (_, _, _, Some(_)) => {
-                    tracing::warn!(
-                        "docker config: {key} has an identity token, which gcrsync cannot exchange; skipped"
-                    );
-                    continue;
+                (_, Some(username), Some(password), _) => {
+                    Login::Static(Credentials { username, password })
                 }
+                (_, _, _, Some(token)) if !token.is_empty() => Login::IdentityToken(token),
                 _ => continue,
             };
             logins.insert(host, credentials);
@@ -110,13 +107,17 @@ impl DockerConfig {
         Ok(DockerConfig { logins })
     }
 
-    /// Every password, for masking.
+    /// Every password and token, for masking.
     pub fn passwords(&self) -> impl Iterator<Item = String> + '_ {
-        self.logins.values().map(|c| c.password.clone())
+        self.logins.values().filter_map(|login| match login {
+            Login::Static(c) => Some(c.password.clone()),
+            Login::IdentityToken(token) => Some(token.clone()),
+            Login::Dynamic(_) => None,
+        })
     }
 
     /// The login for `host`, if any.
-    pub fn get(&self, host: &RegistryHost) -> Option<&Credentials> {
+    pub fn get(&self, host: &RegistryHost) -> Option<&Login> {
         self.logins.get(host)
     }
 }
@@ -136,14 +137,18 @@ mod tests {
         }, "credsStore": "desktop"}"#;
         std::fs::write(dir.path().join("config.json"), config).unwrap();
         let c = DockerConfig::load(dir.path()).unwrap();
-        let get = |h: &str| {
-            c.get(&h.parse().unwrap())
-                .map(|c| (c.username.clone(), c.password.clone()))
+        let get = |h: &str| match c.get(&h.parse().unwrap()) {
+            Some(Login::Static(c)) => Some((c.username.clone(), c.password.clone())),
+            Some(Login::IdentityToken(t)) => Some(("<identity token>".into(), t.clone())),
+            _ => None,
         };
         assert_eq!(get("docker.io"), Some(("user".into(), "pa:ss".into())));
         assert_eq!(get("localhost:5000"), Some(("a".into(), "b".into())));
         assert_eq!(get("quay.io"), Some(("q".into(), "r".into())));
-        assert_eq!(get("ghcr.io"), None);
+        assert_eq!(
+            get("ghcr.io"),
+            Some(("<identity token>".into(), "x".into()))
+        );
         assert!(
             DockerConfig::load(&dir.path().join("missing"))
                 .unwrap()

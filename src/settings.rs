@@ -186,7 +186,7 @@ impl Settings {
         {
             return key.login().map(Some);
         }
-        Ok(self.docker_config.get(host).cloned().map(Login::Static))
+        Ok(self.docker_config.get(host).cloned())
     }
 }
 

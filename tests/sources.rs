@@ -401,3 +401,39 @@ async fn a_failing_token_endpoint_is_retried_and_a_dead_one_is_fatal() {
         "a source that cannot be listed is fatal, never zero images"
     );
 }
+
+#[tokio::test]
+async fn a_docker_config_identity_token_is_exchanged_with_the_refresh_token_grant() {
+    let (upstream, dst) = (TestRegistry::start(), TestRegistry::start());
+    let (digest, _) = Pusher::new(&upstream.addr)
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(500)])
+        .await;
+    let gcr = FakeGcr::start(&upstream.addr, false);
+    let token = "identity-refresh-token-never-printed";
+    gcr.accept_identity_token(token);
+    let work = tempfile::tempdir().unwrap();
+    let docker = work.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    std::fs::write(
+        docker.join("config.json"),
+        format!(
+            r#"{{"auths": {{"{}": {{"identitytoken": "{token}"}}}}}}"#,
+            gcr.addr
+        ),
+    )
+    .unwrap();
+    let out = run(gcrsync(work.path())
+        .args(gcr_args(&gcr, &dst, &work.path().join("meta")))
+        .env("DOCKER_CONFIG", &docker));
+    assert_eq!(out.status.code(), Some(0), "{:?}", gcr.log());
+    assert_eq!(
+        Pusher::new(&dst.addr).head("mirror/app", "1").await,
+        Some(digest)
+    );
+    assert!(
+        gcr.log()
+            .iter()
+            .any(|(m, p)| m == "POST" && p.starts_with("/v2/token"))
+    );
+    assert!(!stderr(&out).contains(token));
+}

@@ -53,6 +53,8 @@ pub enum Login {
     Static(Credentials),
     /// Credentials fetched anew for every token exchange (they expire).
     Dynamic(std::sync::Arc<dyn CredentialSource>),
+    /// A docker `identitytoken`: an OAuth2 refresh token exchanged at the token realm.
+    IdentityToken(String),
 }
 
 impl fmt::Debug for Login {
@@ -60,6 +62,7 @@ impl fmt::Debug for Login {
         match self {
             Login::Static(c) => c.fmt(f),
             Login::Dynamic(_) => f.write_str("Login::Dynamic"),
+            Login::IdentityToken(_) => f.write_str("Login::IdentityToken(<redacted>)"),
         }
     }
 }
@@ -195,6 +198,8 @@ impl Authenticator {
         match &self.login {
             None => Ok(None),
             Some(Login::Static(c)) => Ok(Some(c.clone())),
+            Some(Login::IdentityToken(_)) => Err(self
+                .rejected("an identity token works only with registries that issue Bearer tokens")),
             Some(Login::Dynamic(source)) => {
                 source
                     .credentials()
@@ -231,10 +236,31 @@ impl Authenticator {
         if let Some(service) = service {
             query.push(("service", service));
         }
-        let mut request = http.get(realm).query(&query);
-        if let Some(c) = self.credentials().await? {
-            request = request.header(reqwest::header::AUTHORIZATION, c.basic_header());
-        }
+        let request = match &self.login {
+            // The OAuth2 refresh-token grant docker uses for identity tokens.
+            Some(Login::IdentityToken(token)) => {
+                let mut form = url::form_urlencoded::Serializer::new(String::new());
+                form.append_pair("grant_type", "refresh_token")
+                    .append_pair("client_id", "gcrsync")
+                    .append_pair("refresh_token", token);
+                for (key, value) in &query {
+                    form.append_pair(key, value);
+                }
+                http.post(realm)
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
+                    .body(form.finish())
+            }
+            _ => match self.credentials().await? {
+                Some(c) => http
+                    .get(realm)
+                    .query(&query)
+                    .header(reqwest::header::AUTHORIZATION, c.basic_header()),
+                None => http.get(realm).query(&query),
+            },
+        };
         let transport = |source| Error::Transport {
             method: "GET".into(),
             url: realm.to_string(),

@@ -55,6 +55,15 @@ impl FakeGcr {
         FakeGcr { addr, state }
     }
 
+    /// Accepts this identity (refresh) token at the token endpoint.
+    pub fn accept_identity_token(&self, token: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .logins
+            .insert(("<token>".into(), token.into()));
+    }
+
     /// Accepts this Basic login at the token endpoint.
     pub fn accept_login(&self, user: &str, password: &str) {
         self.state
@@ -134,6 +143,33 @@ async fn handle(
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let entry = (req.method().to_string(), format!("{path}?{query}"));
+    if path == "/v2/token" && req.method() == "POST" {
+        // docker's identity tokens: the OAuth2 refresh-token grant.
+        let body = http_body_util::BodyExt::collect(req.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let form: HashMap<String, String> = url::form_urlencoded::parse(&body)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let mut state = state.lock().unwrap();
+        state.log.push(entry);
+        let refresh = form.get("refresh_token").cloned().unwrap_or_default();
+        let known = state.logins.contains(&("<token>".to_string(), refresh));
+        if form.get("grant_type").map(String::as_str) != Some("refresh_token") || !known {
+            return json_answer(401, json!({"error": "invalid_grant"}));
+        }
+        state.issued += 1;
+        let token = format!("fake-gcr-token-{}", state.issued);
+        let lifetime = state.lifetime;
+        state
+            .tokens
+            .insert(token.clone(), Instant::now() + lifetime);
+        return json_answer(
+            200,
+            json!({"access_token": token, "expires_in": lifetime.as_secs()}),
+        );
+    }
     if path == "/v2/token" {
         state.lock().unwrap().log.push(entry);
         let login = basic_login(&req);
