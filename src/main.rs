@@ -22,7 +22,8 @@ fn is_ours(name: &str) -> bool {
 /// Loads `.env` (never overriding the real environment) and drops empty values. Runs
 /// before any thread exists, which is what makes changing the environment sound.
 fn prepare_environment() -> Result<(), String> {
-    match dotenvy::dotenv() {
+    // Only the working directory's .env (dotenv() would also search parent directories).
+    match dotenvy::from_path(".env") {
         Ok(_) => {}
         Err(e) if e.not_found() => {}
         Err(e) => return Err(format!(".env: {e}; fix the line or remove the file")),
