@@ -660,3 +660,64 @@ async fn two_sources_mapping_to_one_target_name_is_a_configuration_error() {
     assert_eq!(run(gcrsync(work.path()).args(&args)).status.code(), Some(0));
     assert_eq!(Pusher::new(&dst.addr).tags("mirror/other/app").await, ["1"]);
 }
+
+#[tokio::test]
+async fn explicit_images_metadata_path_and_user_templates() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let p = Pusher::new(&src.addr);
+    p.image("team/app", "1", Format::Oci, "amd64", &[random_bytes(100)])
+        .await;
+    p.image(
+        "team/other",
+        "1",
+        Format::Oci,
+        "amd64",
+        &[random_bytes(100)],
+    )
+    .await;
+    let work = tempfile::tempdir().unwrap();
+    let metadata = work.path().join("meta");
+    let readme = work.path().join("readme.j2");
+    let changelog = work.path().join("changelog.j2");
+    std::fs::write(
+        &readme,
+        "Mirror of {{ source }}: {{ images | length }} image(s)\n",
+    )
+    .unwrap();
+    std::fs::write(&changelog, "## {{ time }} ({{ entries | length }})\n").unwrap();
+    let out = run(gcrsync(work.path())
+        .args(mirror_args(&src, &dst, &metadata))
+        .args([
+            "--images",
+            "app",
+            "--metadata-path",
+            "mirrors/gcr",
+            "--timezone",
+            "Asia/Shanghai",
+        ])
+        .arg("--readme-template")
+        .arg(&readme)
+        .arg("--changelog-template")
+        .arg(&changelog));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(Pusher::new(&dst.addr).tags("mirror/app").await, ["1"]);
+    assert!(
+        Pusher::new(&dst.addr).tags("mirror/other").await.is_empty(),
+        "--images lists only what it names"
+    );
+    let dir = metadata.join(format!("mirrors/gcr/{}/team", src.addr));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("README.md")).unwrap(),
+        format!("Mirror of {}/team: 1 image(s)\n", src.addr)
+    );
+    let block = std::fs::read_to_string(metadata.join("mirrors/gcr/CHANGELOG.md")).unwrap();
+    let shanghai =
+        jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::get("Asia/Shanghai").unwrap());
+    assert!(block.ends_with(" (1)\n"), "{block}");
+    // The time is written in the given zone (UTC+8), not in UTC.
+    let hour: i8 = block[14..16].parse().unwrap();
+    assert!(
+        hour == shanghai.hour() || (hour + 1) % 24 == shanghai.hour(),
+        "{block} vs {shanghai}"
+    );
+}
