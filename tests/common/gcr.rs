@@ -28,6 +28,17 @@ struct State {
     google: Option<Arc<Mutex<HashSet<String>>>>,
 }
 
+impl State {
+    /// A new Bearer token valid for the current lifetime: (token, seconds).
+    fn issue(&mut self) -> (String, u64) {
+        self.issued += 1;
+        let token = format!("fake-gcr-token-{}", self.issued);
+        self.tokens
+            .insert(token.clone(), Instant::now() + self.lifetime);
+        (token, self.lifetime.as_secs())
+    }
+}
+
 pub struct FakeGcr {
     pub addr: String,
     state: Arc<Mutex<State>>,
@@ -159,16 +170,8 @@ async fn handle(
         if form.get("grant_type").map(String::as_str) != Some("refresh_token") || !known {
             return json_answer(401, json!({"error": "invalid_grant"}));
         }
-        state.issued += 1;
-        let token = format!("fake-gcr-token-{}", state.issued);
-        let lifetime = state.lifetime;
-        state
-            .tokens
-            .insert(token.clone(), Instant::now() + lifetime);
-        return json_answer(
-            200,
-            json!({"access_token": token, "expires_in": lifetime.as_secs()}),
-        );
+        let (token, lifetime) = state.issue();
+        return json_answer(200, json!({"access_token": token, "expires_in": lifetime}));
     }
     if path == "/v2/token" {
         state.lock().unwrap().log.push(entry);
@@ -198,16 +201,8 @@ async fn handle(
                 json!({"errors": [{"code": "UNAUTHORIZED", "message": "bad login"}]}),
             );
         }
-        state.issued += 1;
-        let token = format!("fake-gcr-token-{}", state.issued);
-        let lifetime = state.lifetime;
-        state
-            .tokens
-            .insert(token.clone(), Instant::now() + lifetime);
-        return json_answer(
-            200,
-            json!({"token": token, "expires_in": lifetime.as_secs()}),
-        );
+        let (token, lifetime) = state.issue();
+        return json_answer(200, json!({"token": token, "expires_in": lifetime}));
     }
     let bearer = req
         .headers()
