@@ -14,9 +14,9 @@ use crate::metadata::record::{Outcome, TagRecord};
 use crate::metadata::render::Renderer;
 use crate::metadata::{MetadataStore, Recorder, StoreError};
 use crate::oci::http::{Access, Clients, Endpoint, HttpRegistry, RetryPolicy};
-use crate::oci::manifest::RawManifest;
+use crate::oci::manifest::is_index;
 use crate::oci::{ManifestRef, Registry};
-use crate::plan::{self, Candidate, Plan};
+use crate::plan::{self, Candidate, Plan, TargetHead};
 use crate::progress::Progress;
 use crate::reference::Namespace;
 use crate::report::{self, Report};
@@ -388,20 +388,21 @@ async fn compare<M: MetadataStore>(
         let key = (c.source, c.image.clone(), c.tag.clone());
         let (image, tag) = (c.image.to_string(), c.tag.to_string());
         match heads.get(&key).cloned().flatten() {
-            Some(digest) => {
-                let manifest = registries
-                    .target
-                    .get_manifest(&c.target.path, &ManifestRef::Digest(digest.clone()))
-                    .await;
-                let (media_type, platforms) = match manifest.as_ref().map(RawManifest::contents) {
-                    Ok(Ok(contents)) => (
-                        manifest
-                            .as_ref()
-                            .map(|m| m.media_type.clone())
-                            .unwrap_or_default(),
-                        contents.platforms(),
-                    ),
-                    _ => (String::new(), Vec::new()),
+            Some(TargetHead { digest, media_type }) => {
+                // Only an index or list has platforms to read; other manifests are not fetched.
+                let platforms = if is_index(&media_type) {
+                    let reference = ManifestRef::Digest(digest.clone());
+                    let manifest = registries
+                        .target
+                        .get_manifest(&c.target.path, &reference)
+                        .await;
+                    manifest
+                        .ok()
+                        .and_then(|m| m.contents().ok())
+                        .map(|c| c.platforms())
+                        .unwrap_or_default()
+                } else {
+                    Vec::new()
                 };
                 let record = TagRecord {
                     digest: Some(digest),

@@ -9,7 +9,7 @@ use crate::filter::Filters;
 use crate::mapping::NameMapper;
 use crate::oci::taglist::TagList;
 use crate::oci::{self, ManifestRef, Registry};
-use crate::plan::{Candidate, TargetKey};
+use crate::plan::{Candidate, TargetHead, TargetKey};
 use crate::reference::{Digest, Namespace, RepoPath, Repository, Tag};
 
 /// Listing a source failed: fatal (exit 3), never read as "zero images".
@@ -281,7 +281,7 @@ pub async fn target_heads<R: Registry>(
     target: &R,
     candidates: &[&Candidate],
     queries: usize,
-) -> Result<HashMap<TargetKey, Option<Digest>>, ListError> {
+) -> Result<HashMap<TargetKey, Option<TargetHead>>, ListError> {
     stream::iter(candidates)
         .map(|c| async move {
             let head = target
@@ -293,7 +293,10 @@ pub async fn target_heads<R: Registry>(
             })?;
             Ok((
                 (c.source, c.image.clone(), c.tag.clone()),
-                head.map(|h| h.digest),
+                head.map(|h| TargetHead {
+                    digest: h.digest,
+                    media_type: h.media_type,
+                }),
             ))
         })
         .buffer_unordered(queries)

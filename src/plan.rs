@@ -31,6 +31,15 @@ pub struct Candidate {
 /// The key of a target HEAD result.
 pub type TargetKey = (usize, RepoPath, Tag);
 
+/// What the target serves under a candidate's tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetHead {
+    /// Its manifest digest.
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+}
+
 /// Why a tag is in the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -57,6 +66,8 @@ pub struct Step {
     pub previous: Option<Digest>,
     /// Whether it failed on the last run (such tags go last).
     pub failed_before: bool,
+    /// For an adopted tag: the media type the target serves.
+    pub media_type: Option<String>,
 }
 
 /// What a run will do.
@@ -89,12 +100,12 @@ pub fn needs_target_check<'a>(
         .collect()
 }
 
-/// Decides each candidate's fate. `target_heads` holds the target digest found for each
+/// Decides each candidate's fate. `target_heads` holds what the target serves for each
 /// candidate returned by [`needs_target_check`] (`None`: absent). `budget`: `None` = no limit.
 pub fn plan(
     candidates: &[Candidate],
     records: &[NamespaceRecord],
-    target_heads: &HashMap<TargetKey, Option<Digest>>,
+    target_heads: &HashMap<TargetKey, Option<TargetHead>>,
     budget: Option<usize>,
 ) -> Plan {
     let mut plan = Plan {
@@ -106,14 +117,18 @@ pub fn plan(
         let record = &records[c.source];
         let (image, tag) = (c.image.as_str(), c.tag.as_str());
         let key = (c.source, c.image.clone(), c.tag.clone());
-        let on_target = target_heads.get(&key).cloned().flatten();
+        let on_target = target_heads
+            .get(&key)
+            .cloned()
+            .flatten()
+            .filter(|h| h.digest == c.digest);
         let (reason, previous) = match record.digest(image, tag) {
             Some(Some(d)) if *d == c.digest => {
                 plan.unchanged[c.source] += 1;
                 continue;
             }
             Some(Some(d)) => (Reason::Moved, Some(d.clone())),
-            _ if on_target.as_ref() == Some(&c.digest) => (Reason::Adopt, None),
+            _ if on_target.is_some() => (Reason::Adopt, None),
             Some(None) => (Reason::Unverified, None),
             None => (Reason::New, None),
         };
@@ -122,6 +137,7 @@ pub fn plan(
             reason,
             previous,
             failed_before: record.failed_before(image, tag),
+            media_type: on_target.map(|h| h.media_type),
         };
         if reason == Reason::Adopt {
             plan.adopt.push(step)
@@ -180,6 +196,13 @@ mod tests {
         format!("sha256:{}", c.to_string().repeat(64))
             .parse()
             .unwrap()
+    }
+
+    fn head(d: char) -> TargetHead {
+        TargetHead {
+            digest: digest(d),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        }
     }
 
     fn candidate(image: &str, tag: &str, d: char, uploaded_ms: Option<i64>) -> Candidate {
@@ -249,16 +272,20 @@ mod tests {
             ((0, "b".parse().unwrap(), "1".parse().unwrap()), None),
             (
                 (0, "c".parse().unwrap(), "1".parse().unwrap()),
-                Some(digest('d')),
+                Some(head('d')),
             ),
             (
                 (0, "d".parse().unwrap(), "1".parse().unwrap()),
-                Some(digest('0')),
+                Some(head('0')),
             ),
         ]);
         let plan = plan(&candidates, &records, &heads, None);
         assert_eq!(plan.unchanged, [1]);
         assert_eq!(names(&plan.adopt), ["c:1"]);
+        assert_eq!(
+            plan.adopt[0].media_type.as_deref(),
+            Some("application/vnd.oci.image.manifest.v1+json")
+        );
         let reasons: Vec<_> = plan.copy.iter().map(|s| s.reason).collect();
         assert_eq!(names(&plan.copy), ["a:2", "b:1", "d:1"]);
         assert_eq!(reasons, [Reason::Moved, Reason::New, Reason::Unverified]);

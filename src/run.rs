@@ -119,7 +119,7 @@ where
         let c = &step.candidate;
         let copied = crate::copy::Copied {
             digest: c.digest.clone(),
-            media_type: String::new(),
+            media_type: step.media_type.clone().unwrap_or_default(),
             platforms: Vec::new(),
         };
         batcher

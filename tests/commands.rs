@@ -77,6 +77,13 @@ async fn tags_already_on_the_target_are_adopted_without_copying() {
         "adoption must only HEAD the target: {sent:?}"
     );
     assert_eq!(read_json(&report)["totals"]["adopted"], 1);
+    let adopted = &read_json(&metadata.join(format!("{}/team/images.json", src.addr)))["images"]["app"]
+        ["tags"]["1"];
+    assert_eq!(
+        adopted["media_type"],
+        images::DOCKER_MANIFEST,
+        "the media type the target serves"
+    );
     let record = read_json(&metadata.join(format!("{}/team/images.json", src.addr)));
     assert_eq!(
         record["images"]["app"]["tags"]["1"]["digest"],
@@ -149,13 +156,28 @@ async fn compare_rebuilds_the_records_from_the_target() {
     let synced = read_json(&json);
     std::fs::remove_dir_all(&metadata).unwrap();
 
+    let before = dst.accesses().len();
     assert_eq!(
         run(gcrsync(work.path()).arg("compare").args(&args))
             .status
             .code(),
         Some(0)
     );
+    let gets: Vec<String> = since(dst.accesses(), before)
+        .into_iter()
+        .filter(|a| a.method == "GET" && a.path.contains("/manifests/"))
+        .map(|a| a.path)
+        .collect();
+    assert_eq!(
+        gets,
+        [format!("/v2/mirror/multi/manifests/{index}")],
+        "only the index is read, for its platforms"
+    );
     let rebuilt = read_json(&json);
+    assert_eq!(
+        rebuilt["images"]["app"]["tags"]["1"]["media_type"],
+        images::OCI_MANIFEST
+    );
     assert_eq!(
         rebuilt["images"]["multi"]["tags"]["1"]["digest"],
         index.as_str()

@@ -22,6 +22,11 @@ application/vnd.docker.distribution.manifest.list.v2+json, \
 application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.v2+json";
 
+/// Whether a media type is a multi-platform index (OCI index or Docker list).
+pub fn is_index(media_type: &str) -> bool {
+    matches!(media_type, OCI_INDEX | DOCKER_LIST)
+}
+
 /// A manifest exactly as the registry served it; pushed back byte for byte.
 #[derive(Debug, Clone)]
 pub struct RawManifest {
@@ -145,10 +150,8 @@ impl RawManifest {
         if wire.schema_version == Some(1) {
             return Err(ManifestError::Schema1);
         }
-        let is_index = matches!(
-            wire.media_type.as_deref().unwrap_or(&self.media_type),
-            OCI_INDEX | DOCKER_LIST
-        ) || wire.manifests.is_some();
+        let is_index = is_index(wire.media_type.as_deref().unwrap_or(&self.media_type))
+            || wire.manifests.is_some();
         if is_index {
             let children = wire
                 .manifests
