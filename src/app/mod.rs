@@ -1,8 +1,14 @@
 //! The commands: sync, test, compare and monitor, over the pipeline
 //! list → filter → map → plan → copy → record → report.
 
+mod compare;
+mod connect;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use compare::compare;
+use connect::{Registries, http_clients, recorder};
 
 use crate::cli::Command;
 use crate::copy::Copier;
@@ -10,18 +16,13 @@ use crate::listing::{self, ListStats, SourceError, SourceSpec};
 use crate::mapping::collisions;
 use crate::metadata::github::GitHubStore;
 use crate::metadata::local::LocalStore;
-use crate::metadata::record::{Outcome, TagRecord};
-use crate::metadata::render::Renderer;
 use crate::metadata::{MetadataStore, Recorder, StoreError};
-use crate::oci::http::{Access, Clients, Endpoint, HttpRegistry, RetryPolicy};
-use crate::oci::manifest::is_index;
-use crate::oci::{ManifestRef, Registry};
-use crate::plan::{self, Candidate, Plan, TargetHead};
+use crate::oci::Registry;
+use crate::plan::{self, Candidate, Plan};
 use crate::progress::Progress;
-use crate::reference::Namespace;
 use crate::report::{self, Report};
 use crate::run::{self, RunOptions, StopFlag};
-use crate::settings::{Insecure, Settings, Side};
+use crate::settings::Settings;
 
 /// Why a run could not do its work (the exit code follows from the variant).
 #[derive(Debug, thiserror::Error)]
@@ -60,119 +61,6 @@ impl Finished {
     pub fn exit_code(&self) -> u8 {
         if self.report.totals.failed > 0 { 1 } else { 0 }
     }
-}
-
-/// Every registry a run talks to, sharing one connection pool.
-struct Registries {
-    sources: Vec<Arc<HttpRegistry>>,
-    target: Arc<HttpRegistry>,
-    retry: RetryPolicy,
-}
-
-/// The HTTP clients of a run (see `Clients`); `verify: false` only for
-/// `--insecure-registry https://HOST`.
-fn http_clients(settings: &Settings, verify: bool) -> Result<Clients, AppError> {
-    Ok(Clients {
-        requests: http_client(settings, verify, true)?,
-        uploads: http_client(settings, verify, false)?,
-    })
-}
-
-/// One HTTP client; `idle_timeout` adds `--http-timeout` as a read timeout.
-fn http_client(
-    settings: &Settings,
-    verify: bool,
-    idle_timeout: bool,
-) -> Result<reqwest::Client, AppError> {
-    let mut builder = reqwest::Client::builder()
-        .tls_danger_accept_invalid_certs(!verify)
-        .user_agent(concat!("gcrsync/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(settings.http_timeout)
-        .tcp_keepalive(settings.http_timeout)
-        .pool_max_idle_per_host(settings.limits.tags + settings.limits.queries);
-    if idle_timeout {
-        builder = builder.read_timeout(settings.http_timeout);
-    }
-    if let Some(proxy) = &settings.proxy {
-        let proxy =
-            reqwest::Proxy::all(proxy).map_err(|e| AppError::Config(format!("--proxy: {e}")))?;
-        builder = builder.proxy(proxy.no_proxy(reqwest::NoProxy::from_env()));
-    }
-    if let Some(pem) = &settings.ca_cert {
-        let cert = reqwest::Certificate::from_pem(pem)
-            .map_err(|e| AppError::Config(format!("--ca-cert: {e}")))?;
-        builder = builder.add_root_certificate(cert);
-    }
-    builder
-        .build()
-        .map_err(|e| AppError::Fatal(format!("cannot set up HTTP: {e}")))
-}
-
-impl Registries {
-    /// One client per registry over the shared pool `http` (or `unverified` for
-    /// `--insecure-registry https://HOST`).
-    fn new(settings: &Settings, http: &Clients) -> Result<Self, AppError> {
-        let retry = RetryPolicy {
-            retries: settings.retries,
-            min_delay: Duration::from_millis(250),
-            max_delay: Duration::from_secs(30),
-        };
-        let unverified = match settings
-            .insecure
-            .iter()
-            .any(|(_, m)| *m == Insecure::UnverifiedTls)
-        {
-            true => Some(http_clients(settings, false)?),
-            false => None,
-        };
-        let registry = |ns: &Namespace, access, side| -> Result<Arc<HttpRegistry>, AppError> {
-            let mode = settings.insecure_mode(&ns.registry);
-            let endpoint = Endpoint {
-                host: ns.registry.clone(),
-                plain_http: mode == Some(Insecure::PlainHttp),
-                login: settings
-                    .login_for(&ns.registry, side)
-                    .map_err(AppError::Fatal)?,
-                access,
-            };
-            let client = match (mode, &unverified) {
-                (Some(Insecure::UnverifiedTls), Some(client)) => client.clone(),
-                _ => http.clone(),
-            };
-            Ok(Arc::new(HttpRegistry::new(endpoint, client, retry)))
-        };
-        let sources = settings
-            .sources
-            .iter()
-            .map(|ns| registry(ns, Access::Pull, Side::Source))
-            .collect::<Result<_, _>>()?;
-        let target = registry(&settings.target, Access::Push, Side::Target)?;
-        Ok(Registries {
-            sources,
-            target,
-            retry,
-        })
-    }
-}
-
-fn recorder<M: MetadataStore>(settings: &Settings, store: M) -> Result<Recorder<M>, AppError> {
-    let renderer = Renderer::new(
-        settings.readme_template.as_ref(),
-        settings.changelog_template.as_ref(),
-    )
-    .map_err(|e| AppError::Config(e.to_string()))?;
-    let pairs = settings
-        .sources
-        .iter()
-        .map(|s| (s.clone(), settings.target.clone()))
-        .collect();
-    Ok(Recorder::new(
-        store,
-        &settings.metadata_path,
-        renderer,
-        pairs,
-        settings.timezone.clone(),
-    ))
 }
 
 /// Lists every source; fails on a listing error or on two images mapping to one target.
@@ -367,88 +255,6 @@ async fn sync<M: MetadataStore>(
     progress.finish();
     Ok(Finished {
         report: report::build("sync", &names(settings), &stats, &plan, Some(&result)),
-    })
-}
-
-/// HEADs every mapped tag on the target and records what is there (and drops what is not).
-async fn compare<M: MetadataStore>(
-    settings: &Settings,
-    registries: &Registries,
-    recorder: &Recorder<M>,
-) -> Result<Finished, AppError> {
-    let records = recorder.load_all().await?;
-    let (candidates, stats) = list_all(settings, registries).await?;
-    let all: Vec<&Candidate> = candidates.iter().collect();
-    let heads = listing::target_heads(registries.target.as_ref(), &all, settings.limits.queries)
-        .await
-        .map_err(|e| AppError::Fatal(e.to_string()))?;
-    let at = crate::metadata::record::now_utc();
-    let mut outcomes = Vec::new();
-    for c in &candidates {
-        let key = (c.source, c.image.clone(), c.tag.clone());
-        let (image, tag) = (c.image.to_string(), c.tag.to_string());
-        match heads.get(&key).cloned().flatten() {
-            Some(TargetHead { digest, media_type }) => {
-                // Only an index or list has platforms to read; other manifests are not fetched.
-                let platforms = if is_index(&media_type) {
-                    let reference = ManifestRef::Digest(digest.clone());
-                    let manifest = registries
-                        .target
-                        .get_manifest(&c.target.path, &reference)
-                        .await;
-                    manifest
-                        .ok()
-                        .and_then(|m| m.contents().ok())
-                        .map(|c| c.platforms())
-                        .unwrap_or_default()
-                } else {
-                    Vec::new()
-                };
-                let record = TagRecord {
-                    digest: Some(digest),
-                    media_type,
-                    platforms,
-                    synced_at: at.clone(),
-                };
-                let target = c.target.to_string();
-                outcomes.push((
-                    c.source,
-                    Outcome::Synced {
-                        image,
-                        tag,
-                        target,
-                        record,
-                        previous: None,
-                        copied: false,
-                    },
-                ));
-            }
-            None if records[c.source].digest(&image, &tag).is_some() => {
-                outcomes.push((c.source, Outcome::Missing { image, tag }));
-            }
-            None => {}
-        }
-    }
-    let unchanged: Vec<usize> = settings.sources.iter().map(|_| 0).collect();
-    let plan = Plan {
-        unchanged,
-        ..Plan::default()
-    };
-    let mut result = run::RunResult::default();
-    if settings.dry_run {
-        for (_, outcome) in &outcomes {
-            println!("{}", serde_json::to_string(outcome).unwrap_or_default());
-        }
-    } else {
-        for chunk in outcomes.chunks(settings.commit_every) {
-            if let Some(commit) = recorder.commit(chunk, jiff::Timestamp::now()).await? {
-                result.commits.push(commit);
-            }
-        }
-    }
-    result.outcomes = outcomes;
-    Ok(Finished {
-        report: report::build("compare", &names(settings), &stats, &plan, Some(&result)),
     })
 }
 

@@ -1,0 +1,93 @@
+//! `gcrsync compare`: rebuild the records from what the target actually holds.
+
+use super::connect::Registries;
+use super::{AppError, Finished, list_all, names};
+use crate::metadata::record::{Outcome, TagRecord};
+use crate::metadata::{MetadataStore, Recorder};
+use crate::oci::manifest::is_index;
+use crate::oci::{ManifestRef, Registry};
+use crate::plan::{Candidate, Plan, TargetHead};
+use crate::settings::Settings;
+use crate::{listing, report, run};
+
+/// HEADs every mapped tag on the target and records what is there (and drops what is not).
+pub(super) async fn compare<M: MetadataStore>(
+    settings: &Settings,
+    registries: &Registries,
+    recorder: &Recorder<M>,
+) -> Result<Finished, AppError> {
+    let records = recorder.load_all().await?;
+    let (candidates, stats) = list_all(settings, registries).await?;
+    let all: Vec<&Candidate> = candidates.iter().collect();
+    let heads = listing::target_heads(registries.target.as_ref(), &all, settings.limits.queries)
+        .await
+        .map_err(|e| AppError::Fatal(e.to_string()))?;
+    let at = crate::metadata::record::now_utc();
+    let mut outcomes = Vec::new();
+    for c in &candidates {
+        let key = (c.source, c.image.clone(), c.tag.clone());
+        let (image, tag) = (c.image.to_string(), c.tag.to_string());
+        match heads.get(&key).cloned().flatten() {
+            Some(TargetHead { digest, media_type }) => {
+                // Only an index or list has platforms to read; other manifests are not fetched.
+                let platforms = if is_index(&media_type) {
+                    let reference = ManifestRef::Digest(digest.clone());
+                    let manifest = registries
+                        .target
+                        .get_manifest(&c.target.path, &reference)
+                        .await;
+                    manifest
+                        .ok()
+                        .and_then(|m| m.contents().ok())
+                        .map(|c| c.platforms())
+                        .unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                let record = TagRecord {
+                    digest: Some(digest),
+                    media_type,
+                    platforms,
+                    synced_at: at.clone(),
+                };
+                let target = c.target.to_string();
+                outcomes.push((
+                    c.source,
+                    Outcome::Synced {
+                        image,
+                        tag,
+                        target,
+                        record,
+                        previous: None,
+                        copied: false,
+                    },
+                ));
+            }
+            None if records[c.source].digest(&image, &tag).is_some() => {
+                outcomes.push((c.source, Outcome::Missing { image, tag }));
+            }
+            None => {}
+        }
+    }
+    let unchanged: Vec<usize> = settings.sources.iter().map(|_| 0).collect();
+    let plan = Plan {
+        unchanged,
+        ..Plan::default()
+    };
+    let mut result = run::RunResult::default();
+    if settings.dry_run {
+        for (_, outcome) in &outcomes {
+            println!("{}", serde_json::to_string(outcome).unwrap_or_default());
+        }
+    } else {
+        for chunk in outcomes.chunks(settings.commit_every) {
+            if let Some(commit) = recorder.commit(chunk, jiff::Timestamp::now()).await? {
+                result.commits.push(commit);
+            }
+        }
+    }
+    result.outcomes = outcomes;
+    Ok(Finished {
+        report: report::build("compare", &names(settings), &stats, &plan, Some(&result)),
+    })
+}
