@@ -117,6 +117,12 @@ pub fn annotations(report: &Report) -> String {
             escape_data(&f.error)
         ));
     }
+    if let Some(error) = &report.error {
+        out.push_str(&format!(
+            "::error title=gcrsync stopped::{}\n",
+            escape_data(error)
+        ));
+    }
     if let Some(why) = &report.stopped {
         out.push_str(&format!(
             "::warning title=gcrsync stopped early::{} tags left pending ({why})\n",

@@ -2,13 +2,13 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use clap::Parser;
 use gcrsync::app::{self, AppError};
 use gcrsync::cli::Cli;
+use gcrsync::report::Report;
+use gcrsync::run::StopFlag;
 use gcrsync::settings::{self, LogFormat, Settings};
 
 const EXIT_CONFIG: u8 = 2;
@@ -61,31 +61,85 @@ fn init_logging(settings: &Settings) {
     }
 }
 
-/// SIGINT/SIGTERM: stop starting copies; the run finishes, records and exits.
-fn watch_signals(stop: Arc<AtomicBool>) {
+/// SIGINT/SIGTERM (Actions sends SIGINT on cancel, SIGTERM 7.5 s later, then kills):
+/// the first stops the run, which commits what finished and reports; a second exits at once.
+fn watch_signals(stop: StopFlag) {
     tokio::spawn(async move {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let terminated = async {
-            match term.as_mut() {
-                Some(t) => t.recv().await,
-                None => std::future::pending().await,
+        let mut int =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+        for round in 0.. {
+            let next = async {
+                match (term.as_mut(), int.as_mut()) {
+                    (Some(t), Some(i)) => {
+                        tokio::select! {
+                            _ = t.recv() => {}
+                            _ = i.recv() => {}
+                        }
+                    }
+                    _ => std::future::pending().await,
+                }
+            };
+            next.await;
+            if round == 0 {
+                tracing::warn!(
+                    "signal received: cancelling the running copies, committing what finished (a second signal exits at once)"
+                );
+                stop.cancel();
+            } else {
+                eprintln!("error: second signal: exiting now, without committing or reporting");
+                std::process::exit(1);
             }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminated => {}
         }
-        tracing::warn!(
-            "signal received: starting no new copies; finishing and recording the running ones"
-        );
-        stop.store(true, Ordering::SeqCst);
     });
 }
 
 fn write_report(path: &std::path::Path, report: &gcrsync::report::Report) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(report)?;
     std::fs::write(path, text + "\n").with_context(|| format!("--report {}", path.display()))
+}
+
+/// `--report` must be writable: a missing directory is found before anything is copied.
+fn check_report_path(path: &std::path::Path) -> Result<(), String> {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    match parent {
+        Some(dir) if !dir.is_dir() => Err(format!(
+            "--report {}: the directory {} does not exist; create it or choose another path (GCRSYNC_REPORT)",
+            path.display(),
+            dir.display()
+        )),
+        _ if path.is_dir() => Err(format!(
+            "--report {} is a directory; give a file path (GCRSYNC_REPORT)",
+            path.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Every ending, success or not, writes the report, the summary and the Actions outputs.
+fn finish(
+    report: &Report,
+    code: u8,
+    report_path: Option<&std::path::Path>,
+    actions: Option<&gcrsync::actions::ActionsEnv>,
+) -> ExitCode {
+    let mut code = code;
+    if let Some(path) = report_path
+        && let Err(e) = write_report(path, report)
+    {
+        eprintln!(
+            "error: the run ended with exit {code}, but its report could not be written: {e:#}"
+        );
+        code = code.max(EXIT_FATAL);
+    }
+    if let Some(actions) = actions
+        && let Err(e) = actions.finish(report, report_path)
+    {
+        eprintln!("error: writing the GitHub Actions outputs: {e}");
+        code = code.max(EXIT_FATAL);
+    }
+    ExitCode::from(code)
 }
 
 fn main() -> ExitCode {
@@ -111,9 +165,16 @@ fn main() -> ExitCode {
             gcrsync::actions::mask_commands(secrets.iter().map(String::as_str))
         );
     }
+    if let Some(path) = &settings.report
+        && let Err(e) = check_report_path(path)
+    {
+        eprintln!("error: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     init_logging(&settings);
     let actions = settings.actions.clone();
     let report_path = settings.report.clone();
+    let blank = app::blank_report(&settings);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -125,34 +186,28 @@ fn main() -> ExitCode {
         }
     };
     let outcome = runtime.block_on(async {
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = StopFlag::new();
         watch_signals(stop.clone());
         app::run(settings, stop).await
     });
-    match outcome {
+    // In-flight work was cancelled; do not wait for blocking tasks to wind down.
+    runtime.shutdown_background();
+    let (report, code) = match outcome {
         Ok(finished) => {
+            let code = finished.exit_code();
             eprint!("{}", finished.report.summary());
-            if let Some(path) = &report_path
-                && let Err(e) = write_report(path, &finished.report)
-            {
-                eprintln!("error: {e:#}");
-                return ExitCode::from(EXIT_FATAL);
-            }
-            if let Some(actions) = &actions
-                && let Err(e) = actions.finish(&finished.report, report_path.as_deref())
-            {
-                eprintln!("error: writing the GitHub Actions outputs: {e}");
-                return ExitCode::from(EXIT_FATAL);
-            }
-            ExitCode::from(finished.exit_code())
+            (finished.report, code)
         }
-        Err(AppError::Config(e)) => {
+        Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(EXIT_CONFIG)
+            let code = match e {
+                AppError::Config(_) => EXIT_CONFIG,
+                AppError::Fatal(_) => EXIT_FATAL,
+            };
+            let mut report = blank;
+            report.error = Some(e.to_string());
+            (report, code)
         }
-        Err(AppError::Fatal(e)) => {
-            eprintln!("error: {e}");
-            ExitCode::from(EXIT_FATAL)
-        }
-    }
+    };
+    finish(&report, code, report_path.as_deref(), actions.as_ref())
 }

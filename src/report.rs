@@ -88,6 +88,9 @@ pub struct Report {
     pub commit_sha: Option<String>,
     /// Why the run stopped starting copies early, if it did.
     pub stopped: Option<String>,
+    /// What ended the run before its end (exit 2 or 3), if anything did; what was
+    /// committed before it is in `commits`.
+    pub error: Option<String>,
     /// For `test`: every tag the plan would copy or adopt, in order.
     pub plan: Option<Vec<Step>>,
 }
@@ -180,11 +183,36 @@ pub fn build(
         commits,
         commit_sha: run.and_then(|r| r.commits.iter().rev().find_map(|c| c.id.clone())),
         stopped: run.and_then(|r| r.stopped.map(str::to_string)),
+        error: run.and_then(|r| r.fatal.clone()),
         plan: plan_steps,
     }
 }
 
 impl Report {
+    /// The report of a run that ended before it had a plan (zero counts), so that every
+    /// ending still writes `--report` and the Actions outputs.
+    pub fn empty(command: &str, names: &[(String, String)]) -> Report {
+        Report {
+            command: command.to_string(),
+            sources: names
+                .iter()
+                .map(|(source, target)| SourceReport {
+                    source: source.clone(),
+                    target: target.clone(),
+                    counts: Counts::default(),
+                    removed: BTreeMap::new(),
+                })
+                .collect(),
+            totals: Counts::default(),
+            failed: Vec::new(),
+            commits: Vec::new(),
+            commit_sha: None,
+            stopped: None,
+            error: None,
+            plan: None,
+        }
+    }
+
     /// The human summary printed to stderr at the end of a run.
     pub fn summary(&self) -> String {
         let mut out = String::new();
@@ -201,6 +229,16 @@ impl Report {
                     .map(|(filter, n)| format!("--{filter} removed {n}"))
                     .collect();
                 out.push_str(&format!("  filtered: {}\n", by.join(", ")));
+            }
+        }
+        if let Some(error) = &self.error {
+            out.push_str(&format!("stopped: {error}\n"));
+            if !self.commits.is_empty() {
+                out.push_str(&format!(
+                    "  committed before that: {} commit(s), the last {}\n",
+                    self.commits.len(),
+                    self.commit_sha.as_deref().unwrap_or("(local store)")
+                ));
             }
         }
         if let Some(why) = &self.stopped {

@@ -1,21 +1,29 @@
 //! Executes a plan: adoptions, then copies with `Limits::tags` in flight, recorded in
-//! batches of `--commit-every`, stopping new copies at the deadline or on SIGINT/SIGTERM.
+//! batches of `--commit-every`, stopping new copies at the deadline and cancelling the
+//! running ones on SIGINT/SIGTERM.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
-use crate::copy::Copier;
+use crate::copy::{Copier, CopyError};
 use crate::metadata::record::{Outcome, TagRecord, now_utc};
 use crate::metadata::{Committed, MetadataStore, Recorder, StoreError};
+use crate::oci;
 use crate::oci::Registry;
 use crate::plan::{Plan, Reason, Step};
 use crate::progress::Progress;
 
-/// Set by a signal handler: stop starting copies, finish and record the running ones.
-pub type StopFlag = Arc<AtomicBool>;
+/// Cancelled by a signal handler: stop starting work, cancel the running copies, commit
+/// what finished, report. Waiters wake at once (`cancelled()`), nobody polls.
+pub type StopFlag = CancellationToken;
+
+/// After a signal, the last commit gets this long: Actions kills the step 10 s after its
+/// SIGINT, and the report and outputs must still be written. Copies it cannot record are
+/// on the target and adopted by the next run.
+pub const FINAL_COMMIT_AFTER_SIGNAL: Duration = Duration::from_millis(3500);
 
 /// How a plan is run.
 pub struct RunOptions {
@@ -38,6 +46,9 @@ pub struct RunResult {
     pub commits: Vec<Committed>,
     /// Why the run stopped early, if it did.
     pub stopped: Option<&'static str>,
+    /// What made the run unable to go on (exit 3): the metadata store failed after its
+    /// retries, or a registry refused the credentials. What was committed before stays.
+    pub fatal: Option<String>,
 }
 
 fn outcome_of(step: &Step, result: Result<crate::copy::Copied, String>, at: String) -> Outcome {
@@ -85,6 +96,9 @@ impl<M: MetadataStore> Batcher<'_, M> {
     }
 
     async fn flush(&mut self) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
         let batch = std::mem::take(&mut self.pending);
         if let Some(commit) = self.recorder.commit(&batch, jiff::Timestamp::now()).await? {
             tracing::info!("recorded: {}", commit.message);
@@ -94,7 +108,15 @@ impl<M: MetadataStore> Batcher<'_, M> {
     }
 }
 
-/// Runs `plan`: adopted tags are recorded, planned copies are made.
+/// Why a copy stops the whole run: a registry refused the credentials (SPEC §8, exit 3).
+/// Every later copy would fail the same way, so none is started.
+fn stops_the_run(error: &CopyError) -> bool {
+    matches!(error, CopyError::Registry(oci::Error::Auth { .. }))
+}
+
+/// Runs `plan`: adopted tags are recorded, planned copies are made. A store that fails
+/// after its retries, or credentials a registry refuses, end the run early with
+/// `RunResult::fatal` set; what was committed before stays committed.
 pub async fn execute<S, T, M>(
     plan: &Plan,
     sources: &[Arc<S>],
@@ -103,7 +125,7 @@ pub async fn execute<S, T, M>(
     options: &RunOptions,
     stop: &StopFlag,
     progress: &Progress,
-) -> Result<RunResult, StoreError>
+) -> RunResult
 where
     S: Registry + 'static,
     T: Registry + 'static,
@@ -122,16 +144,22 @@ where
             media_type: step.media_type.clone().unwrap_or_default(),
             platforms: Vec::new(),
         };
-        batcher
+        if let Err(e) = batcher
             .push(c.source, outcome_of(step, Ok(copied), now_utc()))
-            .await?;
+            .await
+        {
+            batcher.result.fatal = Some(e.to_string());
+            batcher.result.not_started = plan.copy.clone();
+            return batcher.result;
+        }
     }
+    // Cancelled by a signal (through `stop`) or by a fatal error of this run.
+    let cancel = stop.child_token();
     let mut queue = plan.copy.iter();
     let mut running = JoinSet::new();
     loop {
         while running.len() < options.concurrency.max(1) && queue.len() > 0 {
-            if stop.load(Ordering::SeqCst) {
-                batcher.result.stopped = Some("signal");
+            if cancel.is_cancelled() {
                 break;
             }
             if options.deadline.is_some_and(|d| Instant::now() >= d) {
@@ -140,31 +168,61 @@ where
             }
             let Some(step) = queue.next() else { break };
             let (copier, src) = (copier.clone(), sources[step.candidate.source].clone());
-            let step = step.clone();
+            let (step, cancel) = (step.clone(), cancel.clone());
             running.spawn(async move {
                 let c = &step.candidate;
-                let result = copier
-                    .copy_tag(&src, &c.source_repo, &c.target.path, &c.tag)
-                    .await;
-                (step, result.map_err(|e| e.to_string()))
+                let copy = copier.copy_tag(&src, &c.source_repo, &c.target.path, &c.tag);
+                // A cancelled copy is dropped where it stands: its tag is not recorded
+                // (whatever reached the target is adopted by the next run).
+                let result = tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => None,
+                    result = copy => Some(result),
+                };
+                (step, result)
             });
         }
         let Some(joined) = running.join_next().await else {
             break;
         };
         let (step, result) = joined.expect("copy tasks do not panic");
+        let Some(result) = result else {
+            batcher.result.not_started.push(step);
+            continue;
+        };
         match &result {
             Ok(_) => progress.done(&format!("{}:{}", step.candidate.target, step.candidate.tag)),
             Err(e) => {
                 tracing::error!("{}:{}: {e}", step.candidate.source_repo, step.candidate.tag);
                 progress.done("failed");
+                if stops_the_run(e) && batcher.result.fatal.is_none() {
+                    batcher.result.fatal = Some(e.to_string());
+                    cancel.cancel();
+                }
             }
         }
-        batcher
-            .push(step.candidate.source, outcome_of(&step, result, now_utc()))
-            .await?;
+        let outcome = outcome_of(&step, result.map_err(|e| e.to_string()), now_utc());
+        if let Err(e) = batcher.push(step.candidate.source, outcome).await {
+            batcher.result.fatal = Some(e.to_string());
+            cancel.cancel();
+        }
     }
-    batcher.result.not_started = queue.cloned().collect();
-    batcher.flush().await?;
-    Ok(batcher.result)
+    if stop.is_cancelled() {
+        batcher.result.stopped = Some("signal");
+    }
+    batcher.result.not_started.extend(queue.cloned());
+    let flushed = if stop.is_cancelled() {
+        match tokio::time::timeout(FINAL_COMMIT_AFTER_SIGNAL, batcher.flush()).await {
+            Ok(done) => done.map_err(|e| e.to_string()),
+            Err(_) => Err(format!(
+                "the last commit did not finish within {FINAL_COMMIT_AFTER_SIGNAL:?} of the signal; its tags are on the target and the next run adopts them"
+            )),
+        }
+    } else {
+        batcher.flush().await.map_err(|e| e.to_string())
+    };
+    if let Err(e) = flushed {
+        batcher.result.fatal.get_or_insert(e);
+    }
+    batcher.result
 }

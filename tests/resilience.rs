@@ -6,8 +6,10 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::faults::{Fault, FaultProxy, Rule};
 use common::images::random_bytes;
 use common::*;
+use sha2::{Digest as _, Sha256};
 
 /// `count` single-layer images of `size` bytes each under `team/`.
 async fn push_workload(src: &TestRegistry, count: usize, size: usize) -> Vec<(String, String)> {
@@ -147,7 +149,8 @@ async fn sigterm_stops_new_copies_records_finished_ones_and_exits_cleanly() {
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
     let log = stderr(&out);
-    assert_eq!(out.status.code(), Some(0), "{log}");
+    // SPEC §8: a run stopped by a signal exits 1, after recording what finished.
+    assert_eq!(out.status.code(), Some(1), "{log}");
     assert!(log.contains("signal received"), "{log}");
     let report = read_json(&report);
     assert_eq!(report["stopped"], "signal");
@@ -191,4 +194,230 @@ async fn a_zero_deadline_starts_nothing_and_leaves_everything_pending() {
         0
     );
     assert!(Pusher::new(&dst.addr).tags("mirror/img00").await.is_empty());
+}
+
+fn signal(child: &std::process::Child, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits for the child to exit, at most `limit`; returns its output and how long it took.
+fn exit_within(
+    mut child: std::process::Child,
+    limit: Duration,
+) -> (std::process::Output, Duration) {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            child.kill().unwrap();
+            panic!("gcrsync did not exit within {limit:?} of the signal");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child.wait_with_output().unwrap(), started.elapsed())
+}
+
+/// Actions cancels with SIGINT and kills 10 s later: a copy in the middle of a large,
+/// slow layer is cancelled at once, the finished tags are committed, the report says so,
+/// and the process is gone well within 5 s.
+#[tokio::test]
+async fn sigint_during_a_large_layer_cancels_it_commits_the_rest_and_exits_within_5s() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let small = push_workload(&src, 3, 1000).await;
+    let large = random_bytes(8 << 20);
+    let large_digest = format!("sha256:{}", hex::encode(Sha256::digest(&large)));
+    Pusher::new(&src.addr)
+        .image("team/large", "1", Format::Oci, "amd64", &[large])
+        .await;
+    // The large layer arrives a few KiB every 50 ms: minutes, never idle long.
+    let proxy = FaultProxy::start(&src.addr);
+    proxy.inject(Rule {
+        method: "GET",
+        path_contains: large_digest.clone(),
+        times: 100,
+        fault: Fault::Trickle(Duration::from_millis(50)),
+    });
+    let work = tempfile::tempdir().unwrap();
+    let metadata = work.path().join("meta");
+    let report = work.path().join("report.json");
+    let child = gcrsync(work.path())
+        .args(args_for(&proxy.addr, &dst.addr, &metadata))
+        .args(["--commit-every", "1", "--process-limit", "4", "--report"])
+        .arg(&report)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let records = metadata.join(format!("{}/team/images.json", proxy.addr));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let done = records.exists()
+            && read_json(&records)["images"]
+                .as_object()
+                .is_some_and(|i| i.len() == small.len());
+        let large_started = proxy
+            .log()
+            .iter()
+            .any(|(_, p, _)| p.contains(&large_digest));
+        if done && large_started {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the small images were never recorded"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(&child, "INT");
+    let (out, took) = exit_within(child, Duration::from_secs(5));
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let report = read_json(&report);
+    assert_eq!(report["stopped"], "signal", "{report}");
+    assert_eq!(report["totals"]["copied"], small.len(), "{report}");
+    assert_eq!(report["totals"]["pending"], 1, "{report}");
+    assert!(report["error"].is_null(), "{report}");
+    let recorded = read_json(&records);
+    assert!(recorded["images"].get("large").is_none(), "{recorded}");
+    // A rerun without the slow proxy's fault completes the mirror.
+    proxy.clear();
+    let out = run(gcrsync(work.path())
+        .args(args_for(&proxy.addr, &dst.addr, &metadata))
+        .args(["--commit-every", "1"]));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        read_json(&records)["images"].as_object().unwrap().len(),
+        small.len() + 1
+    );
+}
+
+/// A metadata store that fails for good mid-run ends the run with exit 3, and the report
+/// still says what was committed before; a rerun picks up from there.
+#[tokio::test]
+async fn a_store_failing_mid_run_exits_3_with_a_report_of_what_was_committed() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let tags = push_workload(&src, 6, 1 << 20).await;
+    let proxy = FaultProxy::start(&src.addr);
+    // Slow enough that the store can be broken after the first commit.
+    proxy.inject(Rule {
+        method: "GET",
+        path_contains: "/blobs/".into(),
+        times: 1000,
+        fault: Fault::Trickle(Duration::from_millis(20)),
+    });
+    let work = tempfile::tempdir().unwrap();
+    let metadata = work.path().join("meta");
+    let report = work.path().join("report.json");
+    let child = gcrsync(work.path())
+        .args(args_for(&proxy.addr, &dst.addr, &metadata))
+        .args(["--commit-every", "1", "--process-limit", "1", "--report"])
+        .arg(&report)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ns = metadata.join(format!("{}/team", proxy.addr));
+    assert!(wait_for(&ns.join("README.md"), Duration::from_secs(30)));
+    // A directory where the store must write a file: every later write fails.
+    std::fs::remove_file(ns.join("README.md")).unwrap();
+    std::fs::create_dir_all(ns.join("README.md/x")).unwrap();
+    let (out, _) = exit_within(child, Duration::from_secs(60));
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{log}");
+    let report = read_json(&report);
+    assert!(
+        report["error"].as_str().unwrap().contains("README.md"),
+        "{report}"
+    );
+    assert!(
+        !report["commits"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
+    assert!(log.contains("committed before that"), "{log}");
+    std::fs::remove_dir_all(ns.join("README.md")).unwrap();
+    proxy.clear();
+    let out = run(gcrsync(work.path()).args(args_for(&proxy.addr, &dst.addr, &metadata)));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        read_json(&ns.join("images.json"))["images"]
+            .as_object()
+            .unwrap()
+            .len(),
+        tags.len()
+    );
+}
+
+/// `monitor` between rounds wakes on a signal at once, and reports.
+#[tokio::test]
+async fn monitor_wakes_on_a_signal_at_once() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    push_workload(&src, 1, 100).await;
+    let work = tempfile::tempdir().unwrap();
+    let metadata = work.path().join("meta");
+    let report = work.path().join("report.json");
+    let child = gcrsync(work.path())
+        .arg("monitor")
+        .args(["--interval", "1h", "--count", "0"])
+        .args(mirror_args(&src, &dst, &metadata))
+        .arg("--report")
+        .arg(&report)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first round lists the source; then the wait of an hour starts.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !src.accesses().iter().any(|a| a.path.contains("/tags/list")) {
+        assert!(Instant::now() < deadline, "monitor never listed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&child, "TERM");
+    let (out, took) = exit_within(child, Duration::from_secs(3));
+    assert!(took < Duration::from_secs(3));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 pending"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(read_json(&report)["command"], "monitor");
+}
+
+/// Every ending writes the report: a configuration error found after listing (exit 2)
+/// too. A report path in a missing directory is refused before anything happens.
+#[tokio::test]
+async fn errors_still_write_the_report_and_a_bad_report_path_is_refused_up_front() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    push_workload(&src, 2, 100).await;
+    let work = tempfile::tempdir().unwrap();
+    let metadata = work.path().join("meta");
+    let before = src.accesses().len();
+    let out = run(gcrsync(work.path())
+        .args(mirror_args(&src, &dst, &metadata))
+        .args(["--report", "no/such/dir/report.json"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--report"), "{}", stderr(&out));
+    assert_eq!(
+        src.accesses().len(),
+        before,
+        "nothing is sent before the check"
+    );
+    // Two images onto one target name: exit 2, with a report that says why.
+    let report = work.path().join("report.json");
+    let out = run(gcrsync(work.path())
+        .args(mirror_args(&src, &dst, &metadata))
+        .args(["--name-template", "one", "--report"])
+        .arg(&report));
+    assert_eq!(out.status.code(), Some(2));
+    let report = read_json(&report);
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("--name-template"),
+        "{report}"
+    );
+    assert_eq!(report["totals"]["copied"], 0);
 }

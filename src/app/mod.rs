@@ -50,16 +50,24 @@ impl From<SourceError> for AppError {
     }
 }
 
-/// The outcome of a command that ran to the end.
+/// The outcome of a command that got as far as a report.
 pub struct Finished {
     /// The report.
     pub report: Report,
 }
 
 impl Finished {
-    /// 0 when nothing failed, 1 when some tags failed.
+    /// SPEC §8: 3 when the run could not go on (store, credentials), 1 when some tags
+    /// failed or a signal stopped the run, else 0.
     pub fn exit_code(&self) -> u8 {
-        if self.report.totals.failed > 0 { 1 } else { 0 }
+        if self.report.error.is_some() {
+            3
+        } else if self.report.totals.failed > 0 || self.report.stopped.as_deref() == Some("signal")
+        {
+            1
+        } else {
+            0
+        }
     }
 }
 
@@ -150,6 +158,17 @@ async fn make_plan<M: MetadataStore>(
     ))
 }
 
+/// The report of a run that ends before it has one (an error): zero counts per source.
+pub fn blank_report(settings: &Settings) -> Report {
+    let command = match settings.command {
+        Command::Sync => "sync",
+        Command::Test => "test",
+        Command::Compare => "compare",
+        Command::Monitor { .. } => "monitor",
+    };
+    Report::empty(command, &names(settings))
+}
+
 fn names(settings: &Settings) -> Vec<(String, String)> {
     settings
         .sources
@@ -189,7 +208,11 @@ async fn command<M: MetadataStore>(
     match &settings.command {
         Command::Sync => sync(settings, registries, recorder, started, &stop).await,
         Command::Test => {
-            let (plan, stats) = make_plan(settings, registries, recorder).await?;
+            let Some((plan, stats)) =
+                until_stopped(&stop, make_plan(settings, registries, recorder)).await?
+            else {
+                return Ok(stopped_before_planning("test", settings));
+            };
             for step in plan.copy.iter().chain(&plan.adopt) {
                 let c = &step.candidate;
                 let why = match &step.previous {
@@ -217,7 +240,11 @@ async fn sync<M: MetadataStore>(
     started: Instant,
     stop: &StopFlag,
 ) -> Result<Finished, AppError> {
-    let (mut plan, stats) = make_plan(settings, registries, recorder).await?;
+    let Some((mut plan, stats)) =
+        until_stopped(stop, make_plan(settings, registries, recorder)).await?
+    else {
+        return Ok(stopped_before_planning("sync", settings));
+    };
     let quotas: Vec<Option<u64>> = registries.sources.iter().map(|s| s.pull_quota()).collect();
     let over_quota = plan::fit_quotas(&mut plan, &quotas);
     if over_quota > 0 {
@@ -251,7 +278,7 @@ async fn sync<M: MetadataStore>(
         stop,
         &progress,
     )
-    .await?;
+    .await;
     progress.finish();
     Ok(Finished {
         report: report::build("sync", &names(settings), &stats, &plan, Some(&result)),
@@ -267,7 +294,11 @@ async fn monitor<M: MetadataStore>(
 ) -> Result<Finished, AppError> {
     let mut round = 0;
     loop {
-        let (plan, stats) = make_plan(settings, registries, recorder).await?;
+        let Some((plan, stats)) =
+            until_stopped(stop, make_plan(settings, registries, recorder)).await?
+        else {
+            return Ok(stopped_before_planning("monitor", settings));
+        };
         let report = report::build("monitor", &names(settings), &stats, &plan, None);
         for s in &report.sources {
             println!(
@@ -279,11 +310,34 @@ async fn monitor<M: MetadataStore>(
             );
         }
         round += 1;
-        if (settings.monitor_count != 0 && round >= settings.monitor_count)
-            || stop.load(std::sync::atomic::Ordering::SeqCst)
-        {
+        if settings.monitor_count != 0 && round >= settings.monitor_count {
             return Ok(Finished { report });
         }
-        tokio::time::sleep(settings.monitor_interval).await;
+        // A signal ends the wait at once, not at the next round.
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(Finished { report }),
+            _ = tokio::time::sleep(settings.monitor_interval) => {}
+        }
     }
+}
+
+/// Runs `work` unless a signal comes first: listing a large namespace takes a while, and
+/// Actions kills the step 10 s after its SIGINT.
+async fn until_stopped<T>(
+    stop: &StopFlag,
+    work: impl std::future::Future<Output = Result<T, AppError>>,
+) -> Result<Option<T>, AppError> {
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => Ok(None),
+        done = work => done.map(Some),
+    }
+}
+
+/// The report of a run stopped by a signal while it was still listing: nothing was
+/// copied or recorded.
+fn stopped_before_planning(command: &str, settings: &Settings) -> Finished {
+    let mut report = Report::empty(command, &names(settings));
+    report.stopped = Some("signal".to_string());
+    Finished { report }
 }
