@@ -108,6 +108,32 @@ async fn basic_auth_on_both_sides_works_and_wrong_credentials_are_fatal_and_name
         head.headers()["docker-content-digest"].to_str().unwrap(),
         digest
     );
+
+    // The tag moves; the plan is one copy and no target check. Refused target credentials
+    // still end the run with exit 3 (not 1 as for a failed tag), and the record stays.
+    Pusher::new(&src.addr)
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(1000)])
+        .await;
+    let out = run(gcrsync(work.path())
+        .args(&args)
+        .args([
+            "--target-username",
+            USER,
+            "--target-password",
+            "wrong",
+            "--report",
+        ])
+        .arg(&report));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let written = read_json(&report);
+    assert!(
+        written["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("--target-username")),
+        "{written}"
+    );
+    let records = read_json(&metadata.join(format!("{}/team/images.json", src.addr)));
+    assert_eq!(records["images"]["app"]["tags"]["1"]["digest"], digest);
 }
 
 #[tokio::test]
