@@ -8,6 +8,8 @@ pub mod google;
 pub mod images;
 pub mod proxies;
 pub mod registry;
+pub mod releases;
+pub mod runner;
 pub mod server;
 
 use std::path::Path;
