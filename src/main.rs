@@ -112,6 +112,11 @@ fn main() -> ExitCode {
         );
     }
     init_logging(&settings);
+    tracing::debug!(
+        "gcrsync {} {:?}: debug logs on (-v, or RUNNER_DEBUG=1 from a re-run with debug logging)",
+        env!("CARGO_PKG_VERSION"),
+        settings.command
+    );
     let actions = settings.actions.clone();
     let report_path = settings.report.clone();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -93,7 +93,7 @@ async fn the_action_installs_the_verified_release_and_reports_to_the_runner() {
     assert!(
         String::from_utf8_lossy(&run.stderr)
             .lines()
-            .any(|l| l.starts_with("DEBUG ")),
+            .any(|l| l.starts_with("DEBUG gcrsync ")),
         "RUNNER_DEBUG=1 turns on debug logs"
     );
     for (key, value) in [

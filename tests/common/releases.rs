@@ -8,14 +8,14 @@
 //! headers that, as on GitHub, point at `/repositories/<id>/releases`.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::{Value, json};
 
+use super::release_assets::publish;
 use super::server::{self, Body, full};
 
 pub const REPO: &str = "gcrsync/gcrsync";
@@ -73,135 +73,6 @@ pub struct FakeReleases {
     pub server_url: String,
     pub api_url: String,
     state: Arc<Mutex<State>>,
-}
-
-/// The targets of release.yml's build matrix.
-pub fn release_targets() -> Vec<String> {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(".github/workflows/release.yml"),
-    )
-    .unwrap();
-    let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-    yaml["jobs"]["build"]["strategy"]["matrix"]["include"]
-        .as_sequence()
-        .expect("release.yml has a build matrix")
-        .iter()
-        .map(|e| e["target"].as_str().unwrap().to_string())
-        .collect()
-}
-
-/// Where published releases are kept while the built binary is unchanged, so that each
-/// test does not pack ~10 MB archives again; older binaries' copies are removed.
-fn cache() -> &'static Path {
-    static CACHE: OnceLock<PathBuf> = OnceLock::new();
-    CACHE.get_or_init(|| {
-        let bin = Path::new(env!("CARGO_BIN_EXE_gcrsync"));
-        let meta = std::fs::metadata(bin).unwrap();
-        let stamp = meta
-            .modified()
-            .unwrap()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        let name = format!("releases-{}-{stamp}", meta.len());
-        for entry in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
-            let old = entry.file_name().to_string_lossy().into_owned();
-            if old.starts_with("releases-") && old != name {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-        let dir = tmp.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    })
-}
-
-/// Makes `target` by filling a fresh directory beside it and renaming it into place, so
-/// that tests running at the same time never see half of it.
-fn once(target: &Path, fill: impl FnOnce(&Path)) {
-    if target.exists() {
-        return;
-    }
-    let staging = tempfile::tempdir_in(cache()).unwrap();
-    fill(staging.path());
-    let staging = staging.keep();
-    if std::fs::rename(&staging, target).is_err() {
-        // Another test made it first.
-        std::fs::remove_dir_all(&staging).unwrap();
-    }
-    assert!(target.exists());
-}
-
-/// `tar -czf` of the built binary, stripped as the release profile strips it (smaller and
-/// faster to pack).
-fn base_archive() -> PathBuf {
-    let archive = cache().join("base");
-    once(&archive, |dir| {
-        let copy = dir.join("gcrsync");
-        std::fs::copy(env!("CARGO_BIN_EXE_gcrsync"), &copy).unwrap();
-        // Without `strip` the archive is only bigger.
-        let _ = Command::new("strip").arg(&copy).status();
-        let tar = Command::new("tar")
-            .arg("-czf")
-            .arg(dir.join("gcrsync.tar.gz"))
-            .arg("-C")
-            .arg(dir)
-            .arg("gcrsync")
-            .status()
-            .unwrap();
-        assert!(tar.success());
-        std::fs::remove_file(copy).unwrap();
-    });
-    archive.join("gcrsync.tar.gz")
-}
-
-/// A release archive distinct for every `variant`: the base archive followed by a second
-/// gzip member of zero blocks (tar ignores what follows its end marker), so every version
-/// and target has its own checksum while still holding exactly one file, `gcrsync`.
-fn archive(variant: usize, to: &Path) {
-    let mut bytes = std::fs::read(base_archive()).unwrap();
-    let zeros = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(zeros.path(), vec![0u8; 512 * (variant + 1)]).unwrap();
-    let gz = Command::new("gzip")
-        .args(["-c", "-n"])
-        .arg(zeros.path())
-        .output()
-        .unwrap();
-    assert!(gz.status.success());
-    bytes.extend_from_slice(&gz.stdout);
-    std::fs::write(to, bytes).unwrap();
-}
-
-/// What release.yml's publish job uploads as the `index`th release: an archive per matrix
-/// target and `SHA256SUMS`, made with its very command.
-fn publish(index: usize) -> (BTreeMap<String, PathBuf>, BTreeMap<String, String>) {
-    let targets = release_targets();
-    let dir = cache().join(format!("release-{index}-{}", targets.join("+")));
-    once(&dir, |dir| {
-        for (t, target) in targets.iter().enumerate() {
-            archive(index * 8 + t, &dir.join(format!("gcrsync-{target}.tar.gz")));
-        }
-        let sums = Command::new("bash")
-            .args(["-c", "sha256sum gcrsync-*.tar.gz > SHA256SUMS"])
-            .current_dir(dir)
-            .status()
-            .unwrap();
-        assert!(sums.success());
-    });
-    let mut assets: BTreeMap<String, PathBuf> = targets
-        .iter()
-        .map(|t| format!("gcrsync-{t}.tar.gz"))
-        .map(|name| (name.clone(), dir.join(name)))
-        .collect();
-    let text = std::fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
-    let sums = text
-        .lines()
-        .filter_map(|l| l.split_once("  "))
-        .map(|(sum, name)| (name.to_string(), sum.to_string()))
-        .collect();
-    assets.insert("SHA256SUMS".into(), dir.join("SHA256SUMS"));
-    (assets, sums)
 }
 
 impl FakeReleases {
