@@ -181,8 +181,9 @@ install_release() {
   echo "gcrsync $tag ($target) from $server/$repository/releases, sha256 $actual"
 }
 
+# Builds from the action's checkout; $1 says why, $2 how to install in seconds instead.
 build_from_source() {
-  echo "::warning title=gcrsync install::$1; building gcrsync from source with cargo, which takes minutes. Use a release to install in seconds: uses: ${repository:-OWNER/gcrsync}@v1, or the version input."
+  echo "::warning title=gcrsync install::$1; building gcrsync from source with cargo, which takes minutes. ${2:-Use a release to install in seconds: uses: ${repository:-OWNER/gcrsync}@v1, or the version input.}"
   command -v cargo >/dev/null ||
     fail "building from source needs cargo, and there is none on PATH: install a Rust toolchain in an earlier step, or use a release (uses: ${repository:-OWNER/gcrsync}@v1, or the version input)"
   [ -f "$action_path/Cargo.toml" ] || fail "no Cargo.toml in $action_path to build from"
@@ -208,7 +209,8 @@ elif ! [[ "$spec" =~ ^v[0-9]+(\.[0-9]+){0,2}$ || "$spec" = latest ]]; then
   build_from_source "$repository@$spec is a branch or a commit, not a release"
   installed=source
 elif [ -z "$target" ]; then
-  build_from_source "releases have no binary for $(platform) (only ${targets//=/→})"
+  build_from_source "releases have no binary for $(platform) (only ${targets//=/→})" \
+    "Run on one of those to install in seconds."
   installed=source
 else
   tag=$spec
