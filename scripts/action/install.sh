@@ -3,7 +3,7 @@
 #
 # What to install: the `version` input when set, else the ref the action was used at
 # (`github.action_ref`):
-#   vX.Y.Z (or X.Y.Z)  → that release;
+#   vX.Y.Z (or X.Y.Z)  → that release (also a prerelease named so, e.g. v2.1.0-rc.1);
 #   vX, vX.Y           → the newest release of that series that is neither a draft nor a
 #                        prerelease, found through the REST API (the moving tags vX and vX.Y
 #                        that release.yml pushes have no release, hence no downloads);
@@ -191,9 +191,10 @@ build_from_source() {
   cp "${CARGO_TARGET_DIR:-$action_path/target}/release/gcrsync" "$dest/gcrsync"
 }
 
-[[ ! "$wanted" =~ ^[0-9]+(\.[0-9]+){0,2}$ ]] || wanted="v$wanted"
+exact='^v[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$' # v1.2.3, or a prerelease v2.1.0-rc.1
+[[ ! "$wanted" =~ ^[0-9]+(\.[0-9]+){0,2} ]] || wanted="v$wanted"
 if [ -n "$wanted" ]; then
-  [[ "$wanted" =~ ^v[0-9]+(\.[0-9]+){0,2}$ || "$wanted" = latest ]] ||
+  [[ "$wanted" =~ $exact || "$wanted" =~ ^v[0-9]+(\.[0-9]+)?$ || "$wanted" = latest ]] ||
     fail "input version must be a release like v1.2.3, a series like v1 or v1.2, or latest; not '$wanted'"
   # `uses: ./` names no repository: the releases are then the workflow repository's own.
   repository=${repository:-${GITHUB_REPOSITORY:-}}
@@ -205,7 +206,7 @@ target=$(target_for "$(platform)")
 if [ -z "$repository" ] || [ -z "$spec" ]; then
   build_from_source "the action runs from a local checkout (uses: ./), which has no release"
   installed=source
-elif ! [[ "$spec" =~ ^v[0-9]+(\.[0-9]+){0,2}$ || "$spec" = latest ]]; then
+elif ! [[ "$spec" =~ $exact || "$spec" =~ ^v[0-9]+(\.[0-9]+)?$ || "$spec" = latest ]]; then
   build_from_source "$repository@$spec is a branch or a commit, not a release"
   installed=source
 elif [ -z "$target" ]; then
@@ -214,7 +215,7 @@ elif [ -z "$target" ]; then
   installed=source
 else
   tag=$spec
-  if ! [[ "$spec" =~ ^v[0-9]+\.[0-9]+\.[0-9]+$ ]]; then
+  if ! [[ "$spec" =~ $exact ]]; then
     series=$spec
     [ "$series" != latest ] || series=""
     newest_release "$series"
