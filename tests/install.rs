@@ -375,6 +375,24 @@ fn a_release_that_cannot_be_downloaded_or_verified_fails_and_builds_nothing() {
 }
 
 #[test]
+fn a_storage_hiccup_is_retried() {
+    let releases = FakeReleases::github_like();
+    releases.fail_downloads(2);
+    let mut install = Install::new(&releases, "");
+    let tools = install.tools.clone();
+    let (out, outputs, took) = install.run("v1.2.0", "", ("Linux", "X64"), &tools);
+    assert!(out.status.success());
+    assert_eq!(outputs["version"], "v1.2.0");
+    let objects = releases
+        .hits()
+        .iter()
+        .filter(|h| h.host == "objects")
+        .count();
+    assert_eq!(objects, 4, "two 503s, then the archive and SHA256SUMS");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+}
+
+#[test]
 fn a_rate_limited_api_fails_clearly_and_exact_versions_need_no_api() {
     let releases = FakeReleases::github_like();
     releases.limit_anonymous();

@@ -66,6 +66,8 @@ struct State {
     page_cap: usize,
     compact: bool,
     anonymous_limited: bool,
+    /// The next this many object downloads answer 503 (storage has bad moments).
+    unavailable: usize,
     hits: Vec<Hit>,
 }
 
@@ -102,6 +104,7 @@ impl FakeReleases {
             page_cap: 100,
             compact: false,
             anonymous_limited: false,
+            unavailable: 0,
             hits: Vec::new(),
         }));
         let (s, a, o) = (state.clone(), state.clone(), state.clone());
@@ -154,6 +157,11 @@ impl FakeReleases {
     /// Unauthenticated API calls get GitHub's 403 "API rate limit exceeded".
     pub fn limit_anonymous(&self) {
         self.state.lock().unwrap().anonymous_limited = true;
+    }
+
+    /// The next `n` downloads from the objects host answer 503.
+    pub fn fail_downloads(&self, n: usize) {
+        self.state.lock().unwrap().unavailable = n;
     }
 
     /// The objects host serves `asset` of `tag` with one byte changed.
@@ -290,6 +298,13 @@ async fn objects(req: Request<Incoming>, state: Arc<Mutex<State>>) -> Response<B
         .split('&')
         .find_map(|p| p.strip_prefix("X-Amz-Signature="))
         .unwrap_or("");
+    {
+        let mut state = state.lock().unwrap();
+        if state.unavailable > 0 {
+            state.unavailable -= 1;
+            return respond(503, &[], "<Error><Code>SlowDown</Code></Error>");
+        }
+    }
     let Some(file) = state.lock().unwrap().signed.get(token).cloned() else {
         return respond(
             403,
