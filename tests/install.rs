@@ -563,3 +563,58 @@ fn release_yml_keeps_latest_on_the_highest_version_and_moves_tags_only_forward()
         ["gh release create v2.1.0-rc.1 --prerelease --latest=false"]
     );
 }
+
+/// `curl -s` of `url`: (status, Location, Link).
+fn head_of(url: &str) -> (String, String, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-D", "-", url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    let status = text.split_whitespace().nth(1).unwrap_or("").to_string();
+    let header = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or("")
+            .to_string()
+    };
+    (status, header("location"), header("link"))
+}
+
+#[test]
+fn the_fake_serves_releases_as_github_does() {
+    let releases = FakeReleases::github_like();
+    let web = format!("{}/{REPO}/releases", releases.server_url);
+    // A moving tag has no release, so no downloads: what broke `uses: …@v1` before.
+    assert_eq!(head_of(&format!("{web}/download/v1/{LINUX_X64}")).0, "404");
+    assert_eq!(
+        head_of(&format!("{web}/download/v2.1.0/{LINUX_X64}")).0,
+        "404",
+        "a draft"
+    );
+    let (status, location, _) = head_of(&format!("{web}/latest/download/{LINUX_X64}"));
+    assert_eq!(status, "302");
+    assert_eq!(location, format!("{web}/download/v2.0.0/{LINUX_X64}"));
+    let (status, location, _) = head_of(&format!("{web}/download/v2.1.0-rc.1/SHA256SUMS"));
+    assert_eq!(status, "302");
+    assert!(
+        !location.starts_with(&releases.server_url),
+        "to the objects host: {location}"
+    );
+    assert!(location.contains("X-Amz-Signature="));
+    let unsigned = location.split('?').next().unwrap();
+    assert_eq!(head_of(unsigned).0, "403");
+    let (status, _, link) = head_of(&format!(
+        "{}/repos/{REPO}/releases?per_page=100",
+        releases.api_url
+    ));
+    assert_eq!(status, "200");
+    assert_eq!(
+        link,
+        format!(
+            "<{api}/repositories/700123/releases?per_page=2&page=2>; rel=\"next\", \
+             <{api}/repositories/700123/releases?per_page=2&page=4>; rel=\"last\"",
+            api = releases.api_url
+        )
+    );
+}
