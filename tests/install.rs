@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use common::release_assets::release_targets;
+use common::release_assets::{release_targets, run_publish_step};
 use common::releases::{FakeReleases, Hit, REPO, TOKEN};
 use common::runner::{Runner, runner, tools_without_rust};
 
@@ -445,91 +445,13 @@ fn the_install_step_gets_the_hosts_and_token_the_runner_gives_actions() {
     }
 }
 
-/// release.yml's publish step, run with a fake `gh` and `git` over a repository's tags:
-/// returns the `gh` and `git` calls that change anything.
-fn publish(tag: &str, existing: &[&str]) -> Vec<String> {
-    let workflow: serde_yaml::Value = serde_yaml::from_str(
-        &std::fs::read_to_string(Path::new(ROOT).join(".github/workflows/release.yml")).unwrap(),
-    )
-    .unwrap();
-    let script = workflow["jobs"]["publish"]["steps"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == "publish")
-        .expect("a publish step")["run"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let bin = tools_without_rust(dir.path());
-    std::os::unix::fs::symlink(which("sort"), bin.join("sort")).unwrap();
-    let log = dir.path().join("calls");
-    let tags = dir.path().join("tags");
-    std::fs::write(&tags, format!("{}\n{tag}\n", existing.join("\n"))).unwrap();
-    let fakes = [
-        ("gh", "echo \"gh $*\" >>\"$LOG\"".to_string()),
-        (
-            "git",
-            // `git tag -l PATTERN` lists matching tags; other calls are recorded.
-            "if [ \"$1 $2\" = 'tag -l' ]; then while read -r t; do [[ \"$t\" != $3 ]] || echo \"$t\"; done <\"$TAGS\"; else echo \"git $*\" >>\"$LOG\"; fi".to_string(),
-        ),
-    ];
-    for (name, body) in fakes {
-        let path = bin.join(name);
-        std::fs::write(&path, format!("#!/usr/bin/env bash\n{body}\n")).unwrap();
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
-    }
-    for target in release_targets() {
-        std::fs::write(dir.path().join(format!("gcrsync-{target}.tar.gz")), &target).unwrap();
-    }
-    let out = std::process::Command::new("bash")
-        .args(["-c", &script])
-        .env_clear()
-        .env("PATH", &bin)
-        .env("TAG", tag)
-        .env("GITHUB_SHA", "c0ffee")
-        .env("LOG", &log)
-        .env("TAGS", &tags)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let sums = std::fs::read_to_string(dir.path().join("SHA256SUMS")).unwrap();
-    assert_eq!(sums.lines().count(), release_targets().len());
-    // The shell expands gcrsync-*.tar.gz in name order.
-    let mut assets: Vec<String> = release_targets()
-        .iter()
-        .map(|t| format!("gcrsync-{t}.tar.gz"))
-        .collect();
-    assets.sort();
-    let uploads = format!(" {} SHA256SUMS", assets.join(" "));
-    std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .map(|l| l.replace(" --generate-notes", "").replace(&uploads, ""))
-        .collect()
-}
-
-fn which(tool: &str) -> PathBuf {
-    std::env::split_paths(&std::env::var("PATH").unwrap())
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
-        .unwrap()
-}
-
 #[test]
 fn release_yml_keeps_latest_on_the_highest_version_and_moves_tags_only_forward() {
     let existing = [
         "v1.0.0", "v1.2.0", "v2.0.0", "v1", "v1.0", "v1.2", "v2", "v2.0",
     ];
     assert_eq!(
-        publish("v2.1.0", &existing),
+        run_publish_step("v2.1.0", &existing),
         [
             "gh release create v2.1.0 --latest=true",
             "git tag -f v2 c0ffee",
@@ -540,7 +462,7 @@ fn release_yml_keeps_latest_on_the_highest_version_and_moves_tags_only_forward()
     );
     // A backport after v2.0.0: not latest; v1 and v1.2 move to it.
     assert_eq!(
-        publish("v1.2.1", &existing),
+        run_publish_step("v1.2.1", &existing),
         [
             "gh release create v1.2.1 --latest=false",
             "git tag -f v1 c0ffee",
@@ -551,7 +473,7 @@ fn release_yml_keeps_latest_on_the_highest_version_and_moves_tags_only_forward()
     );
     // A fix of an older line moves only its own minor tag.
     assert_eq!(
-        publish("v1.0.1", &existing),
+        run_publish_step("v1.0.1", &existing),
         [
             "gh release create v1.0.1 --latest=false",
             "git tag -f v1.0 c0ffee",
@@ -559,7 +481,7 @@ fn release_yml_keeps_latest_on_the_highest_version_and_moves_tags_only_forward()
         ]
     );
     assert_eq!(
-        publish("v2.1.0-rc.1", &existing),
+        run_publish_step("v2.1.0-rc.1", &existing),
         ["gh release create v2.1.0-rc.1 --prerelease --latest=false"]
     );
 }

@@ -1,6 +1,7 @@
 //! Release assets as release.yml publishes them, made from the built binary: one
 //! `gcrsync-<target>.tar.gz` per target of its matrix and `SHA256SUMS` made with its own
-//! command; kept under the target dir while the binary is unchanged.
+//! command; kept under the target dir while the binary is unchanged. And release.yml's
+//! publish step itself, run over a repository's tags with a fake `gh` and `git`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -134,4 +135,85 @@ pub fn publish(index: usize) -> (BTreeMap<String, PathBuf>, BTreeMap<String, Str
         .collect();
     assets.insert("SHA256SUMS".into(), dir.join("SHA256SUMS"));
     (assets, sums)
+}
+
+/// release.yml's publish step, run with a fake `gh` and `git` over a repository's tags:
+/// returns the `gh` and `git` calls that change anything.
+pub fn run_publish_step(tag: &str, existing: &[&str]) -> Vec<String> {
+    let workflow: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(".github/workflows/release.yml"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let script = workflow["jobs"]["publish"]["steps"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "publish")
+        .expect("a publish step")["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = super::runner::tools_without_rust(dir.path());
+    std::os::unix::fs::symlink(which("sort"), bin.join("sort")).unwrap();
+    let log = dir.path().join("calls");
+    let tags = dir.path().join("tags");
+    std::fs::write(&tags, format!("{}\n{tag}\n", existing.join("\n"))).unwrap();
+    let fakes = [
+        ("gh", "echo \"gh $*\" >>\"$LOG\"".to_string()),
+        (
+            "git",
+            // `git tag -l PATTERN` lists matching tags; other calls are recorded.
+            "if [ \"$1 $2\" = 'tag -l' ]; then while read -r t; do [[ \"$t\" != $3 ]] || echo \"$t\"; done <\"$TAGS\"; else echo \"git $*\" >>\"$LOG\"; fi".to_string(),
+        ),
+    ];
+    for (name, body) in fakes {
+        let path = bin.join(name);
+        std::fs::write(&path, format!("#!/usr/bin/env bash\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    for target in release_targets() {
+        std::fs::write(dir.path().join(format!("gcrsync-{target}.tar.gz")), &target).unwrap();
+    }
+    let out = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .env_clear()
+        .env("PATH", &bin)
+        .env("TAG", tag)
+        .env("GITHUB_SHA", "c0ffee")
+        .env("LOG", &log)
+        .env("TAGS", &tags)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sums = std::fs::read_to_string(dir.path().join("SHA256SUMS")).unwrap();
+    assert_eq!(sums.lines().count(), release_targets().len());
+    // The shell expands gcrsync-*.tar.gz in name order.
+    let mut assets: Vec<String> = release_targets()
+        .iter()
+        .map(|t| format!("gcrsync-{t}.tar.gz"))
+        .collect();
+    assets.sort();
+    let uploads = format!(" {} SHA256SUMS", assets.join(" "));
+    std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| l.replace(" --generate-notes", "").replace(&uploads, ""))
+        .collect()
+}
+
+pub fn which(tool: &str) -> PathBuf {
+    std::env::split_paths(&std::env::var("PATH").unwrap())
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+        .unwrap()
 }
