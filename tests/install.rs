@@ -118,6 +118,8 @@ fn downloads(hits: &[Hit]) -> Vec<String> {
 fn refs_resolve_to_the_newest_full_release_of_their_series_without_rust() {
     let releases = FakeReleases::github_like();
     for token in ["", TOKEN] {
+        // Both JSON layouts: minified, and indented (what GitHub gives curl).
+        releases.set_compact(token.is_empty());
         let mut install = Install::new(&releases, token);
         for (action_ref, version, expected) in [
             ("v1", "", "v1.2.1"),
@@ -132,8 +134,15 @@ fn refs_resolve_to_the_newest_full_release_of_their_series_without_rust() {
             // A prerelease is installed when asked for by name.
             ("v2.1.0-rc.1", "", "v2.1.0-rc.1"),
         ] {
-            // Both JSON layouts: indented (what GitHub gives curl) and minified.
-            releases.set_compact(version.is_empty());
+            let spec = if version.is_empty() {
+                action_ref
+            } else {
+                version
+            };
+            let exact = spec.matches('.').count() >= 2;
+            if exact && !token.is_empty() {
+                continue; // no API call: the token changes nothing
+            }
             let before = releases.hits().len();
             let tools = install.tools.clone();
             let (out, outputs, took) = install.run(action_ref, version, ("Linux", "X64"), &tools);
@@ -165,12 +174,7 @@ fn refs_resolve_to_the_newest_full_release_of_their_series_without_rust() {
                 "{case}"
             );
             let api: Vec<&Hit> = hits.iter().filter(|h| h.host == "api").collect();
-            let spec = if version.is_empty() {
-                action_ref
-            } else {
-                version
-            };
-            if spec.matches('.').count() >= 2 {
+            if exact {
                 assert!(api.is_empty(), "{case}: an exact version needs no API call");
             } else {
                 // Pages of 2: every page is read, through GitHub's /repositories/ID links
