@@ -280,10 +280,10 @@ pub struct Options {
         default_value = "text"
     )]
     pub log_format: String,
-    /// More logging (-v debug, -vv trace).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    /// More logging (-v debug, -vv trace; as a variable, the count); RUNNER_DEBUG=1 means -v.
+    #[arg(short, long, env = "GCRSYNC_VERBOSE", global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Less logging (warnings and errors only).
-    #[arg(short, long, global = true)]
+    #[arg(short, long, env = "GCRSYNC_QUIET", global = true)]
     pub quiet: bool,
 }

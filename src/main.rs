@@ -172,6 +172,11 @@ fn main() -> ExitCode {
         return ExitCode::from(EXIT_CONFIG);
     }
     init_logging(&settings);
+    tracing::debug!(
+        "gcrsync {} {:?}: debug logs on (-v, or RUNNER_DEBUG=1 from a re-run with debug logging)",
+        env!("CARGO_PKG_VERSION"),
+        settings.command
+    );
     let actions = settings.actions.clone();
     let report_path = settings.report.clone();
     let blank = app::blank_report(&settings);

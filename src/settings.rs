@@ -584,7 +584,11 @@ pub fn resolve(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Setting
         dry_run: o.dry_run,
         report: o.report,
         log_format,
-        verbosity: o.verbose.min(3) as i8 - i8::from(o.quiet),
+        // GitHub's "re-run with debug logging" sets RUNNER_DEBUG=1: debug logs, even if quiet.
+        verbosity: match env("RUNNER_DEBUG").as_deref() {
+            Some("1") => (o.verbose.min(3) as i8).max(1),
+            _ => o.verbose.min(3) as i8 - i8::from(o.quiet),
+        },
         monitor_interval,
         monitor_count,
     })
@@ -599,6 +603,22 @@ mod tests {
         let mut argv = vec!["gcrsync"];
         argv.extend_from_slice(args);
         resolve(Cli::try_parse_from(argv).unwrap(), |_| None)
+    }
+
+    #[test]
+    fn runner_debug_turns_on_debug_logs() {
+        let cli = |args: &[&str]| {
+            Cli::try_parse_from([&["gcrsync", "--source", "s.io/n"], args].concat()).unwrap()
+        };
+        let debug = |name: &str| (name == "RUNNER_DEBUG").then(|| "1".to_string());
+        let level = |args: &[&str], env: &dyn Fn(&str) -> Option<String>| {
+            resolve(cli(args), env).unwrap().verbosity
+        };
+        assert_eq!(level(&["--target", "t"], &|_| None), 0);
+        assert_eq!(level(&["--target", "t"], &debug), 1);
+        assert_eq!(level(&["--target", "t", "-q"], &debug), 1);
+        assert_eq!(level(&["--target", "t", "-vv"], &debug), 2);
+        assert_eq!(level(&["--target", "t", "-q"], &|_| None), -1);
     }
 
     #[test]

@@ -8,6 +8,9 @@ pub mod google;
 pub mod images;
 pub mod proxies;
 pub mod registry;
+pub mod release_assets;
+pub mod releases;
+pub mod runner;
 pub mod server;
 
 use std::path::Path;
