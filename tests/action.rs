@@ -8,6 +8,7 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use common::images::random_bytes;
 use common::releases::{FakeReleases, REPO};
@@ -243,4 +244,113 @@ async fn the_travis_line_downloads_the_latest_or_a_pinned_release_verifies_and_r
         Some(digest)
     );
     assert!(work.path().join("gcrsync-metadata").exists());
+}
+
+/// Cancelling a workflow: the runner sends SIGINT to the step's process only (then
+/// SIGTERM 7.5 s later, then kills the tree). That process must be gcrsync itself, so it
+/// stops, commits what finished and writes the outputs inside the window.
+#[tokio::test]
+async fn a_cancelled_step_stops_gcrsync_itself_and_still_writes_the_outputs() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let p = Pusher::new(&src.addr);
+    for i in 0..2 {
+        p.image(
+            &format!("team/small{i}"),
+            "1",
+            Format::Oci,
+            "amd64",
+            &[random_bytes(1000)],
+        )
+        .await;
+    }
+    let large = random_bytes(8 << 20);
+    let large_digest = images::digest_of(&large);
+    p.image("team/large", "1", Format::Oci, "amd64", &[large])
+        .await;
+    let proxy = faults::FaultProxy::start(&src.addr);
+    proxy.inject(faults::Rule {
+        method: "GET",
+        path_contains: large_digest.clone(),
+        times: 100,
+        fault: faults::Fault::Trickle(Duration::from_millis(50)),
+    });
+
+    let work = tempfile::tempdir().unwrap();
+    let releases = FakeReleases::github_like();
+    let mut runner = runner(work.path());
+    runner
+        .context
+        .insert("github.server_url".into(), releases.server_url.clone());
+    runner
+        .context
+        .insert("github.api_url".into(), releases.api_url.clone());
+    let metadata = work.path().join("meta");
+    let (source, target, insecure) = (
+        format!("{}/team", proxy.addr),
+        format!("{}/mirror", dst.addr),
+        format!("{},{}", proxy.addr, dst.addr),
+    );
+    let metadata_dir = metadata.display().to_string();
+    let inputs = [
+        ("source", source.as_str()),
+        ("target", target.as_str()),
+        ("insecure-registry", insecure.as_str()),
+        ("metadata-dir", metadata_dir.as_str()),
+        ("github-token", ""),
+        ("commit-every", "1"),
+        ("process-limit", "4"),
+    ];
+    let records = metadata.join(format!("{}/team/images.json", proxy.addr));
+    let mut took = Duration::ZERO;
+    let steps = runner.run_action_watching(&inputs, &[], |id, step| {
+        if id != "run" {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let small_done = records.exists()
+                && read_json(&records)["images"]
+                    .as_object()
+                    .is_some_and(|i| i.len() == 2);
+            let large_started = proxy
+                .log()
+                .iter()
+                .any(|(_, p, _)| p.contains(&large_digest));
+            if small_done && large_started {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the small images never got recorded"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let signalled = Instant::now();
+        assert!(
+            Command::new("kill")
+                .args(["-INT", &step.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        // The runner's window before SIGTERM is 7.5 s; kill as it would after 10 s.
+        while step.try_wait().unwrap().is_none() {
+            if signalled.elapsed() > Duration::from_secs(10) {
+                step.kill().unwrap();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        took = signalled.elapsed();
+    });
+    let (run, outputs) = &steps[1];
+    assert!(
+        took < Duration::from_secs(5),
+        "the step took {took:?} after SIGINT"
+    );
+    assert_eq!(run.status.code(), Some(1), "a cancelled run exits 1");
+    assert_eq!(outputs.get("copied").map(String::as_str), Some("2"));
+    assert_eq!(outputs.get("pending").map(String::as_str), Some("1"));
+    let report = read_json(Path::new(&outputs["report"]));
+    assert_eq!(report["stopped"], "signal");
 }

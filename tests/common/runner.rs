@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -58,6 +58,17 @@ impl Runner {
         given: &[(&str, &str)],
         extra_env: &[(&str, &str)],
     ) -> Vec<(Output, BTreeMap<String, String>)> {
+        self.run_action_watching(given, extra_env, |_, _| {})
+    }
+
+    /// [`Runner::run_action`], handing each running step's process to `watch` (by step
+    /// id) before waiting for it: a test can cancel it the way the runner does.
+    pub fn run_action_watching(
+        &self,
+        given: &[(&str, &str)],
+        extra_env: &[(&str, &str)],
+        mut watch: impl FnMut(&str, &mut Child),
+    ) -> Vec<(Output, BTreeMap<String, String>)> {
         let action: serde_yaml::Value = serde_yaml::from_str(
             &std::fs::read_to_string(Path::new(ROOT).join("action.yml")).unwrap(),
         )
@@ -84,11 +95,15 @@ impl Runner {
             }
             let output_file = self.work.join(format!("output-{id}"));
             std::fs::write(&output_file, "").unwrap();
+            // As the runner runs `shell: bash`: the `run:` text in a script file, then
+            // `bash --noprofile --norc -eo pipefail FILE`. (`bash -c` would exec a lone
+            // command and hide that the runner signals only the shell's own process.)
+            let script = self.work.join(format!("step-{id}.sh"));
+            std::fs::write(&script, step["run"].as_str().unwrap()).unwrap();
             let mut command = Command::new("bash");
             command
-                .arg("-e")
-                .arg("-c")
-                .arg(step["run"].as_str().unwrap())
+                .args(["--noprofile", "--norc", "-eo", "pipefail"])
+                .arg(&script)
                 .env_clear();
             command
                 .env("PATH", std::env::var("PATH").unwrap())
@@ -115,7 +130,13 @@ impl Runner {
             }
             command.envs(extra_env.iter().copied());
             let started = std::time::Instant::now();
-            let out = command.output().unwrap();
+            let mut child = command
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            watch(&id, &mut child);
+            let out = child.wait_with_output().unwrap();
             let took = started.elapsed();
             eprintln!(
                 "--- step {id}: {:?} in {took:?}\n{}\n{}",
