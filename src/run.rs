@@ -5,12 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use futures_util::StreamExt;
 use tokio::task::JoinSet;
 
-use crate::copy::Copier;
+use crate::copy::{Copied, Copier, CopyError, index_platforms};
 use crate::metadata::record::{Outcome, TagRecord, now_utc};
 use crate::metadata::{Committed, MetadataStore, Recorder, StoreError};
 use crate::oci::Registry;
+use crate::oci::manifest::is_index;
 use crate::plan::{Plan, Reason, Step};
 use crate::progress::Progress;
 
@@ -40,9 +42,16 @@ pub struct RunResult {
     pub stopped: Option<&'static str>,
 }
 
-fn outcome_of(step: &Step, result: Result<crate::copy::Copied, String>, at: String) -> Outcome {
+fn outcome_of(step: &Step, result: Result<Copied, CopyError>, at: String) -> Outcome {
     let c = &step.candidate;
     match result {
+        Err(e) if e.skip_reason().is_some() => Outcome::Skipped {
+            image: c.image.to_string(),
+            tag: c.tag.to_string(),
+            digest: c.digest.clone(),
+            reason: e.skip_reason().unwrap_or_default().to_string(),
+            at,
+        },
         Ok(copied) => Outcome::Synced {
             image: c.image.to_string(),
             tag: c.tag.to_string(),
@@ -59,7 +68,7 @@ fn outcome_of(step: &Step, result: Result<crate::copy::Copied, String>, at: Stri
         Err(error) => Outcome::Failed {
             image: c.image.to_string(),
             tag: c.tag.to_string(),
-            error,
+            error: error.to_string(),
             at,
         },
     }
@@ -94,6 +103,28 @@ impl<M: MetadataStore> Batcher<'_, M> {
     }
 }
 
+/// The platforms of each adopted tag, in `plan.adopt` order: read (from the source) only
+/// for indexes; a single image's platform would cost a manifest and a config read.
+async fn adopted_platforms<S: Registry + 'static>(
+    plan: &Plan,
+    sources: &[Arc<S>],
+    concurrency: usize,
+) -> Vec<Vec<String>> {
+    futures_util::stream::iter(&plan.adopt)
+        .map(|step| async move {
+            let c = &step.candidate;
+            match step.media_type.as_deref() {
+                Some(media_type) if is_index(media_type) => {
+                    index_platforms(sources[c.source].as_ref(), &c.source_repo, &c.digest).await
+                }
+                _ => Vec::new(),
+            }
+        })
+        .buffered(concurrency.max(1))
+        .collect()
+        .await
+}
+
 /// Runs `plan`: adopted tags are recorded, planned copies are made.
 pub async fn execute<S, T, M>(
     plan: &Plan,
@@ -115,12 +146,25 @@ where
         pending: Vec::new(),
         result: RunResult::default(),
     };
-    for step in &plan.adopt {
+    for skip in &plan.skip {
+        let c = &skip.candidate;
+        tracing::warn!("{}:{}: skipped: {}", c.source_repo, c.tag, skip.reason);
+        let outcome = Outcome::Skipped {
+            image: c.image.to_string(),
+            tag: c.tag.to_string(),
+            digest: c.digest.clone(),
+            reason: skip.reason.clone(),
+            at: now_utc(),
+        };
+        batcher.push(c.source, outcome).await?;
+    }
+    let adopted = adopted_platforms(plan, sources, options.concurrency).await;
+    for (step, platforms) in plan.adopt.iter().zip(adopted) {
         let c = &step.candidate;
-        let copied = crate::copy::Copied {
+        let copied = Copied {
             digest: c.digest.clone(),
             media_type: step.media_type.clone().unwrap_or_default(),
-            platforms: Vec::new(),
+            platforms,
         };
         batcher
             .push(c.source, outcome_of(step, Ok(copied), now_utc()))
@@ -146,7 +190,7 @@ where
                 let result = copier
                     .copy_tag(&src, &c.source_repo, &c.target.path, &c.tag)
                     .await;
-                (step, result.map_err(|e| e.to_string()))
+                (step, result)
             });
         }
         let Some(joined) = running.join_next().await else {
@@ -155,6 +199,14 @@ where
         let (step, result) = joined.expect("copy tasks do not panic");
         match &result {
             Ok(_) => progress.done(&format!("{}:{}", step.candidate.target, step.candidate.tag)),
+            Err(e) if e.skip_reason().is_some() => {
+                tracing::warn!(
+                    "{}:{}: skipped: {e}",
+                    step.candidate.source_repo,
+                    step.candidate.tag
+                );
+                progress.done("skipped");
+            }
             Err(e) => {
                 tracing::error!("{}:{}: {e}", step.candidate.source_repo, step.candidate.tag);
                 progress.done("failed");
