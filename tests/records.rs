@@ -381,3 +381,47 @@ async fn single_images_record_their_config_platform_and_adopted_indexes_their_pl
     );
     assert!(since(dst.accesses(), dst_before).is_empty());
 }
+
+#[tokio::test]
+async fn a_config_the_target_already_holds_is_read_once_from_the_source_for_its_platform() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let p = Pusher::new(&src.addr);
+    let (first, blobs) = p
+        .image(
+            "team/app",
+            "1",
+            Format::Oci,
+            "ppc64le",
+            &[random_bytes(3000)],
+        )
+        .await;
+    let work = tempfile::tempdir().unwrap();
+    let metadata = work.path().join("meta");
+    let args = mirror_args(&src, &dst, &metadata);
+    assert_eq!(run(gcrsync(work.path()).args(&args)).status.code(), Some(0));
+
+    // Another manifest over the same config and layer (only an annotation differs): its
+    // blobs are all on the target already, so nothing streams past.
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&p.get_manifest("team/app", &first).await).unwrap();
+    manifest["annotations"] = serde_json::json!({"org.example.rebuilt": "yes"});
+    let body = serde_json::to_vec(&manifest).unwrap();
+    p.manifest("team/app", "2", images::OCI_MANIFEST, &body)
+        .await;
+    let before = src.accesses().len();
+    assert_eq!(run(gcrsync(work.path()).args(&args)).status.code(), Some(0));
+    let record = read_json(&metadata.join(format!("{}/team/images.json", src.addr)));
+    assert_eq!(
+        record["images"]["app"]["tags"]["2"]["platforms"],
+        serde_json::json!(["linux/ppc64le"])
+    );
+    let blob_gets: Vec<_> = since(src.accesses(), before)
+        .into_iter()
+        .filter(|a| a.method == "GET" && a.path.contains("/blobs/"))
+        .collect();
+    assert_eq!(blob_gets.len(), 1, "{blob_gets:?}");
+    assert!(
+        blob_gets[0].path.ends_with(&blobs[0]),
+        "the config, not the layer"
+    );
+}
