@@ -103,26 +103,48 @@ impl<M: MetadataStore> Batcher<'_, M> {
     }
 }
 
-/// The platforms of each adopted tag, in `plan.adopt` order: read (from the source) only
-/// for indexes; a single image's platform would cost a manifest and a config read.
-async fn adopted_platforms<S: Registry + 'static>(
+/// The outcomes settled without a copy: the plan's skips (no request at all), then the
+/// adoptions, each adopted index with its platforms read from the source (one GET by
+/// digest; a single image's platform would cost a manifest and a config read, so not).
+async fn without_copy<S: Registry + 'static>(
     plan: &Plan,
     sources: &[Arc<S>],
     concurrency: usize,
-) -> Vec<Vec<String>> {
-    futures_util::stream::iter(&plan.adopt)
+) -> Vec<(usize, Outcome)> {
+    let mut outcomes = Vec::new();
+    for skip in &plan.skip {
+        let c = &skip.candidate;
+        tracing::warn!("{}:{}: skipped: {}", c.source_repo, c.tag, skip.reason);
+        let outcome = Outcome::Skipped {
+            image: c.image.to_string(),
+            tag: c.tag.to_string(),
+            digest: c.digest.clone(),
+            reason: skip.reason.clone(),
+            at: now_utc(),
+        };
+        outcomes.push((c.source, outcome));
+    }
+    let adopted: Vec<(usize, Outcome)> = futures_util::stream::iter(&plan.adopt)
         .map(|step| async move {
             let c = &step.candidate;
-            match step.media_type.as_deref() {
+            let platforms = match step.media_type.as_deref() {
                 Some(media_type) if is_index(media_type) => {
                     index_platforms(sources[c.source].as_ref(), &c.source_repo, &c.digest).await
                 }
                 _ => Vec::new(),
-            }
+            };
+            let copied = Copied {
+                digest: c.digest.clone(),
+                media_type: step.media_type.clone().unwrap_or_default(),
+                platforms,
+            };
+            (c.source, outcome_of(step, Ok(copied), now_utc()))
         })
         .buffered(concurrency.max(1))
         .collect()
-        .await
+        .await;
+    outcomes.extend(adopted);
+    outcomes
 }
 
 /// Runs `plan`: adopted tags are recorded, planned copies are made.
@@ -146,29 +168,8 @@ where
         pending: Vec::new(),
         result: RunResult::default(),
     };
-    for skip in &plan.skip {
-        let c = &skip.candidate;
-        tracing::warn!("{}:{}: skipped: {}", c.source_repo, c.tag, skip.reason);
-        let outcome = Outcome::Skipped {
-            image: c.image.to_string(),
-            tag: c.tag.to_string(),
-            digest: c.digest.clone(),
-            reason: skip.reason.clone(),
-            at: now_utc(),
-        };
-        batcher.push(c.source, outcome).await?;
-    }
-    let adopted = adopted_platforms(plan, sources, options.concurrency).await;
-    for (step, platforms) in plan.adopt.iter().zip(adopted) {
-        let c = &step.candidate;
-        let copied = Copied {
-            digest: c.digest.clone(),
-            media_type: step.media_type.clone().unwrap_or_default(),
-            platforms,
-        };
-        batcher
-            .push(c.source, outcome_of(step, Ok(copied), now_utc()))
-            .await?;
+    for (source, outcome) in without_copy(plan, sources, options.concurrency).await {
+        batcher.push(source, outcome).await?;
     }
     let mut queue = plan.copy.iter();
     let mut running = JoinSet::new();

@@ -61,7 +61,8 @@ pub struct TagRecord {
     /// The manifest media type.
     #[serde(default)]
     pub media_type: String,
-    /// The platforms of a multi-arch image (empty for single-platform manifests).
+    /// The platforms of a multi-arch image, or the one its config names (empty when
+    /// unknown: adopted single images, records from before platforms were read).
     #[serde(default)]
     pub platforms: Vec<String>,
     /// When it was recorded (RFC 3339, UTC).
