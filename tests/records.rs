@@ -29,7 +29,12 @@ fn target_requests_for_old(dst: &TestRegistry, skip: usize) -> Vec<Access> {
 }
 
 /// A gcr namespace with a normal image and, next to it, a pre-2017 schema-1 tag.
-async fn gcr_with_schema1() -> (TestRegistry, TestRegistry, FakeGcr, common::gcr::Schema1) {
+async fn gcr_with_schema1() -> (
+    TestRegistry,
+    TestRegistry,
+    FakeGcr,
+    common::gcr::HeldManifest,
+) {
     let (upstream, dst) = (TestRegistry::start(), TestRegistry::start());
     let p = Pusher::new(&upstream.addr);
     p.image(
@@ -154,7 +159,7 @@ async fn a_gcr_schema1_tag_is_skipped_from_its_listing_and_never_requested_again
     );
 
     // The tag moves to a modern image: judged again, copied, and no longer skipped.
-    gcr.drop_schema1("team/old", "0.8");
+    gcr.drop_held("team/old", "0.8");
     let (moved, _) = Pusher::new(&_upstream.addr)
         .image(
             "team/old",
@@ -188,6 +193,8 @@ async fn a_gcr_schema1_tag_is_skipped_from_its_listing_and_never_requested_again
 async fn a_schema1_tag_behind_a_catalog_registry_is_skipped_by_its_head_content_type() {
     let (_upstream, dst, gcr, doc) = gcr_with_schema1().await;
     gcr.plain_listing();
+    let vendor = "application/vnd.example.thing.v1+json";
+    gcr.serve_unknown_type("team/app", "thing", vendor);
     let work = tempfile::tempdir().unwrap();
     let metadata = work.path().join("meta");
     let report = work.path().join("report.json");
@@ -220,9 +227,15 @@ async fn a_schema1_tag_behind_a_catalog_registry_is_skipped_by_its_head_content_
             .iter()
             .all(|a| !a.path.contains("/manifests/0.8"))
     );
-    assert_eq!(read_json(&report)["totals"]["skipped"], 1);
+    assert_eq!(read_json(&report)["totals"]["skipped"], 2);
     let record = read_json(&metadata.join(format!("{}/team/images.json", gcr.addr)));
     assert_eq!(record["skipped"]["old:0.8"]["digest"], doc.digest.as_str());
+    let reason = record["skipped"]["app:thing"]["reason"].as_str().unwrap();
+    assert!(reason.contains(vendor), "{reason}");
+    assert!(
+        !log.iter()
+            .any(|(m, p)| m == "GET" && p.contains("/manifests/thing"))
+    );
 
     // Second run: the listing HEAD (how this registry tells digests), and nothing else.
     let (src_before, dst_before) = (gcr.log().len(), dst.accesses().len());

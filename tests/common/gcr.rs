@@ -28,21 +28,25 @@ struct State {
     log: Vec<(String, String)>,
     uploaded: HashMap<(String, String), i64>,
     google: Option<Arc<Mutex<HashSet<String>>>>,
-    /// (repo, tag) → a signed schema-1 document, served in place of the upstream.
-    schema1: BTreeMap<(String, String), Schema1>,
+    /// (repo, tag) → a manifest this front keeps itself (schema 1, a vendor type),
+    /// served in place of the upstream's.
+    held: BTreeMap<(String, String), HeldManifest>,
     /// Leave `mediaType` out of the `manifest` map (older gcr answers, other registries).
     no_listing_media_types: bool,
     /// Forward `tags/list` as a plain registry does: no `child`, no `manifest` map.
     plain_listing: bool,
 }
 
-/// A signed schema-1 manifest as gcr.io serves it.
+/// A manifest the front serves itself: a signed schema-1 one as gcr.io serves it, or a
+/// vendor type a distribution registry will not store.
 #[derive(Clone)]
-pub struct Schema1 {
-    /// The JWS document served (payload with a `signatures` member spliced in).
+pub struct HeldManifest {
+    /// The body served (for schema 1: the payload with `signatures` spliced in).
     pub signed: Vec<u8>,
-    /// `Docker-Content-Digest`: sha256 of the payload, not of the document.
+    /// `Docker-Content-Digest` (for schema 1: sha256 of the payload, not of the body).
     pub digest: String,
+    /// `Content-Type` (and the listing's `mediaType`).
+    pub media_type: String,
 }
 
 pub const SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
@@ -51,12 +55,12 @@ fn base64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-impl Schema1 {
+impl HeldManifest {
     /// A libtrust-style signed manifest for `name:tag`: the payload is the pretty JSON
     /// manifest; the JWS `protected` header records how long the payload's formatted
     /// prefix is and its tail, so a verifier can cut the `signatures` back out. The
     /// signature bytes are random: gcrsync never verifies them (it skips schema 1).
-    pub fn new(name: &str, tag: &str, layer: &str) -> Self {
+    pub fn schema1(name: &str, tag: &str, layer: &str) -> Self {
         let payload = serde_json::to_string_pretty(&json!({
             "schemaVersion": 1,
             "name": name,
@@ -85,9 +89,10 @@ impl Schema1 {
             &payload[..format_length],
             signatures.replace('\n', "\n   ")
         );
-        Schema1 {
+        HeldManifest {
             digest: super::images::digest_of(payload.as_bytes()),
             signed: signed.into_bytes(),
+            media_type: SCHEMA1_SIGNED.into(),
         }
     }
 }
@@ -184,23 +189,39 @@ impl FakeGcr {
 
     /// Serves a signed schema-1 manifest as `repo:tag` (listed with the repository's
     /// upstream tags; the repository must exist upstream). Returns it.
-    pub fn serve_schema1(&self, repo: &str, tag: &str) -> Schema1 {
+    pub fn serve_schema1(&self, repo: &str, tag: &str) -> HeldManifest {
         let layer = super::images::digest_of(&super::images::random_bytes(16));
-        let doc = Schema1::new(repo, tag, &layer);
+        let doc = HeldManifest::schema1(repo, tag, &layer);
         self.state
             .lock()
             .unwrap()
-            .schema1
+            .held
             .insert((repo.into(), tag.into()), doc.clone());
         doc
     }
 
-    /// Stops serving the schema-1 `repo:tag` (the upstream's tag, if any, shows through).
-    pub fn drop_schema1(&self, repo: &str, tag: &str) {
+    /// Serves `repo:tag` as a manifest of a type no mirror knows (a vendor's artifact).
+    pub fn serve_unknown_type(&self, repo: &str, tag: &str, media_type: &str) -> HeldManifest {
+        let body = json!({"schemaVersion": 2, "mediaType": media_type, "payload": tag}).to_string();
+        let doc = HeldManifest {
+            digest: super::images::digest_of(body.as_bytes()),
+            signed: body.into_bytes(),
+            media_type: media_type.into(),
+        };
         self.state
             .lock()
             .unwrap()
-            .schema1
+            .held
+            .insert((repo.into(), tag.into()), doc.clone());
+        doc
+    }
+
+    /// Stops serving the held `repo:tag` (the upstream's tag, if any, shows through).
+    pub fn drop_held(&self, repo: &str, tag: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .held
             .remove(&(repo.to_string(), tag.to_string()));
     }
 
@@ -215,32 +236,32 @@ impl FakeGcr {
     }
 }
 
-/// The schema-1 document `path` (`/v2/NAME/manifests/REF`) names, if this front holds one.
-fn schema1_for(path: &str, state: &Arc<Mutex<State>>) -> Option<Schema1> {
+/// The held manifest `path` (`/v2/NAME/manifests/REF`) names, if this front holds one.
+fn held_for(path: &str, state: &Arc<Mutex<State>>) -> Option<HeldManifest> {
     let (name, reference) = path.strip_prefix("/v2/")?.split_once("/manifests/")?;
     let state = state.lock().unwrap();
     state
-        .schema1
+        .held
         .iter()
         .find(|((repo, tag), doc)| repo == name && (tag == reference || doc.digest == reference))
         .map(|(_, doc)| doc.clone())
 }
 
-/// gcr serves schema 1 whatever the `Accept`: it has nothing else for these images.
-fn schema1_answer(doc: &Schema1, head: bool) -> Response<Body> {
+/// Served whatever the `Accept`, as gcr does for schema 1: it has nothing else for them.
+fn held_answer(doc: &HeldManifest, head: bool) -> Response<Body> {
     Response::builder()
         .status(200)
-        .header("content-type", SCHEMA1_SIGNED)
+        .header("content-type", &doc.media_type)
         .header("docker-content-digest", &doc.digest)
         .header("content-length", doc.signed.len())
         .body(full(if head { Vec::new() } else { doc.signed.clone() }))
         .unwrap()
 }
 
-/// Adds the schema-1 tags this front holds for `name` to an upstream tag list.
-fn with_schema1_tags(mut tags: Vec<String>, name: &str, state: &Arc<Mutex<State>>) -> Vec<String> {
+/// Adds the tags this front holds for `name` to an upstream tag list.
+fn with_held_tags(mut tags: Vec<String>, name: &str, state: &Arc<Mutex<State>>) -> Vec<String> {
     let state = state.lock().unwrap();
-    for (repo, tag) in state.schema1.keys() {
+    for (repo, tag) in state.held.keys() {
         if repo == name && !tags.contains(tag) {
             tags.push(tag.clone());
         }
@@ -377,8 +398,8 @@ async fn handle(
             ))
             .unwrap();
     }
-    if let Some(doc) = schema1_for(&path, &state) {
-        return schema1_answer(&doc, req.method() == "HEAD");
+    if let Some(doc) = held_for(&path, &state) {
+        return held_answer(&doc, req.method() == "HEAD");
     }
     if req.method() == "GET" && path.ends_with("/tags/list") {
         let name = path
@@ -393,7 +414,7 @@ async fn handle(
     forward(req, &client, &upstream, &me, None).await
 }
 
-/// A plain registry's answer for `name`, with the schema-1 tags this front holds.
+/// A plain registry's answer for `name`, with the tags this front holds.
 async fn plain_tags(
     client: &reqwest::Client,
     upstream: &str,
@@ -416,7 +437,7 @@ async fn plain_tags(
     let tags: Vec<String> = body["tags"].as_array().map_or(Vec::new(), |t| {
         t.iter().map(|t| t.as_str().unwrap().to_string()).collect()
     });
-    let tags = with_schema1_tags(tags, name, state);
+    let tags = with_held_tags(tags, name, state);
     json_answer(200, json!({"name": name, "tags": tags}))
 }
 
@@ -458,7 +479,7 @@ async fn gcr_tags(
     } else {
         Vec::new()
     };
-    let tags = with_schema1_tags(tags, name, state);
+    let tags = with_held_tags(tags, name, state);
     if tags.is_empty() && children.is_empty() {
         return json_answer(
             404,
@@ -468,9 +489,9 @@ async fn gcr_tags(
     let accept = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
     let mut manifests: BTreeMap<String, (String, Vec<String>, i64)> = BTreeMap::new();
     for tag in &tags {
-        let held = schema1_for(&format!("/v2/{name}/manifests/{tag}"), state);
+        let held = held_for(&format!("/v2/{name}/manifests/{tag}"), state);
         let (digest, media_type) = match held {
-            Some(doc) => (doc.digest, SCHEMA1_SIGNED.to_string()),
+            Some(doc) => (doc.digest, doc.media_type),
             None => {
                 let head = client
                     .head(format!("http://{upstream}/v2/{name}/manifests/{tag}"))
