@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # An offline demo: two local registries, a few images pushed to the first (a single-arch
-# image, an alias, and a 3-platform OCI index), then gcrsync mirrors them, twice.
+# image, an alias, and a 3-platform OCI index), then gcrsync mirrors them, twice. The
+# metadata it wrote (images.json, README.md, CHANGELOG.md) is left in a folder named at
+# the end (DEMO_OUT=DIR chooses it). DEMO_RELEASE=1 builds and runs the release binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v docker-registry >/dev/null; then
@@ -12,6 +14,10 @@ fi
 
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+out=${DEMO_OUT:-$(mktemp -d "${TMPDIR:-/tmp}/gcrsync-demo.XXXXXX")}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+rm -rf "$out/metadata"
 start_registry() { # name port
   mkdir -p "$work/$1"
   cat >"$work/$1/config.yml" <<YML
@@ -63,12 +69,18 @@ done
 (IFS=,; printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[%s]}' "${entries[*]}") >"$work/index"
 push_manifest demo/etcd 3.5.9-0 application/vnd.oci.image.index.v1+json "$work/index" >/dev/null
 
-cargo build --quiet --release
-bin=target/release/gcrsync
-args=(--source "$SRC/demo" --target "$DST/mirror" --insecure-registry "$SRC,$DST" --include-tags '^[0-9l]' --metadata-dir "$work/metadata")
+# Cargo says where it put the binary: CARGO_TARGET_DIR, build.target-dir and the profile
+# all change that, so the path is never assumed.
+profile=(); [ "${DEMO_RELEASE:-}" = 1 ] && profile=(--release)
+bin=$(cargo build --quiet "${profile[@]}" --bin gcrsync --message-format=json |
+  sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)
+[ -x "$bin" ] || { echo "cargo build did not report the gcrsync binary" >&2; exit 1; }
+meta="$out/metadata"
+args=(--source "$SRC/demo" --target "$DST/mirror" --insecure-registry "$SRC,$DST" --include-tags '^[0-9l]' --metadata-dir "$meta")
 echo; echo "== gcrsync test (dry run)"; "$bin" test "${args[@]}"
 echo; echo "== gcrsync sync"; "$bin" sync "${args[@]}"
 echo; echo "== gcrsync sync again (nothing to do)"; "$bin" sync "${args[@]}"
-echo; echo "== metadata written to $work/metadata:"; (cd "$work/metadata" && find . -type f | sort)
-echo; cat "$work/metadata/$SRC/demo/images.json"
-echo; cat "$work/metadata/CHANGELOG.md"
+echo; echo "== $meta/$SRC/demo/images.json"; cat "$meta/$SRC/demo/images.json"
+echo; echo "== $meta/$SRC/demo/README.md (rendered)"; cat "$meta/$SRC/demo/README.md"
+echo; echo "== $meta/CHANGELOG.md"; cat "$meta/CHANGELOG.md"
+echo; echo "== the metadata is left in $meta:"; (cd "$meta" && find . -type f | sort)

@@ -59,17 +59,18 @@ fn cell(text: &str) -> String {
 /// The step summary: a table per source, the failed tags with reasons, the commit link.
 pub fn summary_markdown(report: &Report, repo_url: Option<&str>) -> String {
     let mut md = format!("### gcrsync {}\n\n", report.command);
-    md.push_str("| source | target | copied | moved | adopted | skipped | failed | pending |\n|---|---|---:|---:|---:|---:|---:|---:|\n");
+    md.push_str("| source | target | copied | moved | adopted | unchanged | skipped | failed | pending |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for s in &report.sources {
         let c = &s.counts;
         md.push_str(&format!(
-            "| `{}` | `{}` | {} | {} | {} | {} | {} | {} |\n",
+            "| `{}` | `{}` | {} | {} | {} | {} | {} | {} | {} |\n",
             cell(&s.source),
             cell(&s.target),
             c.copied,
             c.moved,
             c.adopted,
             c.unchanged,
+            c.skipped,
             c.failed,
             c.pending
         ));
@@ -85,6 +86,20 @@ pub fn summary_markdown(report: &Report, repo_url: Option<&str>) -> String {
                 cell(&f.image),
                 cell(&f.tag),
                 cell(&f.error)
+            ));
+        }
+    }
+    if !report.skipped.is_empty() {
+        md.push_str(
+            "\n**Skipped tags** (cannot be mirrored verbatim; not fetched again until their digest changes)\n\n| tag | reason |\n|---|---|\n",
+        );
+        for s in &report.skipped {
+            md.push_str(&format!(
+                "| `{}/{}:{}` | {} |\n",
+                cell(&s.source),
+                cell(&s.image),
+                cell(&s.tag),
+                cell(&s.reason)
             ));
         }
     }
@@ -136,11 +151,12 @@ pub fn annotations(report: &Report) -> String {
 pub fn outputs(report: &Report, report_path: Option<&Path>) -> String {
     let t = &report.totals;
     let mut out = format!(
-        "copied={}\nmoved={}\nadopted={}\nskipped={}\nfailed={}\npending={}\ncommit-sha={}\n",
+        "copied={}\nmoved={}\nadopted={}\nunchanged={}\nskipped={}\nfailed={}\npending={}\ncommit-sha={}\n",
         t.copied + t.moved,
         t.moved,
         t.adopted,
         t.unchanged,
+        t.skipped,
         t.failed,
         t.pending,
         report.commit_sha.as_deref().unwrap_or("")

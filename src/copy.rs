@@ -16,7 +16,9 @@ use sha2::Digest as _;
 use tokio::sync::Semaphore;
 
 use crate::oci::http::RetryPolicy;
-use crate::oci::manifest::{Contents, Descriptor, ManifestError, RawManifest};
+use crate::oci::manifest::{
+    CONFIG_LIMIT, Contents, Descriptor, ManifestError, RawManifest, config_platform,
+};
 use crate::oci::{self, BlobBody, ManifestRef, Registry, Upload};
 use crate::reference::{Digest, RepoPath, Tag};
 
@@ -26,7 +28,7 @@ pub enum CopyError {
     /// A registry operation failed (after retries).
     #[error(transparent)]
     Registry(#[from] oci::Error),
-    /// The manifest cannot be copied verbatim.
+    /// The manifest cannot be read.
     #[error("{reference}: {source}")]
     Manifest {
         /// The manifest.
@@ -34,6 +36,20 @@ pub enum CopyError {
         /// Why.
         source: ManifestError,
     },
+    /// The manifest (or a child of it) cannot be mirrored verbatim: the tag is skipped.
+    #[error("{0}")]
+    Uncopyable(String),
+}
+
+impl CopyError {
+    /// Why the tag is skipped rather than failed: its content cannot be mirrored verbatim,
+    /// which stays true for as long as its digest does.
+    pub fn skip_reason(&self) -> Option<&str> {
+        match self {
+            CopyError::Uncopyable(reason) => Some(reason),
+            _ => None,
+        }
+    }
 }
 
 /// What was copied for one tag.
@@ -43,7 +59,7 @@ pub struct Copied {
     pub digest: Digest,
     /// Its media type.
     pub media_type: String,
-    /// Platforms of a multi-arch image.
+    /// Platforms of a multi-arch image, or the one platform its config names.
     pub platforms: Vec<String>,
 }
 
@@ -69,6 +85,8 @@ impl BlobLedger {
 pub struct Copier<T> {
     dst: Arc<T>,
     ledger: BlobLedger,
+    /// Platform named by each image config seen in this run, by config digest.
+    configs: Mutex<HashMap<Digest, Option<String>>>,
     transfers: Semaphore,
     retry: RetryPolicy,
 }
@@ -79,6 +97,7 @@ impl<T: Registry> Copier<T> {
         Copier {
             dst,
             ledger: BlobLedger::default(),
+            configs: Mutex::default(),
             transfers: Semaphore::new(transfers.max(1)),
             retry,
         }
@@ -93,11 +112,19 @@ impl<T: Registry> Copier<T> {
         tag: &Tag,
     ) -> Result<Copied, CopyError> {
         let reference = ManifestRef::Tag(tag.clone());
-        let manifest = src.get_manifest(src_repo, &reference).await?;
-        let contents = parse(&manifest, src_repo, &reference)?;
-        let platforms = contents.platforms();
-        self.copy_contents(src, src_repo, dst_repo, &contents)
+        let manifest = fetched(src.get_manifest(src_repo, &reference).await, None)?;
+        let contents = parse(&manifest, src_repo, &reference, None)?;
+        let mut platforms = contents.platforms();
+        // A single image's platform is in its config, read as it streams past.
+        let config = match &contents {
+            Contents::Image(blobs) => blobs.first().filter(|c| c.size <= CONFIG_LIMIT),
+            Contents::Index(_) => None,
+        };
+        self.copy_contents(src, src_repo, dst_repo, &contents, config)
             .await?;
+        if let Some(config) = config {
+            platforms.extend(self.config_platform(src, src_repo, config).await);
+        }
         self.dst
             .put_manifest(dst_repo, &reference, &manifest)
             .await?;
@@ -108,12 +135,58 @@ impl<T: Registry> Copier<T> {
         })
     }
 
+    /// The platform an image config names: noted while it streamed, else (the target
+    /// already had it) read from the source, one small GET. Unreadable: no platform.
+    async fn config_platform<S: Registry + 'static>(
+        &self,
+        src: &Arc<S>,
+        src_repo: &RepoPath,
+        config: &Descriptor,
+    ) -> Option<String> {
+        if let Some(known) = self
+            .configs
+            .lock()
+            .expect("configs lock")
+            .get(&config.digest)
+        {
+            return known.clone();
+        }
+        let read = async {
+            let body = src.get_blob(src_repo, &config.digest, 0).await?;
+            let what = format!("{src_repo}@{}", config.digest);
+            let mut verified =
+                Verifying::new(body.stream, config.digest.clone(), config.size, what)?;
+            let mut bytes = Vec::with_capacity(config.size as usize);
+            while let Some(chunk) = verified.next().await {
+                bytes.extend_from_slice(&chunk?);
+            }
+            Ok::<_, oci::Error>(bytes)
+        };
+        let platform = match read.await {
+            Ok(bytes) => config_platform(&config.media_type, &bytes),
+            Err(e) => {
+                tracing::warn!("{src_repo}: config not read for its platform: {e}");
+                return None;
+            }
+        };
+        self.note_config(&config.digest, platform.clone());
+        platform
+    }
+
+    fn note_config(&self, digest: &Digest, platform: Option<String>) {
+        self.configs
+            .lock()
+            .expect("configs lock")
+            .insert(digest.clone(), platform);
+    }
+
     async fn copy_contents<S: Registry + 'static>(
         &self,
         src: &Arc<S>,
         src_repo: &RepoPath,
         dst_repo: &RepoPath,
         contents: &Contents,
+        config: Option<&Descriptor>,
     ) -> Result<(), CopyError> {
         match contents {
             Contents::Index(children) => {
@@ -125,11 +198,10 @@ impl<T: Registry> Copier<T> {
                 .await?;
             }
             Contents::Image(blobs) => {
-                try_join_all(
-                    blobs
-                        .iter()
-                        .map(|blob| self.copy_blob(src, src_repo, dst_repo, blob)),
-                )
+                try_join_all(blobs.iter().map(|blob| {
+                    let keep = config.is_some_and(|c| c == blob);
+                    self.copy_blob(src, src_repo, dst_repo, blob, keep)
+                }))
                 .await?;
             }
         }
@@ -154,9 +226,12 @@ impl<T: Registry> Copier<T> {
         {
             return Ok(());
         }
-        let manifest = src.get_manifest(src_repo, &reference).await?;
-        let contents = parse(&manifest, src_repo, &reference)?;
-        Box::pin(self.copy_contents(src, src_repo, dst_repo, &contents)).await?;
+        let manifest = fetched(
+            src.get_manifest(src_repo, &reference).await,
+            Some(&child.digest),
+        )?;
+        let contents = parse(&manifest, src_repo, &reference, Some(&child.digest))?;
+        Box::pin(self.copy_contents(src, src_repo, dst_repo, &contents, None)).await?;
         self.dst
             .put_manifest(dst_repo, &reference, &manifest)
             .await?;
@@ -165,12 +240,14 @@ impl<T: Registry> Copier<T> {
 
     /// One blob: known here → nothing; on the target → nothing; elsewhere on the target →
     /// mount; otherwise stream it over. Retried as a whole: a broken upload is abandoned.
+    /// `keep`: a small image config, whose platform is noted as it streams past.
     async fn copy_blob<S: Registry + 'static>(
         &self,
         src: &Arc<S>,
         src_repo: &RepoPath,
         dst_repo: &RepoPath,
         blob: &Descriptor,
+        keep: bool,
     ) -> Result<(), CopyError> {
         let entry = self.ledger.entry(&blob.digest);
         let mut holders = entry.lock().await;
@@ -184,11 +261,18 @@ impl<T: Registry> Copier<T> {
             .expect("semaphore never closed");
         if !self.dst.blob_exists(dst_repo, &blob.digest).await? {
             let mount_from = holders.iter().next().cloned();
+            let tap = keep.then(|| Arc::new(Mutex::new(Vec::new())));
             self.retry
                 .run(&format!("copy {src_repo}@{}", blob.digest), || {
-                    self.transfer(src, src_repo, dst_repo, blob, mount_from.as_ref())
+                    let tap = tap.clone();
+                    self.transfer(src, src_repo, dst_repo, blob, mount_from.as_ref(), tap)
                 })
                 .await?;
+            // Complete only when streamed (not mounted) and verified on the last byte.
+            let seen = tap.map(|t| std::mem::take(&mut *t.lock().expect("tap lock")));
+            if let Some(bytes) = seen.filter(|b| b.len() as u64 == blob.size) {
+                self.note_config(&blob.digest, config_platform(&blob.media_type, &bytes));
+            }
         }
         holders.insert(dst_repo.clone());
         Ok(())
@@ -201,6 +285,7 @@ impl<T: Registry> Copier<T> {
         dst_repo: &RepoPath,
         blob: &Descriptor,
         mount_from: Option<&RepoPath>,
+        tap: Option<Arc<Mutex<Vec<u8>>>>,
     ) -> oci::Result<()> {
         let mount = mount_from.map(|from| (&blob.digest, from));
         let Upload::Session(session) = self.dst.start_upload(dst_repo, mount).await? else {
@@ -223,9 +308,25 @@ impl<T: Registry> Copier<T> {
         );
         let what = format!("{src_repo}@{}", blob.digest);
         let verified = Verifying::new(body, blob.digest.clone(), blob.size, what)?;
+        let stream = match tap {
+            None => verified.boxed(),
+            Some(tap) => {
+                tap.lock().expect("tap lock").clear();
+                verified
+                    .inspect(move |item| {
+                        let mut seen = tap.lock().expect("tap lock");
+                        if let Ok(chunk) = item {
+                            if seen.len() as u64 <= CONFIG_LIMIT {
+                                seen.extend_from_slice(chunk);
+                            }
+                        }
+                    })
+                    .boxed()
+            }
+        };
         let body = BlobBody {
             size: Some(blob.size),
-            stream: verified.boxed(),
+            stream,
         };
         self.dst
             .finish_upload(dst_repo, &session, &blob.digest, blob.size, body)
@@ -274,14 +375,59 @@ fn resuming<S: Registry + 'static>(
     .boxed()
 }
 
+/// The platforms of an index the target already holds (an adopted tag), read from the
+/// source by digest: one GET per adopted index, once per tag (adoption is not repeated).
+/// Informational: when it cannot be read, the tag is adopted without platforms.
+pub async fn index_platforms<S: Registry>(
+    src: &S,
+    repo: &RepoPath,
+    digest: &Digest,
+) -> Vec<String> {
+    let reference = ManifestRef::Digest(digest.clone());
+    let read = src.get_manifest(repo, &reference).await;
+    match read
+        .map_err(CopyError::from)
+        .and_then(|m| parse(&m, repo, &reference, None))
+    {
+        Ok(contents) => contents.platforms(),
+        Err(e) => {
+            tracing::warn!("{repo}@{digest}: platforms not read: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// Why a tag is skipped, naming the child when it is an index's child that is uncopyable.
+fn skip_because(reason: String, child: Option<&Digest>) -> CopyError {
+    CopyError::Uncopyable(match child {
+        Some(digest) => format!("child manifest {digest}: {reason}"),
+        None => reason,
+    })
+}
+
+/// A fetched manifest; the registry client's "cannot be mirrored" becomes a skip.
+fn fetched(
+    result: oci::Result<RawManifest>,
+    child: Option<&Digest>,
+) -> Result<RawManifest, CopyError> {
+    result.map_err(|e| match e {
+        oci::Error::Unsupported { detail, .. } => skip_because(detail, child),
+        e => CopyError::Registry(e),
+    })
+}
+
 fn parse(
     manifest: &RawManifest,
     repo: &RepoPath,
     reference: &ManifestRef,
+    child: Option<&Digest>,
 ) -> Result<Contents, CopyError> {
-    manifest.contents().map_err(|source| CopyError::Manifest {
-        reference: format!("{repo}:{reference}"),
-        source,
+    manifest.contents().map_err(|source| match source {
+        ManifestError::Uncopyable(reason) => skip_because(reason, child),
+        source => CopyError::Manifest {
+            reference: format!("{repo}:{reference}"),
+            source,
+        },
     })
 }
 

@@ -182,6 +182,7 @@ impl Listed {
         spec: &SourceSpec<'_>,
         digest: Digest,
         uploaded_ms: Option<i64>,
+        media_type: Option<String>,
     ) -> Candidate {
         let source_repo = spec.namespace.repo(&self.image);
         Candidate {
@@ -192,6 +193,7 @@ impl Listed {
             digest,
             uploaded_ms,
             target: self.target,
+            media_type,
         }
     }
 }
@@ -245,9 +247,12 @@ pub async fn list_source<R: Registry>(
                 target: target.clone(),
             };
             match list.digests.get(&tag) {
-                Some(info) => {
-                    known.push(listed.candidate(spec, info.digest.clone(), info.uploaded_ms))
-                }
+                Some(info) => known.push(listed.candidate(
+                    spec,
+                    info.digest.clone(),
+                    info.uploaded_ms,
+                    info.media_type.clone(),
+                )),
                 None => to_head.push(listed),
             }
         }
@@ -263,7 +268,9 @@ pub async fn list_source<R: Registry>(
                 spec.namespace, listed.image, listed.tag
             )))?;
             // A tag deleted since it was listed is simply gone.
-            Ok::<_, ListError>(head.map(|h| listed.candidate(spec, h.digest, None)))
+            Ok::<_, ListError>(
+                head.map(|h| listed.candidate(spec, h.digest, None, Some(h.media_type))),
+            )
         })
         .buffer_unordered(queries)
         .try_collect()

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::metadata::record::NamespaceRecord;
+use crate::oci::manifest::skip_reason;
 use crate::reference::{Digest, RepoPath, Repository, Tag};
 
 /// A listed, filtered and mapped source tag with its digest.
@@ -26,6 +27,9 @@ pub struct Candidate {
     pub uploaded_ms: Option<i64>,
     /// The target repository it maps to.
     pub target: Repository,
+    /// The manifest media type, where the listing (gcr) or the source HEAD told it.
+    #[serde(skip)]
+    pub media_type: Option<String>,
 }
 
 /// The key of a target HEAD result.
@@ -81,6 +85,30 @@ pub struct Plan {
     pub pending: Vec<Step>,
     /// Tags already mirrored with the listed digest, per source.
     pub unchanged: Vec<usize>,
+    /// Tags the listing shows cannot be mirrored verbatim: recorded as skipped, unfetched.
+    pub skip: Vec<Skipping>,
+    /// Tags recorded as skipped at the listed digest, per source: nothing is sent for them.
+    pub still_skipped: Vec<usize>,
+}
+
+/// A tag to record as skipped without any request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipping {
+    /// The tag.
+    #[serde(flatten)]
+    pub candidate: Candidate,
+    /// Why it cannot be mirrored.
+    pub reason: String,
+}
+
+/// A candidate's skip verdict before any request: already skipped at this digest
+/// (`Some(None)`), or newly uncopyable by its listed media type (`Some(Some(reason))`).
+fn skip_verdict(c: &Candidate, record: &NamespaceRecord) -> Option<Option<String>> {
+    if record.skipped_at(c.image.as_str(), c.tag.as_str(), &c.digest) {
+        return Some(None);
+    }
+    let reason = c.media_type.as_deref().and_then(skip_reason)?;
+    Some(Some(reason))
 }
 
 /// The candidates whose state on the target must be known before planning: those
@@ -97,6 +125,7 @@ pub fn needs_target_check<'a>(
                 Some(Some(_))
             )
         })
+        .filter(|c| skip_verdict(c, &records[c.source]).is_none())
         .collect()
 }
 
@@ -110,11 +139,24 @@ pub fn plan(
 ) -> Plan {
     let mut plan = Plan {
         unchanged: vec![0; records.len()],
+        still_skipped: vec![0; records.len()],
         ..Plan::default()
     };
     let mut to_copy = Vec::new();
     for c in candidates {
         let record = &records[c.source];
+        match skip_verdict(c, record) {
+            Some(None) => {
+                plan.still_skipped[c.source] += 1;
+                continue;
+            }
+            Some(Some(reason)) => {
+                let candidate = c.clone();
+                plan.skip.push(Skipping { candidate, reason });
+                continue;
+            }
+            None => {}
+        }
         let (image, tag) = (c.image.as_str(), c.tag.as_str());
         let key = (c.source, c.image.clone(), c.tag.clone());
         let on_target = target_heads
@@ -217,6 +259,7 @@ mod tests {
                 registry: "t.io".parse().unwrap(),
                 path: format!("m/{image}").parse().unwrap(),
             },
+            media_type: None,
         }
     }
 
@@ -337,6 +380,58 @@ mod tests {
         assert_eq!(
             plan(&shuffled, &records, &HashMap::new(), Some(2)),
             budgeted
+        );
+    }
+
+    #[test]
+    fn uncopyable_tags_are_skipped_unfetched_and_re_evaluated_when_they_move() {
+        let signed = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+        let mut old = candidate("old", "0.8", 'a', None);
+        old.media_type = Some(signed.into());
+        let mut vendor = candidate("odd", "1", 'b', None);
+        vendor.media_type = Some("application/vnd.example.thing.v3+json".into());
+        let mut fine = candidate("new", "1", 'c', None);
+        fine.media_type = Some("application/vnd.docker.distribution.manifest.v2+json".into());
+        let candidates = [old.clone(), vendor, fine];
+        let mut records = [NamespaceRecord::new("s".into(), "t".into())];
+        let checks = needs_target_check(&candidates, &records);
+        assert_eq!(
+            checks.len(),
+            1,
+            "only the copyable tag is HEADed on the target"
+        );
+        let first = plan(&candidates, &records, &HashMap::new(), None);
+        let skipped: Vec<_> = first
+            .skip
+            .iter()
+            .map(|s| format!("{}:{}", s.candidate.image, s.candidate.tag))
+            .collect();
+        assert_eq!(skipped, ["old:0.8", "odd:1"]);
+        assert!(first.skip[0].reason.starts_with("schema 1 manifest"));
+        assert_eq!(names(&first.copy), ["new:1"]);
+        records[0].apply(&[Outcome::Skipped {
+            image: "old".into(),
+            tag: "0.8".into(),
+            digest: digest('a'),
+            reason: first.skip[0].reason.clone(),
+            at: "T".into(),
+        }]);
+        // Recorded at this digest: no target HEAD, no copy, whatever the listing says.
+        old.media_type = None;
+        let again = plan(&[old.clone()], &records, &HashMap::new(), None);
+        assert!(needs_target_check(&[old.clone()], &records).is_empty());
+        assert_eq!(
+            (again.still_skipped[0], again.skip.len(), again.copy.len()),
+            (1, 0, 0)
+        );
+        // Moved: judged afresh (HEADed on the target, planned as new).
+        let mut moved = old;
+        moved.digest = digest('d');
+        assert_eq!(needs_target_check(&[moved.clone()], &records).len(), 1);
+        let after = plan(&[moved], &records, &HashMap::new(), None);
+        assert_eq!(
+            (after.still_skipped[0], names(&after.copy)),
+            (0, vec!["old:0.8".to_string()])
         );
     }
 }

@@ -17,7 +17,7 @@ pub struct Counts {
     pub listed: usize,
     /// Tags removed by filters.
     pub filtered: usize,
-    /// Tags already mirrored.
+    /// Tags already mirrored with the listed digest (nothing sent for them).
     pub unchanged: usize,
     /// New tags copied.
     pub copied: usize,
@@ -25,6 +25,8 @@ pub struct Counts {
     pub moved: usize,
     /// Tags found on the target and recorded without copying.
     pub adopted: usize,
+    /// Tags that cannot be mirrored verbatim (schema 1, unknown types): not errors.
+    pub skipped: usize,
     /// Tags whose copy failed.
     pub failed: usize,
     /// Tags still to copy (budget, deadline, signal; or, for `test`, the whole plan).
@@ -39,6 +41,7 @@ impl Counts {
         self.copied += o.copied;
         self.moved += o.moved;
         self.adopted += o.adopted;
+        self.skipped += o.skipped;
         self.failed += o.failed;
         self.pending += o.pending;
     }
@@ -71,6 +74,21 @@ pub struct FailedTag {
     pub error: String,
 }
 
+/// A tag found uncopyable in this run.
+#[derive(Debug, Serialize)]
+pub struct SkippedTag {
+    /// Source namespace.
+    pub source: String,
+    /// Image name.
+    pub image: String,
+    /// Tag.
+    pub tag: String,
+    /// The source digest judged.
+    pub digest: String,
+    /// Why it cannot be mirrored.
+    pub reason: String,
+}
+
 /// The whole report.
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -82,6 +100,9 @@ pub struct Report {
     pub totals: Counts,
     /// Failed tags.
     pub failed: Vec<FailedTag>,
+    /// Tags found uncopyable in this run; those skipped in earlier runs are only counted
+    /// (each namespace's `images.json` lists them all under `skipped`).
+    pub skipped: Vec<SkippedTag>,
     /// Commit messages (and ids where the store has them).
     pub commits: Vec<String>,
     /// The last metadata commit, where the store has commits.
@@ -106,14 +127,30 @@ pub fn build(
     let mut per: Vec<Counts> = stats
         .iter()
         .zip(&plan.unchanged)
-        .map(|(s, &unchanged)| Counts {
+        .enumerate()
+        .map(|(i, (s, &unchanged))| Counts {
             listed: s.tags,
             filtered: s.filtered(),
             unchanged,
+            skipped: plan.still_skipped.get(i).copied().unwrap_or(0),
             ..Counts::default()
         })
         .collect();
     let mut failed = Vec::new();
+    let mut skipped = Vec::new();
+    if run.is_none() {
+        for s in &plan.skip {
+            let c = &s.candidate;
+            per[c.source].skipped += 1;
+            skipped.push(SkippedTag {
+                source: names[c.source].0.clone(),
+                image: c.image.to_string(),
+                tag: c.tag.to_string(),
+                digest: c.digest.to_string(),
+                reason: s.reason.clone(),
+            });
+        }
+    }
     let not_started: &[Step] = run.map_or(&[], |r| &r.not_started);
     let pending_steps: Box<dyn Iterator<Item = &Step>> = match run {
         Some(_) => Box::new(plan.pending.iter().chain(not_started)),
@@ -136,6 +173,22 @@ pub fn build(
             } => counts.moved += 1,
             Outcome::Synced { .. } => counts.copied += 1,
             Outcome::Missing { .. } => {}
+            Outcome::Skipped {
+                image,
+                tag,
+                digest,
+                reason,
+                ..
+            } => {
+                counts.skipped += 1;
+                skipped.push(SkippedTag {
+                    source: names[*source].0.clone(),
+                    image: image.clone(),
+                    tag: tag.clone(),
+                    digest: digest.to_string(),
+                    reason: reason.clone(),
+                });
+            }
             Outcome::Failed {
                 image, tag, error, ..
             } => {
@@ -180,6 +233,7 @@ pub fn build(
         sources,
         totals,
         failed,
+        skipped,
         commits,
         commit_sha: run.and_then(|r| r.commits.iter().rev().find_map(|c| c.id.clone())),
         stopped: run.and_then(|r| r.stopped.map(str::to_string)),
@@ -205,6 +259,7 @@ impl Report {
                 .collect(),
             totals: Counts::default(),
             failed: Vec::new(),
+            skipped: Vec::new(),
             commits: Vec::new(),
             commit_sha: None,
             stopped: None,
@@ -219,8 +274,8 @@ impl Report {
         for s in &self.sources {
             let c = &s.counts;
             out.push_str(&format!(
-                "{} → {}: {} listed, {} filtered, {} unchanged, {} copied, {} moved, {} adopted, {} failed, {} pending\n",
-                s.source, s.target, c.listed, c.filtered, c.unchanged, c.copied, c.moved, c.adopted, c.failed, c.pending
+                "{} → {}: {} listed, {} filtered, {} unchanged, {} copied, {} moved, {} adopted, {} skipped, {} failed, {} pending\n",
+                s.source, s.target, c.listed, c.filtered, c.unchanged, c.copied, c.moved, c.adopted, c.skipped, c.failed, c.pending
             ));
             if !s.removed.is_empty() {
                 let by: Vec<String> = s
@@ -244,6 +299,12 @@ impl Report {
         if let Some(why) = &self.stopped {
             out.push_str(&format!(
                 "stopped starting copies early ({why}); the rest is pending for the next run\n"
+            ));
+        }
+        for s in &self.skipped {
+            out.push_str(&format!(
+                "skipped: {}/{}:{}: {}\n",
+                s.source, s.image, s.tag, s.reason
             ));
         }
         for f in &self.failed {

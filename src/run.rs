@@ -5,14 +5,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::copy::{Copier, CopyError};
+use crate::copy::{Copied, Copier, CopyError, index_platforms};
 use crate::metadata::record::{Outcome, TagRecord, now_utc};
 use crate::metadata::{Committed, MetadataStore, Recorder, StoreError};
 use crate::oci;
 use crate::oci::Registry;
+use crate::oci::manifest::is_index;
 use crate::plan::{Plan, Reason, Step};
 use crate::progress::Progress;
 
@@ -51,9 +53,16 @@ pub struct RunResult {
     pub fatal: Option<String>,
 }
 
-fn outcome_of(step: &Step, result: Result<crate::copy::Copied, String>, at: String) -> Outcome {
+fn outcome_of(step: &Step, result: Result<Copied, CopyError>, at: String) -> Outcome {
     let c = &step.candidate;
     match result {
+        Err(e) if e.skip_reason().is_some() => Outcome::Skipped {
+            image: c.image.to_string(),
+            tag: c.tag.to_string(),
+            digest: c.digest.clone(),
+            reason: e.skip_reason().unwrap_or_default().to_string(),
+            at,
+        },
         Ok(copied) => Outcome::Synced {
             image: c.image.to_string(),
             tag: c.tag.to_string(),
@@ -70,7 +79,7 @@ fn outcome_of(step: &Step, result: Result<crate::copy::Copied, String>, at: Stri
         Err(error) => Outcome::Failed {
             image: c.image.to_string(),
             tag: c.tag.to_string(),
-            error,
+            error: error.to_string(),
             at,
         },
     }
@@ -108,6 +117,50 @@ impl<M: MetadataStore> Batcher<'_, M> {
     }
 }
 
+/// The outcomes settled without a copy: the plan's skips (no request at all), then the
+/// adoptions, each adopted index with its platforms read from the source (one GET by
+/// digest; a single image's platform would cost a manifest and a config read, so not).
+async fn without_copy<S: Registry + 'static>(
+    plan: &Plan,
+    sources: &[Arc<S>],
+    concurrency: usize,
+) -> Vec<(usize, Outcome)> {
+    let mut outcomes = Vec::new();
+    for skip in &plan.skip {
+        let c = &skip.candidate;
+        tracing::warn!("{}:{}: skipped: {}", c.source_repo, c.tag, skip.reason);
+        let outcome = Outcome::Skipped {
+            image: c.image.to_string(),
+            tag: c.tag.to_string(),
+            digest: c.digest.clone(),
+            reason: skip.reason.clone(),
+            at: now_utc(),
+        };
+        outcomes.push((c.source, outcome));
+    }
+    let adopted: Vec<(usize, Outcome)> = futures_util::stream::iter(&plan.adopt)
+        .map(|step| async move {
+            let c = &step.candidate;
+            let platforms = match step.media_type.as_deref() {
+                Some(media_type) if is_index(media_type) => {
+                    index_platforms(sources[c.source].as_ref(), &c.source_repo, &c.digest).await
+                }
+                _ => Vec::new(),
+            };
+            let copied = Copied {
+                digest: c.digest.clone(),
+                media_type: step.media_type.clone().unwrap_or_default(),
+                platforms,
+            };
+            (c.source, outcome_of(step, Ok(copied), now_utc()))
+        })
+        .buffered(concurrency.max(1))
+        .collect()
+        .await;
+    outcomes.extend(adopted);
+    outcomes
+}
+
 /// Why a copy stops the whole run: a registry refused the credentials (SPEC §8, exit 3).
 /// Every later copy would fail the same way, so none is started.
 fn stops_the_run(error: &CopyError) -> bool {
@@ -137,17 +190,8 @@ where
         pending: Vec::new(),
         result: RunResult::default(),
     };
-    for step in &plan.adopt {
-        let c = &step.candidate;
-        let copied = crate::copy::Copied {
-            digest: c.digest.clone(),
-            media_type: step.media_type.clone().unwrap_or_default(),
-            platforms: Vec::new(),
-        };
-        if let Err(e) = batcher
-            .push(c.source, outcome_of(step, Ok(copied), now_utc()))
-            .await
-        {
+    for (source, outcome) in without_copy(plan, sources, options.concurrency).await {
+        if let Err(e) = batcher.push(source, outcome).await {
             batcher.result.fatal = Some(e.to_string());
             batcher.result.not_started = plan.copy.clone();
             return batcher.result;
@@ -192,6 +236,14 @@ where
         };
         match &result {
             Ok(_) => progress.done(&format!("{}:{}", step.candidate.target, step.candidate.tag)),
+            Err(e) if e.skip_reason().is_some() => {
+                tracing::warn!(
+                    "{}:{}: skipped: {e}",
+                    step.candidate.source_repo,
+                    step.candidate.tag
+                );
+                progress.done("skipped");
+            }
             Err(e) => {
                 tracing::error!("{}:{}: {e}", step.candidate.source_repo, step.candidate.tag);
                 progress.done("failed");
@@ -201,7 +253,7 @@ where
                 }
             }
         }
-        let outcome = outcome_of(&step, result.map_err(|e| e.to_string()), now_utc());
+        let outcome = outcome_of(&step, result, now_utc());
         if let Err(e) = batcher.push(step.candidate.source, outcome).await {
             batcher.result.fatal = Some(e.to_string());
             cancel.cancel();

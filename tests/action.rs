@@ -145,7 +145,7 @@ async fn the_action_installs_the_verified_release_and_reports_to_the_runner() {
     let summary = std::fs::read_to_string(work.path().join("summary.md")).unwrap();
     assert!(
         summary.contains(&format!(
-            "| `{source}` | `{target}` | 2 | 0 | 0 | 0 | 1 | 0 |"
+            "| `{source}` | `{target}` | 2 | 0 | 0 | 0 | 0 | 1 | 0 |"
         )),
         "{summary}"
     );

@@ -93,6 +93,18 @@ async fn record_fixture<M: MetadataStore>(store: M) {
                 at: "2026-11-22T10:00:00Z".into(),
             },
         ),
+        (
+            0,
+            Outcome::Skipped {
+                image: "pause".into(),
+                tag: "0.8.0".into(),
+                digest: format!("sha256:{}", "e".repeat(64)).parse().unwrap(),
+                reason:
+                    "schema 1 manifest (application/vnd.docker.distribution.manifest.v1+prettyjws)"
+                        .into(),
+                at: "2026-11-22T10:00:00Z".into(),
+            },
+        ),
     ];
     let at = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
     recorder

@@ -270,6 +270,7 @@ impl<M: MetadataStore> Recorder<M> {
     /// `gcrsync: 12 copied, 3 moved (gcr.io/google-containers)`.
     fn message(&self, by_source: &BTreeMap<usize, Vec<Outcome>>) -> String {
         let (mut copied, mut moved, mut adopted, mut failed, mut missing) = (0, 0, 0, 0, 0);
+        let mut skipped = 0;
         for outcome in by_source.values().flatten() {
             match outcome {
                 Outcome::Synced { copied: false, .. } => adopted += 1,
@@ -279,6 +280,7 @@ impl<M: MetadataStore> Recorder<M> {
                 Outcome::Synced { .. } => copied += 1,
                 Outcome::Failed { .. } => failed += 1,
                 Outcome::Missing { .. } => missing += 1,
+                Outcome::Skipped { .. } => skipped += 1,
             }
         }
         let counts: Vec<String> = [
@@ -286,6 +288,7 @@ impl<M: MetadataStore> Recorder<M> {
             (moved, "moved"),
             (adopted, "adopted"),
             (failed, "failed"),
+            (skipped, "skipped"),
             (missing, "missing"),
         ]
         .into_iter()

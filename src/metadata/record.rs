@@ -26,6 +26,21 @@ pub struct NamespaceRecord {
     /// Tags whose last copy failed, keyed `image:tag`.
     #[serde(default)]
     pub failed: BTreeMap<String, Failure>,
+    /// Tags that cannot be mirrored verbatim (schema 1, unknown types), keyed `image:tag`;
+    /// not fetched again while the source keeps serving the recorded digest.
+    #[serde(default)]
+    pub skipped: BTreeMap<String, Skip>,
+}
+
+/// A tag left out on purpose: what the source serves, why, and since when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Skip {
+    /// The source manifest digest that was judged.
+    pub digest: Digest,
+    /// Why it cannot be mirrored.
+    pub reason: String,
+    /// When this digest was first skipped (RFC 3339, UTC).
+    pub since: String,
 }
 
 /// The mirrored tags of one image.
@@ -46,7 +61,8 @@ pub struct TagRecord {
     /// The manifest media type.
     #[serde(default)]
     pub media_type: String,
-    /// The platforms of a multi-arch image (empty for single-platform manifests).
+    /// The platforms of a multi-arch image, or the one its config names (empty when
+    /// unknown: adopted single images, records from before platforms were read).
     #[serde(default)]
     pub platforms: Vec<String>,
     /// When it was recorded (RFC 3339, UTC).
@@ -90,6 +106,20 @@ pub enum Outcome {
         /// The tag.
         tag: String,
     },
+    /// The manifest cannot be mirrored verbatim: recorded under `skipped`, not retried
+    /// while its digest stays the same.
+    Skipped {
+        /// Image name relative to the namespace.
+        image: String,
+        /// The tag.
+        tag: String,
+        /// The source digest judged.
+        digest: Digest,
+        /// Why.
+        reason: String,
+        /// When.
+        at: String,
+    },
     /// The copy failed; nothing is recorded as synced.
     Failed {
         /// Image name relative to the namespace.
@@ -122,6 +152,13 @@ impl NamespaceRecord {
             .map(|t| t.digest.as_ref())
     }
 
+    /// Whether `image:tag` was skipped at exactly this source digest: nothing to do.
+    pub fn skipped_at(&self, image: &str, tag: &str, digest: &Digest) -> bool {
+        self.skipped
+            .get(&format!("{image}:{tag}"))
+            .is_some_and(|s| s.digest == *digest)
+    }
+
     /// Whether `image:tag` failed on the last attempt.
     pub fn failed_before(&self, image: &str, tag: &str) -> bool {
         self.failed.contains_key(&format!("{image}:{tag}"))
@@ -149,6 +186,28 @@ impl NamespaceRecord {
                         entry.tags.insert(tag.clone(), record.clone());
                     }
                     self.failed.remove(&format!("{image}:{tag}"));
+                    self.skipped.remove(&format!("{image}:{tag}"));
+                }
+                Outcome::Skipped {
+                    image,
+                    tag,
+                    digest,
+                    reason,
+                    at,
+                } => {
+                    let key = format!("{image}:{tag}");
+                    // A skip is a verdict on content, not a failure to retry.
+                    self.failed.remove(&key);
+                    let since = match self.skipped.get(&key) {
+                        Some(old) if old.digest == *digest => old.since.clone(),
+                        _ => at.clone(),
+                    };
+                    let skip = Skip {
+                        digest: digest.clone(),
+                        reason: reason.clone(),
+                        since,
+                    };
+                    self.skipped.insert(key, skip);
                 }
                 Outcome::Missing { image, tag } => {
                     if let Some(entry) = self.images.get_mut(image) {
@@ -271,6 +330,43 @@ mod tests {
         );
     }
 
+    fn skipped(tag: &str, digest: char, at: &str) -> Outcome {
+        Outcome::Skipped {
+            image: "pause".into(),
+            tag: tag.into(),
+            digest: format!("sha256:{}", digest.to_string().repeat(64))
+                .parse()
+                .unwrap(),
+            reason: "schema 1 manifest".into(),
+            at: at.into(),
+        }
+    }
+
+    #[test]
+    fn skips_replace_failures_keep_their_since_and_a_sync_clears_them() {
+        let mut record = NamespaceRecord::new("s".into(), "t".into());
+        record.apply(&[Outcome::Failed {
+            image: "pause".into(),
+            tag: "0.8".into(),
+            error: "digest mismatch".into(),
+            at: "T0".into(),
+        }]);
+        record.apply(&[skipped("0.8", 'a', "T1")]);
+        assert!(record.failed.is_empty());
+        record.apply(&[skipped("0.8", 'a', "T2")]);
+        assert_eq!(record.skipped["pause:0.8"].since, "T1");
+        let a = format!("sha256:{}", "a".repeat(64)).parse().unwrap();
+        let b = format!("sha256:{}", "b".repeat(64)).parse().unwrap();
+        assert!(record.skipped_at("pause", "0.8", &a));
+        assert!(!record.skipped_at("pause", "0.8", &b));
+        // Moved to another uncopyable digest: a new verdict, a new since.
+        record.apply(&[skipped("0.8", 'b', "T3")]);
+        assert_eq!(record.skipped["pause:0.8"].since, "T3");
+        record.apply(&[synced("0.8", 'c', "2026-01-01T00:00:00Z")]);
+        assert!(record.skipped.is_empty());
+        assert!(record.to_json().contains("\"skipped\": {}"));
+    }
+
     #[test]
     fn json_keys_are_sorted_with_trailing_newline() {
         let mut record = NamespaceRecord::new("s".into(), "t".into());
@@ -283,7 +379,9 @@ mod tests {
             .map(|l| l.trim().to_string())
             .collect();
         assert!(
-            keys[0].starts_with("\"failed\"") && keys[3].starts_with("\"target\""),
+            keys[0].starts_with("\"failed\"")
+                && keys[2].starts_with("\"skipped\"")
+                && keys[4].starts_with("\"target\""),
             "{keys:?}"
         );
         assert_eq!(

@@ -59,6 +59,15 @@ struct TagView<'a> {
 }
 
 #[derive(Serialize)]
+struct SkippedView<'a> {
+    image: &'a str,
+    tag: &'a str,
+    digest: &'a str,
+    reason: &'a str,
+    since: &'a str,
+}
+
+#[derive(Serialize)]
 struct ImageView<'a> {
     name: &'a str,
     target: &'a str,
@@ -125,6 +134,20 @@ impl Renderer {
             })
             .collect();
         let tag_count: usize = images.iter().map(|i| i.tags.len()).sum();
+        let skipped: Vec<SkippedView> = record
+            .skipped
+            .iter()
+            .map(|(key, s)| {
+                let (image, tag) = key.rsplit_once(':').unwrap_or((key, ""));
+                SkippedView {
+                    image,
+                    tag,
+                    digest: s.digest.short(),
+                    reason: &s.reason,
+                    since: &s.since,
+                }
+            })
+            .collect();
         let updated_at = record
             .images
             .values()
@@ -138,6 +161,7 @@ impl Renderer {
             tag_count => tag_count,
             updated_at => updated_at.unwrap_or("never"),
             recent => recent,
+            skipped => skipped,
         })?;
         Ok(out)
     }

@@ -355,6 +355,14 @@ impl HttpRegistry {
             })
             .await?;
         let manifest = RawManifest::new(bytes, content_type.as_deref());
+        // Schema 1's announced digest covers its JWS payload, not these bytes: say what
+        // it is instead of "digest mismatch" (the copy skips it; it is never pushed).
+        if let Some(reason) = super::manifest::skip_reason(&manifest.media_type) {
+            return Err(Error::Unsupported {
+                what: format!("{repo}:{r}"),
+                detail: reason,
+            });
+        }
         let expected = match r {
             ManifestRef::Digest(d) => Some(d.to_string()),
             ManifestRef::Tag(_) => announced.filter(|a| a.starts_with("sha256:")),

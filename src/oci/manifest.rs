@@ -13,8 +13,17 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 /// Docker image manifest, schema 2.
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
-const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+/// Docker image manifest, schema 1 (unsigned form).
+pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
+/// Docker image manifest, schema 1, signed (JWS): what gcr.io serves for pre-2017 images.
+pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+/// OCI image config, and Docker's: the configs whose `os`/`architecture` name a platform.
+const IMAGE_CONFIGS: [&str; 2] = [
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.container.image.v1+json",
+];
+/// Configs larger than this are not read for their platform (image configs are a few KiB).
+pub const CONFIG_LIMIT: u64 = 64 * 1024;
 
 /// The Accept header for manifest requests: every type that can be copied verbatim.
 pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
@@ -25,6 +34,35 @@ application/vnd.docker.distribution.manifest.v2+json";
 /// Whether a media type is a multi-platform index (OCI index or Docker list).
 pub fn is_index(media_type: &str) -> bool {
     matches!(media_type, OCI_INDEX | DOCKER_LIST)
+}
+
+/// Why a manifest of this media type cannot be mirrored verbatim, or `None` when it can
+/// or when the type says too little to tell (empty, `application/json`, `text/plain`: the
+/// body decides). Decided from the type alone, so a listing's or a HEAD's `Content-Type`
+/// settles it without a download.
+pub fn skip_reason(media_type: &str) -> Option<String> {
+    let media_type = media_type.split(';').next().unwrap_or_default().trim();
+    match media_type {
+        OCI_INDEX | OCI_MANIFEST | DOCKER_LIST | DOCKER_MANIFEST => None,
+        DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED => Some(format!(
+            "schema 1 manifest ({media_type}): its signed digest covers a form registries \
+             rewrite, and current registries refuse schema 1 pushes"
+        )),
+        // Only a specific manifest type is a verdict; a generic one may hide anything.
+        t if t.starts_with("application/vnd.") => {
+            Some(format!("manifest media type {t} cannot be copied verbatim"))
+        }
+        _ => None,
+    }
+}
+
+/// The platform (`os/arch[/variant]`) an image config names, when it is an image config.
+pub fn config_platform(media_type: &str, bytes: &[u8]) -> Option<String> {
+    if !(media_type.is_empty() || IMAGE_CONFIGS.contains(&media_type)) {
+        return None;
+    }
+    let platform: WirePlatform = serde_json::from_slice(bytes).ok()?;
+    platform.describe()
 }
 
 /// A manifest exactly as the registry served it; pushed back byte for byte.
@@ -80,17 +118,29 @@ struct WireDescriptor {
 
 #[derive(Deserialize)]
 struct WirePlatform {
+    #[serde(default)]
     os: String,
+    #[serde(default)]
     architecture: String,
     variant: Option<String>,
 }
 
+impl WirePlatform {
+    /// `os/arch[/variant]`, or `None` when os or architecture is missing.
+    fn describe(self) -> Option<String> {
+        if self.os.is_empty() || self.architecture.is_empty() {
+            return None;
+        }
+        Some(match self.variant {
+            Some(v) if !v.is_empty() => format!("{}/{}/{}", self.os, self.architecture, v),
+            _ => format!("{}/{}", self.os, self.architecture),
+        })
+    }
+}
+
 impl WireDescriptor {
     fn into_descriptor(self) -> (Descriptor, Option<String>) {
-        let platform = self.platform.map(|p| match p.variant {
-            Some(v) if !v.is_empty() => format!("{}/{}/{}", p.os, p.architecture, v),
-            _ => format!("{}/{}", p.os, p.architecture),
-        });
+        let platform = self.platform.and_then(WirePlatform::describe);
         let media_type = self.media_type.unwrap_or_default();
         (
             Descriptor {
@@ -106,9 +156,9 @@ impl WireDescriptor {
 /// Why a manifest cannot be read for copying.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    /// Schema 1 manifests are signed over a form registries rewrite; no verbatim copy exists.
-    #[error("schema 1 manifests cannot be copied verbatim (Docker Hub refuses them since 2024-11)")]
-    Schema1,
+    /// Schema 1, or another type that cannot be mirrored verbatim: skipped, not failed.
+    #[error("{0}")]
+    Uncopyable(String),
     /// Not a JSON manifest of a known shape.
     #[error("not a manifest: {0}")]
     Malformed(String),
@@ -139,16 +189,14 @@ impl RawManifest {
 
     /// Reads the children or blobs the manifest refers to.
     pub fn contents(&self) -> Result<Contents, ManifestError> {
-        if matches!(
-            self.media_type.as_str(),
-            DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED
-        ) {
-            return Err(ManifestError::Schema1);
+        if let Some(reason) = skip_reason(&self.media_type) {
+            return Err(ManifestError::Uncopyable(reason));
         }
         let wire: Wire = serde_json::from_slice(&self.bytes)
             .map_err(|e| ManifestError::Malformed(e.to_string()))?;
         if wire.schema_version == Some(1) {
-            return Err(ManifestError::Schema1);
+            let reason = skip_reason(DOCKER_SCHEMA1).expect("schema 1 is skipped");
+            return Err(ManifestError::Uncopyable(reason));
         }
         let is_index = is_index(wire.media_type.as_deref().unwrap_or(&self.media_type))
             || wire.manifests.is_some();
@@ -240,6 +288,56 @@ mod tests {
             Bytes::from_static(br#"{"schemaVersion":1,"fsLayers":[]}"#),
             Some(DOCKER_SCHEMA1_SIGNED),
         );
-        assert!(matches!(m.contents(), Err(ManifestError::Schema1)));
+        assert!(
+            matches!(m.contents(), Err(ManifestError::Uncopyable(r)) if r.starts_with("schema 1"))
+        );
+        // Unsigned, served as plain JSON: the body's schemaVersion tells.
+        let plain = RawManifest::new(
+            Bytes::from_static(br#"{"schemaVersion":1,"fsLayers":[]}"#),
+            Some("application/json"),
+        );
+        assert!(matches!(
+            plain.contents(),
+            Err(ManifestError::Uncopyable(_))
+        ));
+    }
+
+    #[test]
+    fn skip_reasons_come_from_the_media_type_alone() {
+        for copyable in [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST] {
+            assert_eq!(skip_reason(copyable), None);
+        }
+        for vague in ["", "application/json", "text/plain; charset=utf-8"] {
+            assert_eq!(skip_reason(vague), None, "{vague}");
+        }
+        let signed = skip_reason(&format!("{DOCKER_SCHEMA1_SIGNED}; charset=utf-8")).unwrap();
+        assert!(signed.starts_with("schema 1 manifest (") && signed.contains("prettyjws"));
+        assert!(skip_reason(DOCKER_SCHEMA1).unwrap().starts_with("schema 1"));
+        let vendor = skip_reason("application/vnd.example.thing.v3+json").unwrap();
+        assert!(
+            vendor.contains("application/vnd.example.thing.v3+json"),
+            "{vendor}"
+        );
+    }
+
+    #[test]
+    fn config_platforms() {
+        let oci = "application/vnd.oci.image.config.v1+json";
+        let docker = "application/vnd.docker.container.image.v1+json";
+        let config = br#"{"architecture":"arm","os":"linux","variant":"v7","rootfs":{}}"#;
+        assert_eq!(
+            config_platform(oci, config).as_deref(),
+            Some("linux/arm/v7")
+        );
+        let amd = br#"{"architecture":"amd64","os":"linux","config":{}}"#;
+        assert_eq!(config_platform(docker, amd).as_deref(), Some("linux/amd64"));
+        assert_eq!(config_platform("", amd).as_deref(), Some("linux/amd64"));
+        // An artifact's config (Helm chart, signature) names no platform.
+        assert_eq!(
+            config_platform("application/vnd.cncf.helm.config.v1+json", amd),
+            None
+        );
+        assert_eq!(config_platform(oci, br#"{"rootfs":{}}"#), None);
+        assert_eq!(config_platform(oci, b"not json"), None);
     }
 }

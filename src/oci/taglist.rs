@@ -26,6 +26,8 @@ pub struct TagInfo {
     pub digest: Digest,
     /// Upload time, ms since the epoch (`timeUploadedMs`).
     pub uploaded_ms: Option<i64>,
+    /// The manifest's media type (`mediaType`), which tells schema 1 without a request.
+    pub media_type: Option<String>,
 }
 
 /// One page as served (JSON).
@@ -46,6 +48,8 @@ struct ManifestEntry {
     tag: Vec<String>,
     #[serde(default, deserialize_with = "number")]
     time_uploaded_ms: Option<i64>,
+    #[serde(default)]
+    media_type: Option<String>,
 }
 
 /// gcr.io sends numbers as strings (`"1564686316380"`); other servers as integers.
@@ -85,6 +89,7 @@ impl TagList {
                     let info = TagInfo {
                         digest: digest.clone(),
                         uploaded_ms: entry.time_uploaded_ms,
+                        media_type: entry.media_type.clone().filter(|m| !m.is_empty()),
                     };
                     list.digests.insert(tag, info);
                 }
@@ -105,7 +110,7 @@ mod tests {
         let body = format!(
             r#"{{"child":["a","b"],"manifest":{{
               "{d1}":{{"imageSizeBytes":"1000","layerId":"","mediaType":"application/vnd.docker.distribution.manifest.v2+json","tag":["1.0","latest"],"timeCreatedMs":"1","timeUploadedMs":"1564686316380"}},
-              "{d2}":{{"tag":["0.9"],"timeUploadedMs":42}},
+              "{d2}":{{"mediaType":"application/vnd.docker.distribution.manifest.v1+prettyjws","tag":["0.9"],"timeUploadedMs":42}},
               "sha256:untagged":{{"tag":[]}}}},
               "name":"ns/img","tags":["0.9","1.0","latest"]}}"#
         );
@@ -117,9 +122,15 @@ mod tests {
             (latest.digest.as_str(), latest.uploaded_ms),
             (d1.as_str(), Some(1_564_686_316_380))
         );
+        let old = &list.digests[&"0.9".parse::<Tag>().unwrap()];
+        assert_eq!(old.uploaded_ms, Some(42));
         assert_eq!(
-            list.digests[&"0.9".parse::<Tag>().unwrap()].uploaded_ms,
-            Some(42)
+            old.media_type.as_deref(),
+            Some("application/vnd.docker.distribution.manifest.v1+prettyjws")
+        );
+        assert_eq!(
+            latest.media_type.as_deref(),
+            Some("application/vnd.docker.distribution.manifest.v2+json")
         );
     }
 

@@ -1,7 +1,9 @@
 //! A fake gcr.io in front of a real distribution registry: gcr's token endpoint
 //! (anonymous, `_json_key` and `oauth2accesstoken` logins; Bearer tokens that expire),
 //! the `WWW-Authenticate: Bearer` challenge on every API call, and gcr's `tags/list`
-//! with `child` and `manifest` (numbers as strings). Everything else is forwarded.
+//! with `child` and `manifest` (numbers as strings). Everything else is forwarded, except
+//! the signed schema-1 manifests it keeps itself (as gcr.io still serves for pre-2017
+//! images, which a current distribution registry will not store).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -26,6 +28,73 @@ struct State {
     log: Vec<(String, String)>,
     uploaded: HashMap<(String, String), i64>,
     google: Option<Arc<Mutex<HashSet<String>>>>,
+    /// (repo, tag) → a manifest this front keeps itself (schema 1, a vendor type),
+    /// served in place of the upstream's.
+    held: BTreeMap<(String, String), HeldManifest>,
+    /// Leave `mediaType` out of the `manifest` map (older gcr answers, other registries).
+    no_listing_media_types: bool,
+    /// Forward `tags/list` as a plain registry does: no `child`, no `manifest` map.
+    plain_listing: bool,
+}
+
+/// A manifest the front serves itself: a signed schema-1 one as gcr.io serves it, or a
+/// vendor type a distribution registry will not store.
+#[derive(Clone)]
+pub struct HeldManifest {
+    /// The body served (for schema 1: the payload with `signatures` spliced in).
+    pub signed: Vec<u8>,
+    /// `Docker-Content-Digest` (for schema 1: sha256 of the payload, not of the body).
+    pub digest: String,
+    /// `Content-Type` (and the listing's `mediaType`).
+    pub media_type: String,
+}
+
+pub const SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+
+fn base64url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl HeldManifest {
+    /// A libtrust-style signed manifest for `name:tag`: the payload is the pretty JSON
+    /// manifest; the JWS `protected` header records how long the payload's formatted
+    /// prefix is and its tail, so a verifier can cut the `signatures` back out. The
+    /// signature bytes are random: gcrsync never verifies them (it skips schema 1).
+    pub fn schema1(name: &str, tag: &str, layer: &str) -> Self {
+        let payload = serde_json::to_string_pretty(&json!({
+            "schemaVersion": 1,
+            "name": name,
+            "tag": tag,
+            "architecture": "amd64",
+            "fsLayers": [{"blobSum": layer}],
+            "history": [{"v1Compatibility": json!({"id": hex::encode(super::images::random_bytes(32)), "os": "linux"}).to_string()}],
+        }))
+        .unwrap();
+        let format_length = payload.len() - 2;
+        let tail = &payload[format_length..];
+        assert_eq!(tail, "\n}");
+        let protected = json!({"formatLength": format_length, "formatTail": base64url(tail.as_bytes()),
+                               "time": "2016-09-12T20:26:11Z"});
+        let signature = json!({
+            "header": {"jwk": {"crv": "P-256", "kid": "FAKE:GCR0:SCHE:MA1K:EYID", "kty": "EC",
+                               "x": base64url(&super::images::random_bytes(32)),
+                               "y": base64url(&super::images::random_bytes(32))},
+                       "alg": "ES256"},
+            "signature": base64url(&super::images::random_bytes(64)),
+            "protected": base64url(protected.to_string().as_bytes()),
+        });
+        let signatures = serde_json::to_string_pretty(&json!([signature])).unwrap();
+        let signed = format!(
+            "{},\n   \"signatures\": {}\n}}",
+            &payload[..format_length],
+            signatures.replace('\n', "\n   ")
+        );
+        HeldManifest {
+            digest: super::images::digest_of(payload.as_bytes()),
+            signed: signed.into_bytes(),
+            media_type: SCHEMA1_SIGNED.into(),
+        }
+    }
 }
 
 impl State {
@@ -117,6 +186,87 @@ impl FakeGcr {
     pub fn tokens_issued(&self) -> usize {
         self.state.lock().unwrap().issued
     }
+
+    /// Serves a signed schema-1 manifest as `repo:tag` (listed with the repository's
+    /// upstream tags; the repository must exist upstream). Returns it.
+    pub fn serve_schema1(&self, repo: &str, tag: &str) -> HeldManifest {
+        let layer = super::images::digest_of(&super::images::random_bytes(16));
+        let doc = HeldManifest::schema1(repo, tag, &layer);
+        self.state
+            .lock()
+            .unwrap()
+            .held
+            .insert((repo.into(), tag.into()), doc.clone());
+        doc
+    }
+
+    /// Serves `repo:tag` as a manifest of a type no mirror knows (a vendor's artifact).
+    pub fn serve_unknown_type(&self, repo: &str, tag: &str, media_type: &str) -> HeldManifest {
+        let body = json!({"schemaVersion": 2, "mediaType": media_type, "payload": tag}).to_string();
+        let doc = HeldManifest {
+            digest: super::images::digest_of(body.as_bytes()),
+            signed: body.into_bytes(),
+            media_type: media_type.into(),
+        };
+        self.state
+            .lock()
+            .unwrap()
+            .held
+            .insert((repo.into(), tag.into()), doc.clone());
+        doc
+    }
+
+    /// Stops serving the held `repo:tag` (the upstream's tag, if any, shows through).
+    pub fn drop_held(&self, repo: &str, tag: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .held
+            .remove(&(repo.to_string(), tag.to_string()));
+    }
+
+    /// Omits `mediaType` from the listing's `manifest` map.
+    pub fn hide_listing_media_types(&self) {
+        self.state.lock().unwrap().no_listing_media_types = true;
+    }
+
+    /// Answers `tags/list` like a plain registry (the namespace is then found by catalog).
+    pub fn plain_listing(&self) {
+        self.state.lock().unwrap().plain_listing = true;
+    }
+}
+
+/// The held manifest `path` (`/v2/NAME/manifests/REF`) names, if this front holds one.
+fn held_for(path: &str, state: &Arc<Mutex<State>>) -> Option<HeldManifest> {
+    let (name, reference) = path.strip_prefix("/v2/")?.split_once("/manifests/")?;
+    let state = state.lock().unwrap();
+    state
+        .held
+        .iter()
+        .find(|((repo, tag), doc)| repo == name && (tag == reference || doc.digest == reference))
+        .map(|(_, doc)| doc.clone())
+}
+
+/// Served whatever the `Accept`, as gcr does for schema 1: it has nothing else for them.
+fn held_answer(doc: &HeldManifest, head: bool) -> Response<Body> {
+    Response::builder()
+        .status(200)
+        .header("content-type", &doc.media_type)
+        .header("docker-content-digest", &doc.digest)
+        .header("content-length", doc.signed.len())
+        .body(full(if head { Vec::new() } else { doc.signed.clone() }))
+        .unwrap()
+}
+
+/// Adds the tags this front holds for `name` to an upstream tag list.
+fn with_held_tags(mut tags: Vec<String>, name: &str, state: &Arc<Mutex<State>>) -> Vec<String> {
+    let state = state.lock().unwrap();
+    for (repo, tag) in state.held.keys() {
+        if repo == name && !tags.contains(tag) {
+            tags.push(tag.clone());
+        }
+    }
+    tags
 }
 
 fn json_answer(status: u16, body: Value) -> Response<Body> {
@@ -248,14 +398,47 @@ async fn handle(
             ))
             .unwrap();
     }
+    if let Some(doc) = held_for(&path, &state) {
+        return held_answer(&doc, req.method() == "HEAD");
+    }
     if req.method() == "GET" && path.ends_with("/tags/list") {
         let name = path
             .trim_start_matches("/v2/")
             .trim_end_matches("/tags/list")
             .to_string();
+        if state.lock().unwrap().plain_listing {
+            return plain_tags(&client, &upstream, &name, &state).await;
+        }
         return gcr_tags(&client, &upstream, &name, &state).await;
     }
     forward(req, &client, &upstream, &me, None).await
+}
+
+/// A plain registry's answer for `name`, with the tags this front holds.
+async fn plain_tags(
+    client: &reqwest::Client,
+    upstream: &str,
+    name: &str,
+    state: &Arc<Mutex<State>>,
+) -> Response<Body> {
+    let own = client
+        .get(format!("http://{upstream}/v2/{name}/tags/list"))
+        .send()
+        .await
+        .unwrap();
+    if own.status() != 200 {
+        let status = own.status().as_u16();
+        return json_answer(
+            status,
+            serde_json::from_slice(&own.bytes().await.unwrap()).unwrap(),
+        );
+    }
+    let body: Value = serde_json::from_slice(&own.bytes().await.unwrap()).unwrap();
+    let tags: Vec<String> = body["tags"].as_array().map_or(Vec::new(), |t| {
+        t.iter().map(|t| t.as_str().unwrap().to_string()).collect()
+    });
+    let tags = with_held_tags(tags, name, state);
+    json_answer(200, json!({"name": name, "tags": tags}))
 }
 
 /// gcr's answer for `name`: its own tags with their digests, and its direct children.
@@ -296,6 +479,7 @@ async fn gcr_tags(
     } else {
         Vec::new()
     };
+    let tags = with_held_tags(tags, name, state);
     if tags.is_empty() && children.is_empty() {
         return json_answer(
             404,
@@ -305,17 +489,26 @@ async fn gcr_tags(
     let accept = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
     let mut manifests: BTreeMap<String, (String, Vec<String>, i64)> = BTreeMap::new();
     for tag in &tags {
-        let head = client
-            .head(format!("http://{upstream}/v2/{name}/manifests/{tag}"))
-            .header("accept", accept)
-            .send()
-            .await
-            .unwrap();
-        let digest = head.headers()["docker-content-digest"]
-            .to_str()
-            .unwrap()
-            .to_string();
-        let media_type = head.headers()["content-type"].to_str().unwrap().to_string();
+        let held = held_for(&format!("/v2/{name}/manifests/{tag}"), state);
+        let (digest, media_type) = match held {
+            Some(doc) => (doc.digest, doc.media_type),
+            None => {
+                let head = client
+                    .head(format!("http://{upstream}/v2/{name}/manifests/{tag}"))
+                    .header("accept", accept)
+                    .send()
+                    .await
+                    .unwrap();
+                let digest = head.headers()["docker-content-digest"]
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                (
+                    digest,
+                    head.headers()["content-type"].to_str().unwrap().to_string(),
+                )
+            }
+        };
         let uploaded = state
             .lock()
             .unwrap()
@@ -329,11 +522,15 @@ async fn gcr_tags(
         entry.1.push(tag.clone());
         entry.2 = entry.2.max(uploaded);
     }
+    let hide = state.lock().unwrap().no_listing_media_types;
     let manifest: serde_json::Map<String, Value> = manifests
         .into_iter()
         .map(|(digest, (media_type, tag, uploaded))| {
-            let entry = json!({"imageSizeBytes": "0", "layerId": "", "mediaType": media_type, "tag": tag,
+            let mut entry = json!({"imageSizeBytes": "0", "layerId": "", "mediaType": media_type, "tag": tag,
                                "timeCreatedMs": "0", "timeUploadedMs": uploaded.to_string()});
+            if hide {
+                entry.as_object_mut().unwrap().remove("mediaType");
+            }
             (digest, entry)
         })
         .collect();
