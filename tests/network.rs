@@ -99,9 +99,7 @@ async fn a_tls_registry_with_a_private_ca_is_trusted_only_when_told() {
             "--source".to_string(),
             format!("{}/team", src.addr),
             "--target".into(),
-            format!("{}/mirror", dst.addr),
-            "--insecure-registry".into(),
-            src.addr.clone(),
+            format!("https://{}/mirror", dst.addr),
             "--metadata-dir".into(),
             work.path().join(metadata).display().to_string(),
         ]
@@ -128,8 +126,9 @@ async fn a_tls_registry_with_a_private_ca_is_trusted_only_when_told() {
 
     let mut args = base("c");
     args[3] = format!("{}/unverified", dst.addr);
-    args[5] = format!("{},https://{}", src.addr, dst.addr);
-    let out = run(gcrsync(work.path()).args(&args));
+    let out = run(gcrsync(work.path())
+        .args(&args)
+        .args(["--insecure-registry", &format!("https://{}", dst.addr)]));
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(target.head("unverified/app", "1").await, Some(digest));
 }

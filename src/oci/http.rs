@@ -11,6 +11,7 @@ use reqwest::{Method, RequestBuilder, Response};
 use serde::Deserialize;
 
 use super::auth::{Authenticator, Login};
+pub use super::clients::Clients;
 use super::error::{Error, Result};
 use super::manifest::{ACCEPT, RawManifest};
 use super::taglist::{TagList, TagsPage};
@@ -23,6 +24,8 @@ const PAGE_SIZE: usize = 1000;
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 /// Error bodies are read only this far: enough for the OCI error envelope.
 const MAX_ERROR_BODY: usize = 4096;
+/// Redirects followed for one request (registries redirect blobs once, to storage).
+const MAX_REDIRECTS: usize = 5;
 
 /// How failed requests are retried: exponential backoff with jitter, honouring `Retry-After`.
 #[derive(Debug, Clone, Copy)]
@@ -73,7 +76,7 @@ pub enum Access {
 pub struct Endpoint {
     /// The registry.
     pub host: RegistryHost,
-    /// Speak plain HTTP (`--insecure-registry`).
+    /// Speak plain HTTP (`http://HOST`, `--insecure-registry HOST`, loopback hosts).
     pub plain_http: bool,
     /// How to log in, if at all.
     pub login: Option<Login>,
@@ -81,22 +84,10 @@ pub struct Endpoint {
     pub access: Access,
 }
 
-/// The HTTP clients of a registry. Uploads get their own: reqwest's read timeout runs
-/// while a request body is still being sent, so on the upload client it would cap the
-/// whole transfer; the source side of an upload keeps its idle timeout instead.
-#[derive(Clone)]
-pub struct Clients {
-    /// Every request but blob uploads: connect and idle-read timeouts.
-    pub requests: reqwest::Client,
-    /// Blob uploads: connect timeout and TCP keepalive, no read timeout.
-    pub uploads: reqwest::Client,
-}
-
 /// A registry reached over its HTTP API.
 pub struct HttpRegistry {
     base: String,
-    http: reqwest::Client,
-    uploads: reqwest::Client,
+    clients: Clients,
     auth: Authenticator,
     access: Access,
     retry: RetryPolicy,
@@ -105,6 +96,9 @@ pub struct HttpRegistry {
     /// Until the registry has answered once, requests wait for that first answer: it
     /// tells the auth scheme, which spares every concurrent request its own 401.
     first_contact: tokio::sync::Mutex<bool>,
+    /// Whether `GET /v2/` accepts our credentials: asked once, the first time a
+    /// repository refuses them, to tell "no access to REPO" from "bad credentials".
+    root_accepts: tokio::sync::OnceCell<bool>,
 }
 
 /// Docker Hub's `RateLimit-Remaining: 76;w=21600`: pulls left in the window.
@@ -121,7 +115,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 /// A URL as shown in errors and logs: upload sessions carry a long opaque `_state`
 /// parameter that says nothing to a reader, so only `digest`/`mount`/`from` are kept.
-fn loggable(url: &str) -> String {
+pub fn loggable(url: &str) -> String {
     let Some((base, query)) = url.split_once('?') else {
         return url.to_string();
     };
@@ -163,10 +157,32 @@ struct ErrorEntry {
     message: Option<String>,
 }
 
+/// `Code: Message` of a storage service's XML error (GCS, S3, Azure).
+fn xml_detail(body: &str) -> Option<String> {
+    let field = |name: &str| {
+        let start = body.find(&format!("<{name}>"))? + name.len() + 2;
+        let end = start + body[start..].find(&format!("</{name}>"))?;
+        Some(body[start..end].trim().to_string())
+    };
+    let parts: Vec<String> = [field("Code"), field("Message")]
+        .into_iter()
+        .flatten()
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(": "))
+}
+
+/// The origin (scheme, host, port) of a URL, to tell the registry from other hosts.
+fn origin(url: &str) -> Option<url::Origin> {
+    url::Url::parse(url).ok().map(|u| u.origin())
+}
+
 /// Turns an unexpected answer into an error carrying the registry's own explanation.
+/// An answer from another host than `url`'s (a redirect's) is named by its own URL.
 async fn status_error(method: &Method, url: &str, response: Response) -> Error {
     let status = response.status().as_u16();
     let retry_after = retry_after(response.headers());
+    let answered = response.url().to_string();
+    let redirected = origin(&answered) != origin(url);
     let mut body = Vec::new();
     let mut stream = response.bytes_stream();
     while let Some(Ok(chunk)) = stream.next().await {
@@ -185,7 +201,21 @@ async fn status_error(method: &Method, url: &str, response: Response) -> Error {
                 .collect::<Vec<_>>()
                 .join(": ")
         })
+        .or_else(|| xml_detail(&String::from_utf8_lossy(&body)))
         .unwrap_or_default();
+    if status == 400
+        && let Some(e) = Error::plain_to_tls(url, &String::from_utf8_lossy(&body))
+    {
+        return e;
+    }
+    if redirected {
+        return Error::Storage {
+            method: method.to_string(),
+            url: loggable(&answered),
+            status,
+            detail,
+        };
+    }
     Error::Status {
         method: method.to_string(),
         url: loggable(url),
@@ -219,13 +249,13 @@ impl HttpRegistry {
         let auth = Authenticator::new(endpoint.host.to_string(), role, endpoint.login);
         HttpRegistry {
             base,
-            http: clients.requests,
-            uploads: clients.uploads,
+            clients,
             auth,
             access: endpoint.access,
             retry,
             quota: std::sync::Mutex::new(None),
             first_contact: tokio::sync::Mutex::new(false),
+            root_accepts: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -261,35 +291,149 @@ impl HttpRegistry {
             *contacted = true;
             Some(contacted)
         };
-        let mut authorization = self.auth.authorize(&self.http, scopes).await?;
-        for attempt in 0..2 {
-            let mut request = build(self.http.request(method.clone(), url));
+        let http = self.clients.requests(url)?;
+        let mut authorization = self.auth.authorize(&self.clients, scopes).await?;
+        let mut attempt = 0;
+        loop {
+            let mut request = build(http.request(method.clone(), url));
             if let Some(value) = &authorization {
                 request = request.header(header::AUTHORIZATION, value.clone());
             }
-            let response = request.send().await.map_err(|source| Error::Transport {
-                method: method.to_string(),
-                url: loggable(url),
-                source,
-            })?;
+            let response = request
+                .send()
+                .await
+                .map_err(|e| Error::transport(&method, url, e))?;
             if let Some(left) = remaining_quota(response.headers()) {
                 *self.quota.lock().expect("quota lock") = Some(left);
             }
             if response.status() != reqwest::StatusCode::UNAUTHORIZED {
-                return Ok(response);
+                return self
+                    .follow(&method, url, response, &build, authorization.as_ref())
+                    .await;
             }
-            if attempt == 1 {
-                break;
+            attempt += 1;
+            if attempt == 2 {
+                return Err(self.refused(&method, url, scopes, response).await);
             }
             if authorization.is_some() {
                 self.auth.forget(scopes).await;
             }
             self.auth.learn(header_str(&response, "www-authenticate"))?;
-            authorization = self.auth.authorize(&self.http, scopes).await?;
+            authorization = self.auth.authorize(&self.clients, scopes).await?;
         }
-        Err(self
-            .auth
-            .rejected(&format!("{method} {url} was refused with HTTP 401")))
+    }
+
+    /// Follows the redirects of a GET or HEAD (blob downloads go to a storage host: gcr.io,
+    /// Artifact Registry, Docker Hub, ghcr.io). The registry's `Authorization` goes only to
+    /// the registry's own origin: a signed storage URL carries its own, and GCS and S3
+    /// refuse a request that has both.
+    async fn follow(
+        &self,
+        method: &Method,
+        url: &str,
+        mut response: Response,
+        build: &impl Fn(RequestBuilder) -> RequestBuilder,
+        authorization: Option<&header::HeaderValue>,
+    ) -> Result<Response> {
+        let registry = origin(url);
+        for _ in 0..MAX_REDIRECTS {
+            let follows = matches!(response.status().as_u16(), 301 | 302 | 303 | 307 | 308)
+                && matches!(*method, Method::GET | Method::HEAD);
+            let location = header_str(&response, "location");
+            let (true, Some(location)) = (follows, location) else {
+                return Ok(response);
+            };
+            let next = response
+                .url()
+                .join(location)
+                .map_err(|e| Error::InvalidResponse {
+                    url: loggable(url),
+                    detail: format!("redirect to an invalid Location: {e}"),
+                })?;
+            let next = next.as_str();
+            let mut request = build(self.clients.requests(next)?.request(method.clone(), next));
+            if let Some(value) = authorization.filter(|_| origin(next) == registry) {
+                request = request.header(header::AUTHORIZATION, value.clone());
+            }
+            response = request
+                .send()
+                .await
+                .map_err(|e| Error::transport(method, next, e))?;
+        }
+        Err(Error::InvalidResponse {
+            url: loggable(url),
+            detail: format!("more than {MAX_REDIRECTS} redirects"),
+        })
+    }
+
+    /// The error for a request still refused after authenticating: a repository the
+    /// credentials do not reach, when the registry itself accepts them; else the
+    /// credentials themselves (or their absence).
+    async fn refused(
+        &self,
+        method: &Method,
+        url: &str,
+        scopes: &[String],
+        response: Response,
+    ) -> Error {
+        let repo = scopes
+            .first()
+            .and_then(|s| s.strip_prefix("repository:"))
+            .and_then(|s| s.rsplit_once(':'))
+            .map(|(repo, _)| repo.to_string());
+        let rejected = || {
+            self.auth.rejected(&format!(
+                "{method} {} was refused with HTTP 401",
+                loggable(url)
+            ))
+        };
+        let Some(repo) = repo else {
+            return rejected();
+        };
+        let detail = match status_error(method, url, response).await {
+            Error::Status { detail, .. } => detail,
+            _ => String::new(),
+        };
+        match self.root_accepts().await {
+            Ok(true) => {
+                let role = self.auth.role();
+                let hint = if self.auth.has_login() {
+                    "the registry accepts the credentials, but not for this repository (it is private to others, or does not exist)".to_string()
+                } else {
+                    format!(
+                        "anonymous access is refused (the repository is private, or does not exist); give --{role}-username/--{role}-password if you have access"
+                    )
+                };
+                Error::NoAccess {
+                    registry: self.auth.registry().to_string(),
+                    repo,
+                    status: 401,
+                    detail,
+                    hint,
+                }
+            }
+            Ok(false) => rejected(),
+            Err(e) => e,
+        }
+    }
+
+    /// Whether `GET /v2/` succeeds with our credentials (asked once per run).
+    async fn root_accepts(&self) -> Result<bool> {
+        self.root_accepts
+            .get_or_try_init(|| async {
+                let url = self.url("/v2/");
+                let mut request = self.clients.requests(&url)?.get(&url);
+                if let Some(value) = self.auth.authorize(&self.clients, &[]).await? {
+                    request = request.header(header::AUTHORIZATION, value);
+                }
+                let response = request
+                    .send()
+                    .await
+                    .map_err(|e| Error::transport(&Method::GET, &url, e))?;
+                Ok(response.status().is_success())
+            })
+            .await
+            .copied()
     }
 
     /// Follows `Link: <…>; rel="next"` from `first`, collecting each page's items.
@@ -313,11 +457,10 @@ impl HttpRegistry {
                     let response = self.send(Method::GET, &url, &scopes, |r| r).await?;
                     let response = expect(&Method::GET, &url, response, &[200]).await?;
                     let link = next_link(response.headers());
-                    let body = response.bytes().await.map_err(|source| Error::Transport {
-                        method: "GET".into(),
-                        url: url.clone(),
-                        source,
-                    })?;
+                    let body = response
+                        .bytes()
+                        .await
+                        .map_err(|e| Error::transport(&Method::GET, &url, e))?;
                     let page: P =
                         serde_json::from_slice(&body).map_err(|e| Error::InvalidResponse {
                             url: url.clone(),
@@ -346,11 +489,10 @@ impl HttpRegistry {
                 let response = expect(&Method::GET, &url, response, &[200]).await?;
                 let content_type = header_str(&response, "content-type").map(str::to_string);
                 let announced = header_str(&response, "docker-content-digest").map(str::to_string);
-                let bytes = response.bytes().await.map_err(|source| Error::Transport {
-                    method: "GET".into(),
-                    url: url.clone(),
-                    source,
-                })?;
+                let bytes = response
+                    .bytes()
+                    .await
+                    .map_err(|e| Error::transport(&Method::GET, &url, e))?;
                 Ok::<_, Error>((bytes, content_type, announced))
             })
             .await?;
@@ -501,25 +643,28 @@ impl Registry for HttpRegistry {
                 b
             }
         };
-        let response = self
-            .send(Method::GET, &url, &[self.scope(repo)], range)
-            .await?;
-        // A resumed download needs 206: a 200 would restart from byte 0.
-        let response = expect(
-            &Method::GET,
-            &url,
-            response,
-            if offset > 0 { &[206] } else { &[200] },
-        )
-        .await?;
+        let scopes = [self.scope(repo)];
+        // A signed storage URL the registry redirected to may be refused (expired, or
+        // valid for one use only): the registry is asked again for a fresh one, once here
+        // and then under the caller's retries. Storage URLs are never kept for later.
+        let mut asks = 0;
+        let response = loop {
+            let response = self.send(Method::GET, &url, &scopes, range).await?;
+            // A resumed download needs 206: a 200 would restart from byte 0.
+            let ok: &[u16] = if offset > 0 { &[206] } else { &[200] };
+            match expect(&Method::GET, &url, response, ok).await {
+                Err(e @ Error::Storage { .. }) if asks == 0 => {
+                    tracing::debug!("{e}; asking the registry for a fresh URL");
+                    asks += 1;
+                }
+                other => break other?,
+            }
+        };
         let size = response.content_length();
+        let from = response.url().to_string();
         let stream = response
             .bytes_stream()
-            .map_err(move |source| Error::Transport {
-                method: "GET".into(),
-                url: url.clone(),
-                source,
-            });
+            .map_err(move |e| Error::transport(&Method::GET, &from, e));
         Ok(BlobBody {
             size,
             stream: stream.boxed(),
@@ -609,15 +754,14 @@ impl HttpRegistry {
         scopes: &[String],
         build: impl FnOnce(RequestBuilder) -> RequestBuilder,
     ) -> Result<Response> {
-        let mut request = build(self.uploads.request(method.clone(), url));
-        if let Some(value) = self.auth.authorize(&self.http, scopes).await? {
+        let mut request = build(self.clients.uploads(url)?.request(method.clone(), url));
+        if let Some(value) = self.auth.authorize(&self.clients, scopes).await? {
             request = request.header(header::AUTHORIZATION, value);
         }
-        let response = request.send().await.map_err(|source| Error::Transport {
-            method: method.to_string(),
-            url: loggable(url),
-            source,
-        })?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Error::transport(&method, url, e))?;
         if response.status() == reqwest::StatusCode::UNAUTHORIZED {
             self.auth.forget(scopes).await;
         }

@@ -1,6 +1,7 @@
 //! The registry seam: the `Registry` trait the copy engine and the listing talk to.
 
 pub mod auth;
+pub mod clients;
 pub mod error;
 pub mod http;
 pub mod manifest;
