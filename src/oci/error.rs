@@ -150,12 +150,13 @@ impl Error {
     }
 
     /// A TLS server's answer to a plain-HTTP request (Go's and nginx's words for it).
-    pub fn plain_to_tls(url: &str, body: &str) -> Option<Error> {
+    /// `bare`: an HTTP/1.0 answer without headers, as Go sends it (a HEAD has no body).
+    pub fn plain_to_tls(url: &str, body: &str, bare: bool) -> Option<Error> {
         let said = [
             "HTTP request to an HTTPS server",
             "plain HTTP request was sent to HTTPS",
         ];
-        if !said.iter().any(|s| body.contains(s)) {
+        if !url.starts_with("http://") || !(bare || said.iter().any(|s| body.contains(s))) {
             return None;
         }
         let host = host_of(url);

@@ -183,6 +183,10 @@ async fn status_error(method: &Method, url: &str, response: Response) -> Error {
     let retry_after = retry_after(response.headers());
     let answered = response.url().to_string();
     let redirected = origin(&answered) != origin(url);
+    // Go's TLS server answers plain HTTP with a bare `HTTP/1.0 400` (no headers); a HEAD
+    // never gets to read the words that follow.
+    let bare = response.version() == reqwest::Version::HTTP_10
+        && !response.headers().contains_key(header::CONTENT_TYPE);
     let mut body = Vec::new();
     let mut stream = response.bytes_stream();
     while let Some(Ok(chunk)) = stream.next().await {
@@ -204,7 +208,7 @@ async fn status_error(method: &Method, url: &str, response: Response) -> Error {
         .or_else(|| xml_detail(&String::from_utf8_lossy(&body)))
         .unwrap_or_default();
     if status == 400
-        && let Some(e) = Error::plain_to_tls(url, &String::from_utf8_lossy(&body))
+        && let Some(e) = Error::plain_to_tls(url, &String::from_utf8_lossy(&body), bare)
     {
         return e;
     }

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use super::faults::forward;
 use super::server::{self, Body, full};
+use super::storage::FakeStorage;
 
 #[derive(Default)]
 struct State {
@@ -26,6 +27,8 @@ struct State {
     log: Vec<(String, String)>,
     uploaded: HashMap<(String, String), i64>,
     google: Option<Arc<Mutex<HashSet<String>>>>,
+    /// Where blob downloads are redirected, and with which status (302 like gcr.io).
+    storage: Option<(u16, FakeStorage)>,
 }
 
 impl State {
@@ -112,6 +115,12 @@ impl FakeGcr {
     /// logged as `challenged PATH`.
     pub fn log(&self) -> Vec<(String, String)> {
         self.state.lock().unwrap().log.clone()
+    }
+
+    /// Blob downloads are answered with `status` (302 as gcr.io, 307 as Docker Hub) and
+    /// a signed URL on `storage`, as gcr.io sends them to Cloud Storage.
+    pub fn redirect_blobs(&self, storage: &FakeStorage, status: u16) {
+        self.state.lock().unwrap().storage = Some((status, storage.clone()));
     }
 
     pub fn tokens_issued(&self) -> usize {
@@ -255,7 +264,31 @@ async fn handle(
             .to_string();
         return gcr_tags(&client, &upstream, &name, &state).await;
     }
+    if let Some(redirect) = redirect_blob(&req, &path, &state) {
+        return redirect;
+    }
     forward(req, &client, &upstream, &me, None).await
+}
+
+/// gcr.io's answer to an authorized blob GET: a redirect to a signed storage URL.
+fn redirect_blob(
+    req: &Request<Incoming>,
+    path: &str,
+    state: &Arc<Mutex<State>>,
+) -> Option<Response<Body>> {
+    let (status, storage) = state.lock().unwrap().storage.clone()?;
+    let (repo, digest) = path.trim_start_matches("/v2/").split_once("/blobs/")?;
+    if req.method() != "GET" || !digest.starts_with("sha256:") {
+        return None;
+    }
+    Some(
+        Response::builder()
+            .status(status)
+            .header("location", storage.sign(repo, digest))
+            .header("content-type", "text/html")
+            .body(full(""))
+            .unwrap(),
+    )
 }
 
 /// gcr's answer for `name`: its own tags with their digests, and its direct children.

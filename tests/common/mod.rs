@@ -9,6 +9,7 @@ pub mod images;
 pub mod proxies;
 pub mod registry;
 pub mod server;
+pub mod storage;
 
 use std::path::Path;
 use std::process::{Command, Output};
