@@ -171,6 +171,12 @@ fn xml_detail(body: &str) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(": "))
 }
 
+/// The repository of a `repository:NAME:ACTIONS` scope, the first one asked.
+fn scoped_repo(scopes: &[String]) -> Option<String> {
+    let scope = scopes.first()?.strip_prefix("repository:")?;
+    scope.rsplit_once(':').map(|(repo, _)| repo.to_string())
+}
+
 /// The origin (scheme, host, port) of a URL, to tell the registry from other hosts.
 fn origin(url: &str) -> Option<url::Origin> {
     url::Url::parse(url).ok().map(|u| u.origin())
@@ -296,7 +302,7 @@ impl HttpRegistry {
             Some(contacted)
         };
         let http = self.clients.requests(url)?;
-        let mut authorization = self.auth.authorize(&self.clients, scopes).await?;
+        let mut authorization = self.authorize(scopes).await?;
         let mut attempt = 0;
         loop {
             let mut request = build(http.request(method.clone(), url));
@@ -323,7 +329,7 @@ impl HttpRegistry {
                 self.auth.forget(scopes).await;
             }
             self.auth.learn(header_str(&response, "www-authenticate"))?;
-            authorization = self.auth.authorize(&self.clients, scopes).await?;
+            authorization = self.authorize(scopes).await?;
         }
     }
 
@@ -370,6 +376,21 @@ impl HttpRegistry {
         })
     }
 
+    /// The `Authorization` for `scopes`. A token service refusing a repository's scope
+    /// while it accepts the login itself is "no access to REPO", not bad credentials.
+    async fn authorize(&self, scopes: &[String]) -> Result<Option<header::HeaderValue>> {
+        match self.auth.authorize(&self.clients, scopes).await {
+            Err(e) if e.is_credentials_refused() => match scoped_repo(scopes) {
+                Some(repo) => {
+                    let detail = "the token service refused this repository's scope".into();
+                    Err(self.no_access(repo, 401, detail, e).await)
+                }
+                None => Err(e),
+            },
+            other => other,
+        }
+    }
+
     /// The error for a request still refused after authenticating: a repository the
     /// credentials do not reach, when the registry itself accepts them; else the
     /// credentials themselves (or their absence).
@@ -380,24 +401,28 @@ impl HttpRegistry {
         scopes: &[String],
         response: Response,
     ) -> Error {
-        let repo = scopes
-            .first()
-            .and_then(|s| s.strip_prefix("repository:"))
-            .and_then(|s| s.rsplit_once(':'))
-            .map(|(repo, _)| repo.to_string());
-        let rejected = || {
-            self.auth.rejected(&format!(
-                "{method} {} was refused with HTTP 401",
-                loggable(url)
-            ))
-        };
-        let Some(repo) = repo else {
-            return rejected();
+        let rejected = self.auth.rejected(&format!(
+            "{method} {} was refused with HTTP 401",
+            loggable(url)
+        ));
+        let Some(repo) = scoped_repo(scopes) else {
+            return rejected;
         };
         let detail = match status_error(method, url, response).await {
             Error::Status { detail, .. } => detail,
             _ => String::new(),
         };
+        self.no_access(repo, 401, detail, rejected).await
+    }
+
+    /// `NoAccess` to `repo` when the registry root accepts the login, else `otherwise`.
+    async fn no_access(
+        &self,
+        repo: String,
+        status: u16,
+        detail: String,
+        otherwise: Error,
+    ) -> Error {
         match self.root_accepts().await {
             Ok(true) => {
                 let role = self.auth.role();
@@ -411,12 +436,12 @@ impl HttpRegistry {
                 Error::NoAccess {
                     registry: self.auth.registry().to_string(),
                     repo,
-                    status: 401,
+                    status,
                     detail,
                     hint,
                 }
             }
-            Ok(false) => rejected(),
+            Ok(false) => otherwise,
             Err(e) => e,
         }
     }
@@ -759,7 +784,7 @@ impl HttpRegistry {
         build: impl FnOnce(RequestBuilder) -> RequestBuilder,
     ) -> Result<Response> {
         let mut request = build(self.clients.uploads(url)?.request(method.clone(), url));
-        if let Some(value) = self.auth.authorize(&self.clients, scopes).await? {
+        if let Some(value) = self.authorize(scopes).await? {
             request = request.header(header::AUTHORIZATION, value);
         }
         let response = request
