@@ -5,6 +5,7 @@ pub mod clients;
 pub mod error;
 pub mod http;
 pub mod manifest;
+mod send;
 pub mod taglist;
 
 use std::fmt;
