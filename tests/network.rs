@@ -302,6 +302,27 @@ async fn blobs_redirected_to_storage_go_without_credentials_resume_and_refresh_e
         hits.len(),
         "every storage request came from a fresh redirect by the registry"
     );
+
+    // Docker Hub and ghcr.io answer 307 instead.
+    gcr.redirect_blobs(&storage, 307);
+    let out = run(gcrsync(work.path()).args([
+        "--source",
+        &format!("{}/team", gcr.addr),
+        "--target",
+        &format!("{}/hub", dst.addr),
+        "--source-username",
+        "_json_key",
+        "--source-password",
+        "key-json",
+        "--metadata-dir",
+        &work.path().join("n").display().to_string(),
+    ]));
+    assert_eq!(out.status.code(), Some(0));
+    let hits = storage.hits();
+    assert!(
+        hits.len() > blob_gets && hits.iter().all(|h| !h.authorization),
+        "{hits:?}"
+    );
 }
 
 #[tokio::test]

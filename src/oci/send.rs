@@ -372,3 +372,45 @@ impl HttpRegistry {
         Ok(response)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signed_storage_urls_are_logged_without_their_signature() {
+        let url = "https://storage.googleapis.com/artifacts.p.appspot.com/containers/images/sha256:ab?GoogleAccessId=x&Expires=1&Signature=c2ln";
+        assert_eq!(
+            loggable(url),
+            "https://storage.googleapis.com/artifacts.p.appspot.com/containers/images/sha256:ab"
+        );
+    }
+
+    #[test]
+    fn storage_errors_and_scopes_are_read() {
+        let gcs = "<?xml version='1.0'?><Error><Code>ExpiredToken</Code><Message>Invalid argument.</Message></Error>";
+        assert_eq!(
+            xml_detail(gcs).as_deref(),
+            Some("ExpiredToken: Invalid argument.")
+        );
+        assert_eq!(xml_detail("<html>nope</html>"), None);
+        let scopes = ["repository:team/app:pull,push".to_string()];
+        assert_eq!(scoped_repo(&scopes).as_deref(), Some("team/app"));
+        assert_eq!(scoped_repo(&["registry:catalog:*".to_string()]), None);
+        assert_eq!(scoped_repo(&[]), None);
+    }
+
+    #[test]
+    fn a_tls_server_answering_plain_http_is_recognised() {
+        let go = "Client sent an HTTP request to an HTTPS server.\n";
+        let e = Error::plain_to_tls("http://127.0.0.1:5000/v2/", go, false).unwrap();
+        assert!(
+            e.to_string().contains("write https://127.0.0.1:5000"),
+            "{e}"
+        );
+        assert!(!e.is_retryable());
+        assert!(Error::plain_to_tls("http://h/v2/", "", true).is_some());
+        assert!(Error::plain_to_tls("https://h/v2/", go, true).is_none());
+        assert!(Error::plain_to_tls("http://h/v2/", "{\"errors\":[]}", false).is_none());
+    }
+}
