@@ -88,14 +88,14 @@ run_transport() { # name tls
       case $tool in
         reference) measure full-reference python3 scripts/bench/refcopy.py "$scheme://$src" "$scheme://$dst" team mirror "${refauth[@]}" ;;
         skopeo) measure full-skopeo skopeo sync --all --src yaml --dest docker "${skauth[@]}" "$W/sk.yaml" "$dst/mirror" ;;
-        gcrsync) measure full-gcrsync "$BIN" -q --source "$src/team" --target "$dst/mirror" --metadata-dir "$W/meta" --process-count -1 "${auth[@]}" ;;
+        gcrsync) measure full-gcrsync "$BIN" -q --source "$scheme://$src/team" --target "$scheme://$dst/mirror" --metadata-dir "$W/meta" --process-count -1 "${auth[@]}" ;;
       esac
       [ "$i" = 1 ] && echo "full $tool: source: $(requests "$W/src.log" "$s0"); target: $(requests "$W/dst.log" "$d0")" >>"$W/requests"
       if [ "$tool" != reference ]; then
         s0=$(lines "$W/src.log"); d0=$(lines "$W/dst.log")
         case $tool in
           skopeo) measure noop-skopeo skopeo sync --all --src yaml --dest docker "${skauth[@]}" "$W/sk.yaml" "$dst/mirror" ;;
-          gcrsync) measure noop-gcrsync "$BIN" -q --source "$src/team" --target "$dst/mirror" --metadata-dir "$W/meta" --process-count -1 "${auth[@]}" ;;
+          gcrsync) measure noop-gcrsync "$BIN" -q --source "$scheme://$src/team" --target "$scheme://$dst/mirror" --metadata-dir "$W/meta" --process-count -1 "${auth[@]}" ;;
         esac
         [ "$i" = 1 ] && echo "no-op $tool: source: $(requests "$W/src.log" "$s0"); target: $(requests "$W/dst.log" "$d0")" >>"$W/requests"
       fi
@@ -123,11 +123,11 @@ run_transport() { # name tls
 
   # 3 tags moved: only their new manifests and blobs should travel.
   start dst 16102 "$tls"; rm -rf "$W/meta" "$W/meta-sk"
-  "$BIN" -q --source "$src/team" --target "$dst/mirror" --metadata-dir "$W/meta" --process-count -1 "${auth[@]}" >/dev/null 2>&1
+  "$BIN" -q --source "$scheme://$src/team" --target "$scheme://$dst/mirror" --metadata-dir "$W/meta" --process-count -1 "${auth[@]}" >/dev/null 2>&1
   skopeo sync --all --src yaml --dest docker "${skauth[@]}" "$W/sk.yaml" "$dst/skopeo" >/dev/null 2>&1
   python3 scripts/bench/workload.py "$scheme://$src" team --scale "$SCALE" --move 3 "${wlauth[@]}" >/dev/null
   local s0 d0; s0=$(lines "$W/src.log"); d0=$(lines "$W/dst.log")
-  measure moved-gcrsync "$BIN" -q --source "$src/team" --target "$dst/mirror" --metadata-dir "$W/meta" --process-count -1 "${auth[@]}"
+  measure moved-gcrsync "$BIN" -q --source "$scheme://$src/team" --target "$scheme://$dst/mirror" --metadata-dir "$W/meta" --process-count -1 "${auth[@]}"
   say "- 3 moved, gcrsync: $(tail -1 "$W/times" | awk '{ print $2 }') s; source: $(requests "$W/src.log" "$s0"); target: $(requests "$W/dst.log" "$d0")"
   s0=$(lines "$W/src.log"); d0=$(lines "$W/dst.log")
   measure moved-skopeo skopeo sync --all --src yaml --dest docker "${skauth[@]}" "$W/sk.yaml" "$dst/skopeo"

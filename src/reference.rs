@@ -203,14 +203,31 @@ string_newtype!(RegistryHost);
 const DOCKER_HUB: &str = "docker.io";
 const DOCKER_HUB_API: &str = "registry-1.docker.io";
 
+/// `host` and `port` of `host:port`, `[v6]:port`, `host` or `[v6]`.
+fn split_port(s: &str) -> (&str, Option<&str>) {
+    if let Some(rest) = s.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((v6, "")) => (v6, None),
+            Some((v6, port)) => (v6, Some(port.strip_prefix(':').unwrap_or("x"))),
+            None => (s, None),
+        };
+    }
+    s.rsplit_once(':').map_or((s, None), |(h, p)| (h, Some(p)))
+}
+
 impl FromStr for RegistryHost {
     type Err = ParseError;
     fn from_str(s: &str) -> Result<Self, ParseError> {
-        let (host, port) = s.rsplit_once(':').map_or((s, None), |(h, p)| (h, Some(p)));
-        let host_ok = !host.is_empty()
-            && host.split('.').all(|l| {
-                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            });
+        let (host, port) = split_port(s);
+        let bracketed = s.starts_with('[');
+        let host_ok = if bracketed {
+            host.parse::<std::net::Ipv6Addr>().is_ok()
+        } else {
+            !host.is_empty()
+                && host.split('.').all(|l| {
+                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+        };
         let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok());
         if !host_ok || !port_ok {
             return Err(invalid("registry host", s, "expected host or host:port"));
@@ -233,6 +250,16 @@ impl RegistryHost {
         }
     }
 
+    /// `localhost`, `127.0.0.0/8` or `[::1]`, with any port: reached over plain HTTP by
+    /// default, as docker does.
+    pub fn is_loopback(&self) -> bool {
+        let (host, _) = split_port(&self.0);
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
     /// Docker Hub allows exactly two path levels (`user/repo`).
     pub fn is_docker_hub(&self) -> bool {
         self.0 == DOCKER_HUB
@@ -248,14 +275,57 @@ pub struct Namespace {
     pub path: Option<RepoPath>,
 }
 
+/// How a registry is spoken to, when written before its name (`http://HOST`, `https://HOST`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// TLS.
+    Https,
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Scheme::Http => "http://",
+            Scheme::Https => "https://",
+        })
+    }
+}
+
+/// The scheme written before `text`, if any, and the rest.
+pub fn split_scheme(text: &str) -> (Option<Scheme>, &str) {
+    let text = text.trim();
+    if let Some(rest) = text.strip_prefix("https://") {
+        (Some(Scheme::Https), rest)
+    } else if let Some(rest) = text.strip_prefix("http://") {
+        (Some(Scheme::Http), rest)
+    } else {
+        (None, text)
+    }
+}
+
+impl Namespace {
+    /// Parses `[http://|https://]HOST[:PORT][/PATH]`, keeping the scheme apart: it says
+    /// how to reach the registry, not which namespace it is.
+    pub fn parse_with_scheme(text: &str) -> Result<(Namespace, Option<Scheme>), ParseError> {
+        let (scheme, rest) = split_scheme(text);
+        if scheme.is_none() && rest.contains("://") {
+            return Err(invalid(
+                "registry namespace",
+                rest,
+                "the only schemes are http:// (plain HTTP) and https:// (TLS)",
+            ));
+        }
+        Ok((rest.parse()?, scheme))
+    }
+}
+
 impl FromStr for Namespace {
     type Err = ParseError;
     fn from_str(s: &str) -> Result<Self, ParseError> {
         let s = s.trim().trim_end_matches('/');
-        let s = s
-            .strip_prefix("https://")
-            .or_else(|| s.strip_prefix("http://"))
-            .unwrap_or(s);
+        let s = split_scheme(s).1;
         let (first, rest) = s.split_once('/').map_or((s, None), |(a, b)| (a, Some(b)));
         // As docker does: the first component is a host only if it looks like one.
         let looks_like_host = first.contains('.') || first.contains(':') || first == "localhost";
@@ -374,14 +444,54 @@ mod tests {
             (ns.registry.api_host(), ns.to_string().as_str()),
             ("registry-1.docker.io", "docker.io/myuser")
         );
+        let (ns, scheme) = Namespace::parse_with_scheme("http://localhost:5000/team").unwrap();
+        assert_eq!(
+            (ns.to_string().as_str(), scheme),
+            ("localhost:5000/team", Some(Scheme::Http))
+        );
+        let (ns, scheme) = Namespace::parse_with_scheme("https://[::1]:5000/t").unwrap();
+        assert_eq!(
+            (ns.registry.as_str(), scheme),
+            ("[::1]:5000", Some(Scheme::Https))
+        );
+        assert!(Namespace::parse_with_scheme("docker://gcr.io/x").is_err());
         for bad in [
             "",
             "gcr.io/Upper",
+            "[::g]:5000/x",
             "host:99999/x",
             "gcr.io/a@sha256:x",
             "gcr.io/a:tag",
         ] {
             assert!(bad.parse::<Namespace>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn loopback_hosts_are_recognised() {
+        for host in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.3.2.1",
+            "[::1]:5000",
+            "[::1]",
+        ] {
+            assert!(
+                host.parse::<RegistryHost>().unwrap().is_loopback(),
+                "{host}"
+            );
+        }
+        for host in [
+            "gcr.io",
+            "10.0.0.1:5000",
+            "localhost.example.com",
+            "[::2]:5000",
+        ] {
+            assert!(
+                !host.parse::<RegistryHost>().unwrap().is_loopback(),
+                "{host}"
+            );
         }
     }
 }

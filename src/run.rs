@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 use crate::copy::{Copied, Copier, CopyError, index_platforms};
 use crate::metadata::record::{Outcome, TagRecord, now_utc};
 use crate::metadata::{Committed, MetadataStore, Recorder, StoreError};
-use crate::oci;
 use crate::oci::Registry;
 use crate::oci::manifest::is_index;
 use crate::plan::{Plan, Reason, Step};
@@ -164,7 +163,7 @@ async fn without_copy<S: Registry + 'static>(
 /// Why a copy stops the whole run: a registry refused the credentials (SPEC §8, exit 3).
 /// Every later copy would fail the same way, so none is started.
 fn stops_the_run(error: &CopyError) -> bool {
-    matches!(error, CopyError::Registry(oci::Error::Auth { .. }))
+    matches!(error, CopyError::Registry(e) if e.is_credentials_refused())
 }
 
 /// Runs `plan`: adopted tags are recorded, planned copies are made. A store that fails

@@ -14,7 +14,7 @@ use crate::gcp::{GcpKey, is_google_registry};
 use crate::mapping::NameMapper;
 use crate::metadata::github::GitHubConfig;
 use crate::oci::auth::{Credentials, Login};
-use crate::reference::{Namespace, RegistryHost, RepoPath};
+use crate::reference::{Namespace, RegistryHost, RepoPath, Scheme};
 
 /// A bad option value: names the flag and its variable, and says what is expected.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +100,8 @@ pub struct Settings {
     pub proxy: Option<String>,
     /// Registries reached without TLS verification (`--insecure-registry`).
     pub insecure: Vec<(RegistryHost, Insecure)>,
+    /// Schemes written before `--source`/`--target` registries (`http://`, `https://`).
+    pub schemes: Vec<(RegistryHost, Scheme)>,
     /// Extra CA certificate (PEM bytes).
     pub ca_cert: Option<Vec<u8>>,
     /// Shard `K-1` of `N`.
@@ -148,6 +150,76 @@ fn insecure_registry(text: &str) -> Result<(RegistryHost, Insecure), ConfigError
     Ok((host, mode))
 }
 
+/// How one registry is spoken to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain HTTP: `http://HOST`, `--insecure-registry HOST`, or a loopback host.
+    Http,
+    /// TLS, verified against the system roots and `--ca-cert`.
+    Https,
+    /// TLS without verification: `--insecure-registry https://HOST`.
+    HttpsUnverified,
+}
+
+/// The transport for `host`: `--insecure-registry` first, then the scheme written before
+/// it, then docker's default (loopback hosts speak plain HTTP, every other host TLS).
+pub fn transport(
+    host: &RegistryHost,
+    insecure: Option<Insecure>,
+    scheme: Option<Scheme>,
+) -> Transport {
+    match (insecure, scheme) {
+        (Some(Insecure::PlainHttp), _) => Transport::Http,
+        (Some(Insecure::UnverifiedTls), _) => Transport::HttpsUnverified,
+        (None, Some(Scheme::Http)) => Transport::Http,
+        (None, Some(Scheme::Https)) => Transport::Https,
+        (None, None) if host.is_loopback() => Transport::Http,
+        (None, None) => Transport::Https,
+    }
+}
+
+/// Records the scheme written before `ns` (from option `name`); one host cannot be
+/// written with two, nor with one that `--insecure-registry` contradicts.
+fn note_scheme(
+    schemes: &mut Vec<(RegistryHost, Scheme)>,
+    insecure: &[(RegistryHost, Insecure)],
+    name: &'static str,
+    ns: &Namespace,
+    scheme: Option<Scheme>,
+) -> Result<(), ConfigError> {
+    let Some(scheme) = scheme else {
+        return Ok(());
+    };
+    let host = &ns.registry;
+    if let Some((_, other)) = schemes.iter().find(|(h, s)| h == host && *s != scheme) {
+        return Err(bad(
+            name,
+            format!("{host} is written both as {other}{host} and {scheme}{host}; use one"),
+        ));
+    }
+    let clash = insecure.iter().find(|(h, mode)| {
+        h == host
+            && matches!(
+                (mode, scheme),
+                (Insecure::PlainHttp, Scheme::Https) | (Insecure::UnverifiedTls, Scheme::Http)
+            )
+    });
+    if let Some((_, mode)) = clash {
+        let said = match mode {
+            Insecure::PlainHttp => format!("--insecure-registry {host} (plain HTTP)"),
+            Insecure::UnverifiedTls => format!("--insecure-registry https://{host} (TLS)"),
+        };
+        return Err(bad(
+            name,
+            format!("{scheme}{host} contradicts {said}; drop one of them"),
+        ));
+    }
+    if !schemes.iter().any(|(h, _)| h == host) {
+        schemes.push((host.clone(), scheme));
+    }
+    Ok(())
+}
+
 impl Settings {
     /// How `host` is reached: `None` for verified HTTPS.
     pub fn insecure_mode(&self, host: &RegistryHost) -> Option<Insecure> {
@@ -155,6 +227,16 @@ impl Settings {
             .iter()
             .find(|(h, _)| h == host)
             .map(|(_, mode)| *mode)
+    }
+
+    /// How `host` is spoken to (see [`transport`]).
+    pub fn transport(&self, host: &RegistryHost) -> Transport {
+        let scheme = self
+            .schemes
+            .iter()
+            .find(|(h, _)| h == host)
+            .map(|(_, s)| *s);
+        transport(host, self.insecure_mode(host), scheme)
     }
 }
 
@@ -415,6 +497,13 @@ pub fn resolve(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Setting
         (Command::Sync, true) => Command::Test,
         (command, _) => command,
     };
+    let insecure: Vec<(RegistryHost, Insecure)> = o
+        .insecure_registry
+        .iter()
+        .filter(|h| !h.trim().is_empty())
+        .map(|h| insecure_registry(h.trim()))
+        .collect::<Result<_, _>>()?;
+    let mut schemes = Vec::new();
     let mut sources = Vec::new();
     let seed_sources = o.namespace.iter().map(|ns| format!("gcr.io/{}", ns.trim()));
     for text in o
@@ -427,7 +516,9 @@ pub fn resolve(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Setting
         if text.trim().is_empty() {
             continue;
         }
-        let ns: Namespace = text.parse().map_err(|e| bad("source", format!("{e}")))?;
+        let (ns, scheme) =
+            Namespace::parse_with_scheme(&text).map_err(|e| bad("source", format!("{e}")))?;
+        note_scheme(&mut schemes, &insecure, "source", &ns, scheme)?;
         if !sources.contains(&ns) {
             sources.push(ns);
         }
@@ -441,9 +532,9 @@ pub fn resolve(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Setting
     let target_text = o
         .target
         .ok_or_else(|| bad("target", "no target given; e.g. --target docker.io/myuser"))?;
-    let target: Namespace = target_text
-        .parse()
-        .map_err(|e| bad("target", format!("{e}")))?;
+    let (target, scheme) =
+        Namespace::parse_with_scheme(&target_text).map_err(|e| bad("target", format!("{e}")))?;
+    note_scheme(&mut schemes, &insecure, "target", &target, scheme)?;
     if sources.contains(&target) {
         return Err(bad(
             "target",
@@ -497,12 +588,6 @@ pub fn resolve(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Setting
             format!("{} is out of range; give a number from 0 to 20", o.retries),
         ));
     };
-    let insecure = o
-        .insecure_registry
-        .iter()
-        .filter(|h| !h.trim().is_empty())
-        .map(|h| insecure_registry(h.trim()))
-        .collect::<Result<_, _>>()?;
     if let Some(proxy) = &o.proxy {
         reqwest::Proxy::all(proxy)
             .map_err(|e| bad("proxy", format!("{proxy:?} is not a proxy URL: {e}")))?;
@@ -576,6 +661,7 @@ pub fn resolve(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Setting
         retries,
         proxy: o.proxy,
         insecure,
+        schemes,
         ca_cert,
         shard: shard(&o.shard)?,
         timezone,
@@ -643,6 +729,47 @@ mod tests {
         let names: Vec<String> = s.sources.iter().map(|s| s.to_string()).collect();
         assert_eq!(names, ["quay.io/x", "gcr.io/google-containers"]);
         assert_eq!(s.budget, Some(100));
+    }
+
+    #[test]
+    fn schemes_and_loopback_choose_the_transport() {
+        let s = resolve_args(&[
+            "--source",
+            "http://reg.example:5000/a,localhost:5000/b,https://127.0.0.1:5001/c",
+            "--target",
+            "https://[::1]:5002/m",
+            "--insecure-registry",
+            "https://self.example",
+        ])
+        .unwrap();
+        let t = |h: &str| s.transport(&h.parse().unwrap());
+        assert_eq!(t("reg.example:5000"), Transport::Http);
+        assert_eq!(t("localhost:5000"), Transport::Http);
+        assert_eq!(t("127.0.0.1:5001"), Transport::Https);
+        assert_eq!(t("[::1]:5002"), Transport::Https);
+        assert_eq!(t("127.0.0.1:5003"), Transport::Http);
+        assert_eq!(t("gcr.io"), Transport::Https);
+        assert_eq!(t("self.example"), Transport::HttpsUnverified);
+        for (args, says) in [
+            (
+                ["--source", "http://r.io/a", "--target", "https://r.io/b"],
+                "both as http://r.io and https://r.io",
+            ),
+            (
+                ["--source", "https://r.io/a", "--insecure-registry", "r.io"],
+                "contradicts --insecure-registry r.io",
+            ),
+        ] {
+            let mut args = args.to_vec();
+            if !args.contains(&"--target") {
+                args.extend(["--target", "u"]);
+            }
+            let err = resolve_args(&args)
+                .err()
+                .expect("a clash is refused")
+                .to_string();
+            assert!(err.contains(says), "{err}");
+        }
     }
 
     #[test]

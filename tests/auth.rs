@@ -230,3 +230,60 @@ async fn docker_config_logins_are_used_and_explicit_options_take_precedence() {
         stderr(&out)
     );
 }
+
+#[tokio::test]
+async fn a_repository_the_accepted_credentials_cannot_reach_is_no_access_not_bad_credentials() {
+    use common::faults::{Fault, FaultProxy, Rule};
+    let dir = tempfile::tempdir().unwrap();
+    let src = TestRegistry::start();
+    let registry = protected_registry(dir.path());
+    // A per-repository ACL in front of the registry: mirror/secret is someone else's.
+    let dst = FaultProxy::start(&registry.addr);
+    for method in ["HEAD", "GET", "POST", "PUT"] {
+        dst.inject(Rule {
+            method,
+            path_contains: "/v2/mirror/secret/".into(),
+            times: 1000,
+            fault: Fault::Status(401, None),
+        });
+    }
+    Pusher::new(&src.addr)
+        .image(
+            "team/secret",
+            "1",
+            Format::Oci,
+            "amd64",
+            &[random_bytes(100)],
+        )
+        .await;
+    let work = tempfile::tempdir().unwrap();
+    let args = args_for(&src.addr, &dst.addr, &work.path().join("meta"));
+    let login = |password: &str| {
+        let mut command = gcrsync(work.path());
+        command
+            .args(&args)
+            .args(["--target-username", USER, "--target-password", password]);
+        run(&mut command)
+    };
+
+    let out = login(PASSWORD);
+    let err = stderr(&out);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        err.contains(&format!("no access to {}/mirror/secret", dst.addr))
+            && err.contains("accepts the credentials, but not for this repository")
+            && !err.contains("authentication to")
+            && !err.contains("--target-password"),
+        "the repository is named, the credentials are not blamed: {err}"
+    );
+    assert_no_secret(&[&err]);
+
+    // The same refusal with a wrong password is the registry refusing the credentials.
+    let out = login("wrong");
+    assert_eq!(out.status.code(), Some(3));
+    let err = stderr(&out);
+    assert!(
+        err.contains("authentication to") && err.contains("--target-username/--target-password"),
+        "{err}"
+    );
+}

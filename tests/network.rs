@@ -99,9 +99,7 @@ async fn a_tls_registry_with_a_private_ca_is_trusted_only_when_told() {
             "--source".to_string(),
             format!("{}/team", src.addr),
             "--target".into(),
-            format!("{}/mirror", dst.addr),
-            "--insecure-registry".into(),
-            src.addr.clone(),
+            format!("https://{}/mirror", dst.addr),
             "--metadata-dir".into(),
             work.path().join(metadata).display().to_string(),
         ]
@@ -128,8 +126,9 @@ async fn a_tls_registry_with_a_private_ca_is_trusted_only_when_told() {
 
     let mut args = base("c");
     args[3] = format!("{}/unverified", dst.addr);
-    args[5] = format!("{},https://{}", src.addr, dst.addr);
-    let out = run(gcrsync(work.path()).args(&args));
+    let out = run(gcrsync(work.path())
+        .args(&args)
+        .args(["--insecure-registry", &format!("https://{}", dst.addr)]));
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(target.head("unverified/app", "1").await, Some(digest));
 }
@@ -236,4 +235,219 @@ async fn github_api_requests_go_through_the_proxy_too() {
         );
     }
     assert!(gh.file("main", "CHANGELOG.md").is_some());
+}
+
+#[tokio::test]
+async fn blobs_redirected_to_storage_go_without_credentials_resume_and_refresh_expired_urls() {
+    use common::gcr::FakeGcr;
+    use common::storage::FakeStorage;
+    let (upstream, dst) = (TestRegistry::start(), TestRegistry::start());
+    let layer = random_bytes(3 << 20);
+    let (digest, _) = Pusher::new(&upstream.addr)
+        .image("team/app", "1", Format::Docker, "amd64", &[layer])
+        .await;
+    let gcr = FakeGcr::start(&upstream.addr, false);
+    gcr.accept_login("_json_key", "key-json");
+    let storage = FakeStorage::start(&upstream.addr);
+    gcr.redirect_blobs(&storage, 302);
+    // The first signed URL is stale on arrival, every URL serves one request only (a
+    // cached one fails on reuse), and the layer's first body is cut after 1 MiB.
+    storage.expire_next(1);
+    storage.one_use();
+    storage.cut_next(1 << 20, 1);
+    let work = tempfile::tempdir().unwrap();
+    // Loopback hosts, no --insecure-registry: plain HTTP, as docker does.
+    let out = run(gcrsync(work.path()).args([
+        "--source",
+        &format!("{}/team", gcr.addr),
+        "--target",
+        &format!("http://{}/mirror", dst.addr),
+        "--source-username",
+        "_json_key",
+        "--source-password",
+        "key-json",
+        "--metadata-dir",
+        &work.path().join("m").display().to_string(),
+    ]));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        Pusher::new(&dst.addr).head("mirror/app", "1").await,
+        Some(digest)
+    );
+    let hits = storage.hits();
+    assert!(
+        hits.iter().all(|h| !h.authorization),
+        "the registry's Authorization never reaches storage: {hits:?}"
+    );
+    assert!(
+        hits.iter().any(|h| h.status == 400),
+        "a URL expired: {hits:?}"
+    );
+    assert!(
+        hits.iter()
+            .any(|h| h.status == 206 && h.range.as_deref().is_some_and(|r| r.starts_with("bytes="))),
+        "the cut layer resumed with Range through a fresh redirect: {hits:?}"
+    );
+    assert!(
+        !hits.iter().any(|h| h.status == 403),
+        "no signed URL was used twice: {hits:?}"
+    );
+    let blob_gets = gcr
+        .log()
+        .iter()
+        .filter(|(m, p)| m == "GET" && p.contains("/blobs/") && !p.starts_with("challenged"))
+        .count();
+    assert_eq!(
+        blob_gets,
+        hits.len(),
+        "every storage request came from a fresh redirect by the registry"
+    );
+
+    // Docker Hub and ghcr.io answer 307 instead.
+    gcr.redirect_blobs(&storage, 307);
+    let out = run(gcrsync(work.path()).args([
+        "--source",
+        &format!("{}/team", gcr.addr),
+        "--target",
+        &format!("{}/hub", dst.addr),
+        "--source-username",
+        "_json_key",
+        "--source-password",
+        "key-json",
+        "--metadata-dir",
+        &work.path().join("n").display().to_string(),
+    ]));
+    assert_eq!(out.status.code(), Some(0));
+    let hits = storage.hits();
+    assert!(
+        hits.len() > blob_gets && hits.iter().all(|h| !h.authorization),
+        "{hits:?}"
+    );
+}
+
+#[tokio::test]
+async fn http_and_loopback_registries_need_no_flag_and_a_scheme_mismatch_says_what_to_write() {
+    let certs = tempfile::tempdir().unwrap();
+    certificates(certs.path());
+    let (src, plain) = (TestRegistry::start(), TestRegistry::start());
+    let tls = TestRegistry::start_tls(
+        &certs.path().join("server.pem"),
+        &certs.path().join("server.key"),
+    );
+    let (digest, _) = Pusher::new(&src.addr)
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(1000)])
+        .await;
+    let work = tempfile::tempdir().unwrap();
+    let port = |addr: &str| addr.rsplit(':').next().unwrap().to_string();
+    let mirror = |source: String, target: String, meta: &str| {
+        let mut command = gcrsync(work.path());
+        command.args([
+            "--source",
+            &source,
+            "--target",
+            &target,
+            "--retries",
+            "3",
+            "--metadata-dir",
+            &work.path().join(meta).display().to_string(),
+        ]);
+        run(&mut command)
+    };
+
+    let out = mirror(
+        format!("http://{}/team", src.addr),
+        format!("localhost:{}/mirror", port(&plain.addr)),
+        "a",
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        Pusher::new(&plain.addr).head("mirror/app", "1").await,
+        Some(digest)
+    );
+
+    // TLS spoken to a plain-HTTP registry: one attempt, and the flag that fixes it.
+    let out = mirror(
+        format!("https://{}/team", src.addr),
+        format!("{}/m2", plain.addr),
+        "b",
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let err = stderr(&out);
+    assert!(
+        err.contains("answered the TLS handshake in plain HTTP")
+            && err.contains(&format!("--insecure-registry {}", src.addr))
+            && !err.contains("retrying")
+            && !err.contains("InvalidContentType"),
+        "{err}"
+    );
+
+    // Plain HTTP spoken to a TLS registry on loopback: says to write https://.
+    let out = mirror(
+        format!("{}/team", src.addr),
+        format!("{}/m3", tls.addr),
+        "c",
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("write https://{}", tls.addr)) && !err.contains("retrying"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn without_a_system_ca_bundle_plain_http_works_and_tls_falls_back_to_bundled_roots() {
+    let certs = tempfile::tempdir().unwrap();
+    certificates(certs.path());
+    let src = TestRegistry::start();
+    let tls = TestRegistry::start_tls(
+        &certs.path().join("server.pem"),
+        &certs.path().join("server.key"),
+    );
+    Pusher::new(&src.addr)
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(1000)])
+        .await;
+    let work = tempfile::tempdir().unwrap();
+    // A slim container: the CA bundle paths exist but hold nothing.
+    let empty = work.path().join("no-certs");
+    std::fs::create_dir(&empty).unwrap();
+    std::fs::write(empty.join("ca-certificates.crt"), "").unwrap();
+    let slim = |target: String, meta: &str, extra: &[&str]| {
+        let mut command = gcrsync(work.path());
+        command
+            .env("SSL_CERT_FILE", empty.join("ca-certificates.crt"))
+            .env("SSL_CERT_DIR", &empty)
+            .args([
+                "--source",
+                &format!("{}/team", src.addr),
+                "--target",
+                &target,
+                "--metadata-dir",
+                &work.path().join(meta).display().to_string(),
+            ])
+            .args(extra);
+        run(&mut command)
+    };
+    let plain = TestRegistry::start();
+    let out = slim(format!("{}/mirror", plain.addr), "a", &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        !stderr(&out).contains("CA certificates"),
+        "a plain-HTTP run never loads a CA store"
+    );
+
+    let ca = certs.path().join("ca.pem");
+    let out = slim(
+        format!("https://{}/mirror", tls.addr),
+        "b",
+        &["--ca-cert", ca.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("no system CA certificates"),
+        "the fallback is said: {}",
+        stderr(&out)
+    );
+    let target = Pusher::tls(&tls.addr, &std::fs::read(&ca).unwrap());
+    assert!(target.head("mirror/app", "1").await.is_some());
 }

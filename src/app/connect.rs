@@ -7,9 +7,10 @@ use std::time::Duration;
 use super::AppError;
 use crate::metadata::render::Renderer;
 use crate::metadata::{MetadataStore, Recorder};
-use crate::oci::http::{Access, Clients, Endpoint, HttpRegistry, RetryPolicy};
+use crate::oci::clients::{ClientOptions, Clients};
+use crate::oci::http::{Access, Endpoint, HttpRegistry, RetryPolicy};
 use crate::reference::Namespace;
-use crate::settings::{Insecure, Settings, Side};
+use crate::settings::{Insecure, Settings, Side, Transport};
 
 /// Every registry a run talks to, sharing one connection pool.
 pub(super) struct Registries {
@@ -18,43 +19,18 @@ pub(super) struct Registries {
     pub(super) retry: RetryPolicy,
 }
 
-/// The HTTP clients of a run (see `Clients`); `verify: false` only for
+/// The HTTP clients of a run (see `Clients`): TLS ones, and the CA store, are set up only
+/// when a TLS URL is first requested. `verify: false` only for
 /// `--insecure-registry https://HOST`.
 pub(super) fn http_clients(settings: &Settings, verify: bool) -> Result<Clients, AppError> {
-    Ok(Clients {
-        requests: http_client(settings, verify, true)?,
-        uploads: http_client(settings, verify, false)?,
+    Clients::new(ClientOptions {
+        timeout: settings.http_timeout,
+        pool_per_host: settings.limits.tags + settings.limits.queries,
+        proxy: settings.proxy.clone(),
+        ca_cert: settings.ca_cert.clone(),
+        verify,
     })
-}
-
-/// One HTTP client; `idle_timeout` adds `--http-timeout` as a read timeout.
-fn http_client(
-    settings: &Settings,
-    verify: bool,
-    idle_timeout: bool,
-) -> Result<reqwest::Client, AppError> {
-    let mut builder = reqwest::Client::builder()
-        .tls_danger_accept_invalid_certs(!verify)
-        .user_agent(concat!("gcrsync/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(settings.http_timeout)
-        .tcp_keepalive(settings.http_timeout)
-        .pool_max_idle_per_host(settings.limits.tags + settings.limits.queries);
-    if idle_timeout {
-        builder = builder.read_timeout(settings.http_timeout);
-    }
-    if let Some(proxy) = &settings.proxy {
-        let proxy =
-            reqwest::Proxy::all(proxy).map_err(|e| AppError::Config(format!("--proxy: {e}")))?;
-        builder = builder.proxy(proxy.no_proxy(reqwest::NoProxy::from_env()));
-    }
-    if let Some(pem) = &settings.ca_cert {
-        let cert = reqwest::Certificate::from_pem(pem)
-            .map_err(|e| AppError::Config(format!("--ca-cert: {e}")))?;
-        builder = builder.add_root_certificate(cert);
-    }
-    builder
-        .build()
-        .map_err(|e| AppError::Fatal(format!("cannot set up HTTP: {e}")))
+    .map_err(AppError::Config)
 }
 
 impl Registries {
@@ -75,17 +51,17 @@ impl Registries {
             false => None,
         };
         let registry = |ns: &Namespace, access, side| -> Result<Arc<HttpRegistry>, AppError> {
-            let mode = settings.insecure_mode(&ns.registry);
+            let mode = settings.transport(&ns.registry);
             let endpoint = Endpoint {
                 host: ns.registry.clone(),
-                plain_http: mode == Some(Insecure::PlainHttp),
+                plain_http: mode == Transport::Http,
                 login: settings
                     .login_for(&ns.registry, side)
                     .map_err(AppError::Fatal)?,
                 access,
             };
             let client = match (mode, &unverified) {
-                (Some(Insecure::UnverifiedTls), Some(client)) => client.clone(),
+                (Transport::HttpsUnverified, Some(client)) => client.clone(),
                 _ => http.clone(),
             };
             Ok(Arc::new(HttpRegistry::new(endpoint, client, retry)))

@@ -186,7 +186,8 @@ pub async fn run(settings: Settings, stop: StopFlag) -> Result<Finished, AppErro
         Some(config) => {
             let writes =
                 matches!(settings.command, Command::Sync | Command::Compare) && !settings.dry_run;
-            let store = GitHubStore::connect(config, http.requests, writes).await?;
+            let client = http.general().map_err(AppError::Config)?;
+            let store = GitHubStore::connect(config, client, writes).await?;
             tracing::info!("metadata: {} branch {}", config.repo, store.branch());
             let recorder = recorder(&settings, store)?;
             command(&settings, &registries, &recorder, started, stop).await

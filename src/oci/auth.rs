@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::HeaderValue;
 use serde::Deserialize;
 
+use super::clients::Clients;
 use super::error::{Error, Result};
 
 /// A username and password (or token) for one registry. `Debug` never shows the password.
@@ -160,6 +161,21 @@ impl Authenticator {
         Ok(())
     }
 
+    /// The registry host, as the user wrote it.
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    /// `source` or `target`.
+    pub fn role(&self) -> &'static str {
+        self.role
+    }
+
+    /// Whether any credentials are configured (else requests go anonymous).
+    pub fn has_login(&self) -> bool {
+        self.login.is_some()
+    }
+
     /// Drops a token the registry refused, so the next call fetches a fresh one.
     pub async fn forget(&self, scopes: &[String]) {
         self.tokens.lock().await.remove(&scopes.join(" "));
@@ -168,7 +184,7 @@ impl Authenticator {
     /// The `Authorization` value for `scopes`, fetching a token if the scheme needs one.
     pub async fn authorize(
         &self,
-        http: &reqwest::Client,
+        http: &Clients,
         scopes: &[String],
     ) -> Result<Option<HeaderValue>> {
         let challenge = self.challenge.lock().expect("challenge lock").clone();
@@ -227,7 +243,7 @@ impl Authenticator {
 
     async fn fetch_token(
         &self,
-        http: &reqwest::Client,
+        clients: &Clients,
         realm: &str,
         service: Option<&str>,
         scopes: &[String],
@@ -236,6 +252,7 @@ impl Authenticator {
         if let Some(service) = service {
             query.push(("service", service));
         }
+        let http = clients.requests(realm)?;
         let request = match &self.login {
             // The OAuth2 refresh-token grant docker uses for identity tokens.
             Some(Login::IdentityToken(token)) => {
@@ -261,11 +278,7 @@ impl Authenticator {
                 None => http.get(realm).query(&query),
             },
         };
-        let transport = |source| Error::Transport {
-            method: "GET".into(),
-            url: realm.to_string(),
-            source,
-        };
+        let transport = |source| Error::transport(&reqwest::Method::GET, realm, source);
         let response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
         if status == 401 || status == 403 {

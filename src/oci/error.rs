@@ -66,6 +66,43 @@ pub enum Error {
         /// What was wrong with the answer.
         detail: String,
     },
+    /// The registry's credentials were accepted, but not for this repository (or, with no
+    /// credentials, the repository is not public): the repository fails, not the run.
+    #[error("no access to {registry}/{repo}: HTTP {status}{}; {hint}", detail_suffix(.detail))]
+    NoAccess {
+        /// The registry host.
+        registry: String,
+        /// The repository refused.
+        repo: String,
+        /// The status received.
+        status: u16,
+        /// The registry's own error code and message, if it sent one.
+        detail: String,
+        /// What it means and what to do.
+        hint: String,
+    },
+    /// The storage host a registry redirected a blob download to refused the signed URL
+    /// (expired, already used): a fresh one is asked of the registry.
+    #[error("{method} {url} (a redirect from the registry): HTTP {status}{}", detail_suffix(.detail))]
+    Storage {
+        /// HTTP method of the request.
+        method: String,
+        /// The storage URL, without its signature.
+        url: String,
+        /// The status received.
+        status: u16,
+        /// The storage service's own error code and message.
+        detail: String,
+    },
+    /// TLS could not be used as configured: plain HTTP answered a TLS handshake, a TLS
+    /// server answered plain HTTP, or no TLS client could be set up. Never retried.
+    #[error("{url}: {detail}")]
+    Tls {
+        /// The URL requested.
+        url: String,
+        /// What happened, naming the option that fixes it.
+        detail: String,
+    },
     /// The content exists but cannot be mirrored verbatim.
     #[error("{what}: {detail}")]
     Unsupported {
@@ -77,7 +114,7 @@ pub enum Error {
 }
 
 /// reqwest's message hides the cause ("error sending request"); say what it was.
-fn causes(error: &reqwest::Error) -> String {
+pub(crate) fn causes(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
@@ -89,6 +126,53 @@ fn causes(error: &reqwest::Error) -> String {
         text.push_str(" (trust the registry's CA with --ca-cert FILE, or use --insecure-registry https://HOST)");
     }
     text
+}
+
+impl Error {
+    /// A request that got no answer. rustls reports a plain-HTTP answer to its handshake
+    /// as a corrupt message (`InvalidContentType`); retrying cannot help, the scheme can.
+    pub fn transport(method: &reqwest::Method, url: &str, source: reqwest::Error) -> Error {
+        let url = super::http::loggable(url);
+        if causes(&source).contains("InvalidContentType") {
+            let host = host_of(&url);
+            return Error::Tls {
+                detail: format!(
+                    "{host} answered the TLS handshake in plain HTTP; if it is a plain-HTTP registry, write http://{host} or add --insecure-registry {host}"
+                ),
+                url,
+            };
+        }
+        Error::Transport {
+            method: method.to_string(),
+            url,
+            source,
+        }
+    }
+
+    /// A TLS server's answer to a plain-HTTP request (Go's and nginx's words for it).
+    /// `bare`: an HTTP/1.0 answer without headers, as Go sends it (a HEAD has no body).
+    pub fn plain_to_tls(url: &str, body: &str, bare: bool) -> Option<Error> {
+        let said = [
+            "HTTP request to an HTTPS server",
+            "plain HTTP request was sent to HTTPS",
+        ];
+        if !url.starts_with("http://") || !(bare || said.iter().any(|s| body.contains(s))) {
+            return None;
+        }
+        let host = host_of(url);
+        Some(Error::Tls {
+            url: super::http::loggable(url),
+            detail: format!(
+                "{host} speaks TLS, not plain HTTP; write https://{host} (loopback hosts and --insecure-registry HOST are plain HTTP unless written so)"
+            ),
+        })
+    }
+}
+
+/// `host:port` of a URL, for messages.
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest)
 }
 
 fn detail_suffix(detail: &str) -> String {
@@ -107,9 +191,37 @@ impl Error {
             // A 401 reaches here only from a one-shot upload whose token expired; a retry re-authenticates.
             Error::Status { status, .. } => matches!(*status, 401 | 408 | 429) || *status >= 500,
             Error::Transport { source, .. } => !source.is_builder() && !source.is_redirect(),
-            Error::DigestMismatch { .. } | Error::SizeMismatch { .. } => true,
-            Error::Auth { .. } | Error::InvalidResponse { .. } | Error::Unsupported { .. } => false,
+            Error::DigestMismatch { .. } | Error::SizeMismatch { .. } | Error::Storage { .. } => {
+                true
+            }
+            Error::Auth { .. }
+            | Error::NoAccess { .. }
+            | Error::Tls { .. }
+            | Error::InvalidResponse { .. }
+            | Error::Unsupported { .. } => false,
         }
+    }
+
+    /// A repository the registry will not show these credentials (401/403 while the
+    /// registry itself accepted them): that repository fails, the run goes on.
+    pub fn is_no_access(&self) -> bool {
+        match self {
+            Error::NoAccess { .. } => true,
+            Error::Status { status, .. } => *status == 403,
+            _ => false,
+        }
+    }
+
+    /// A repository, manifest or blob the registry does not have (404, `NAME_UNKNOWN`,
+    /// `MANIFEST_UNKNOWN`, `BLOB_UNKNOWN`).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Status { status: 404, .. })
+    }
+
+    /// Credentials refused at the registry (or its token service) itself: nothing on that
+    /// registry can work, so the run stops.
+    pub fn is_credentials_refused(&self) -> bool {
+        matches!(self, Error::Auth { .. })
     }
 
     /// The delay the registry asked for, if any.
@@ -123,7 +235,9 @@ impl Error {
     /// The HTTP status, when the registry answered.
     pub fn status(&self) -> Option<u16> {
         match self {
-            Error::Status { status, .. } => Some(*status),
+            Error::Status { status, .. }
+            | Error::NoAccess { status, .. }
+            | Error::Storage { status, .. } => Some(*status),
             _ => None,
         }
     }

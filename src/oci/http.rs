@@ -6,13 +6,16 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
-use reqwest::header::{self, HeaderMap};
-use reqwest::{Method, RequestBuilder, Response};
+use reqwest::header;
+use reqwest::{Method, RequestBuilder};
 use serde::Deserialize;
 
 use super::auth::{Authenticator, Login};
+pub use super::clients::Clients;
 use super::error::{Error, Result};
 use super::manifest::{ACCEPT, RawManifest};
+use super::send::{expect, header_str, next_link};
+pub use super::send::{loggable, retry_after};
 use super::taglist::{TagList, TagsPage};
 use super::{BlobBody, ManifestHead, ManifestRef, Registry, Upload};
 use crate::reference::{Digest, RegistryHost, RepoPath};
@@ -21,8 +24,6 @@ use crate::reference::{Digest, RegistryHost, RepoPath};
 const PAGE_SIZE: usize = 1000;
 /// A registry asking for longer than this is not waited for within one request's retries.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
-/// Error bodies are read only this far: enough for the OCI error envelope.
-const MAX_ERROR_BODY: usize = 4096;
 
 /// How failed requests are retried: exponential backoff with jitter, honouring `Retry-After`.
 #[derive(Debug, Clone, Copy)]
@@ -73,7 +74,7 @@ pub enum Access {
 pub struct Endpoint {
     /// The registry.
     pub host: RegistryHost,
-    /// Speak plain HTTP (`--insecure-registry`).
+    /// Speak plain HTTP (`http://HOST`, `--insecure-registry HOST`, loopback hosts).
     pub plain_http: bool,
     /// How to log in, if at all.
     pub login: Option<Login>,
@@ -81,130 +82,21 @@ pub struct Endpoint {
     pub access: Access,
 }
 
-/// The HTTP clients of a registry. Uploads get their own: reqwest's read timeout runs
-/// while a request body is still being sent, so on the upload client it would cap the
-/// whole transfer; the source side of an upload keeps its idle timeout instead.
-#[derive(Clone)]
-pub struct Clients {
-    /// Every request but blob uploads: connect and idle-read timeouts.
-    pub requests: reqwest::Client,
-    /// Blob uploads: connect timeout and TCP keepalive, no read timeout.
-    pub uploads: reqwest::Client,
-}
-
 /// A registry reached over its HTTP API.
 pub struct HttpRegistry {
-    base: String,
-    http: reqwest::Client,
-    uploads: reqwest::Client,
-    auth: Authenticator,
-    access: Access,
-    retry: RetryPolicy,
+    pub(super) base: String,
+    pub(super) clients: Clients,
+    pub(super) auth: Authenticator,
+    pub(super) access: Access,
+    pub(super) retry: RetryPolicy,
     /// The last `RateLimit-Remaining` seen (Docker Hub's pull quota).
-    quota: std::sync::Mutex<Option<u64>>,
+    pub(super) quota: std::sync::Mutex<Option<u64>>,
     /// Until the registry has answered once, requests wait for that first answer: it
     /// tells the auth scheme, which spares every concurrent request its own 401.
-    first_contact: tokio::sync::Mutex<bool>,
-}
-
-/// Docker Hub's `RateLimit-Remaining: 76;w=21600`: pulls left in the window.
-fn remaining_quota(headers: &HeaderMap) -> Option<u64> {
-    let value = headers.get("ratelimit-remaining")?.to_str().ok()?;
-    value.split(';').next()?.trim().parse().ok()
-}
-
-/// `Retry-After` in seconds (the form registries send).
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?;
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
-}
-
-/// A URL as shown in errors and logs: upload sessions carry a long opaque `_state`
-/// parameter that says nothing to a reader, so only `digest`/`mount`/`from` are kept.
-fn loggable(url: &str) -> String {
-    let Some((base, query)) = url.split_once('?') else {
-        return url.to_string();
-    };
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|p| {
-            ["digest=", "mount=", "from=", "n=", "last="]
-                .iter()
-                .any(|k| p.starts_with(k))
-        })
-        .collect();
-    if kept.is_empty() {
-        base.to_string()
-    } else {
-        format!("{base}?{}", kept.join("&"))
-    }
-}
-
-/// The `rel="next"` target of a `Link` header.
-fn next_link(headers: &HeaderMap) -> Option<String> {
-    let link = headers.get(header::LINK)?.to_str().ok()?;
-    link.split(',')
-        .find(|part| part.contains("rel=\"next\"") || part.contains("rel=next"))
-        .and_then(|part| {
-            let start = part.find('<')? + 1;
-            let end = part.find('>')?;
-            Some(part[start..end].to_string())
-        })
-}
-
-#[derive(Deserialize)]
-struct ErrorEnvelope {
-    errors: Vec<ErrorEntry>,
-}
-
-#[derive(Deserialize)]
-struct ErrorEntry {
-    code: Option<String>,
-    message: Option<String>,
-}
-
-/// Turns an unexpected answer into an error carrying the registry's own explanation.
-async fn status_error(method: &Method, url: &str, response: Response) -> Error {
-    let status = response.status().as_u16();
-    let retry_after = retry_after(response.headers());
-    let mut body = Vec::new();
-    let mut stream = response.bytes_stream();
-    while let Some(Ok(chunk)) = stream.next().await {
-        body.extend_from_slice(&chunk);
-        if body.len() >= MAX_ERROR_BODY {
-            break;
-        }
-    }
-    let detail = serde_json::from_slice::<ErrorEnvelope>(&body)
-        .ok()
-        .and_then(|e| e.errors.into_iter().next())
-        .map(|e| {
-            [e.code, e.message]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join(": ")
-        })
-        .unwrap_or_default();
-    Error::Status {
-        method: method.to_string(),
-        url: loggable(url),
-        status,
-        detail,
-        retry_after,
-    }
-}
-
-async fn expect(method: &Method, url: &str, response: Response, ok: &[u16]) -> Result<Response> {
-    if ok.contains(&response.status().as_u16()) {
-        Ok(response)
-    } else {
-        Err(status_error(method, url, response).await)
-    }
-}
-
-fn header_str<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
-    response.headers().get(name).and_then(|v| v.to_str().ok())
+    pub(super) first_contact: tokio::sync::Mutex<bool>,
+    /// Whether `GET /v2/` accepts our credentials: asked once, the first time a
+    /// repository refuses them, to tell "no access to REPO" from "bad credentials".
+    pub(super) root_accepts: tokio::sync::OnceCell<bool>,
 }
 
 impl HttpRegistry {
@@ -219,13 +111,13 @@ impl HttpRegistry {
         let auth = Authenticator::new(endpoint.host.to_string(), role, endpoint.login);
         HttpRegistry {
             base,
-            http: clients.requests,
-            uploads: clients.uploads,
+            clients,
             auth,
             access: endpoint.access,
             retry,
             quota: std::sync::Mutex::new(None),
             first_contact: tokio::sync::Mutex::new(false),
+            root_accepts: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -236,60 +128,12 @@ impl HttpRegistry {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(super) fn url(&self, path: &str) -> String {
         if path.starts_with("http://") || path.starts_with("https://") {
             path.to_string()
         } else {
             format!("{}{}", self.base, path)
         }
-    }
-
-    /// Sends a request built by `build`, answering one auth challenge; `build` is called
-    /// again for the authenticated attempt.
-    async fn send(
-        &self,
-        method: Method,
-        url: &str,
-        scopes: &[String],
-        build: impl Fn(RequestBuilder) -> RequestBuilder,
-    ) -> Result<Response> {
-        let mut contacted = self.first_contact.lock().await;
-        let _prober = if *contacted {
-            drop(contacted);
-            None
-        } else {
-            *contacted = true;
-            Some(contacted)
-        };
-        let mut authorization = self.auth.authorize(&self.http, scopes).await?;
-        for attempt in 0..2 {
-            let mut request = build(self.http.request(method.clone(), url));
-            if let Some(value) = &authorization {
-                request = request.header(header::AUTHORIZATION, value.clone());
-            }
-            let response = request.send().await.map_err(|source| Error::Transport {
-                method: method.to_string(),
-                url: loggable(url),
-                source,
-            })?;
-            if let Some(left) = remaining_quota(response.headers()) {
-                *self.quota.lock().expect("quota lock") = Some(left);
-            }
-            if response.status() != reqwest::StatusCode::UNAUTHORIZED {
-                return Ok(response);
-            }
-            if attempt == 1 {
-                break;
-            }
-            if authorization.is_some() {
-                self.auth.forget(scopes).await;
-            }
-            self.auth.learn(header_str(&response, "www-authenticate"))?;
-            authorization = self.auth.authorize(&self.http, scopes).await?;
-        }
-        Err(self
-            .auth
-            .rejected(&format!("{method} {url} was refused with HTTP 401")))
     }
 
     /// Follows `Link: <…>; rel="next"` from `first`, collecting each page's items.
@@ -313,11 +157,10 @@ impl HttpRegistry {
                     let response = self.send(Method::GET, &url, &scopes, |r| r).await?;
                     let response = expect(&Method::GET, &url, response, &[200]).await?;
                     let link = next_link(response.headers());
-                    let body = response.bytes().await.map_err(|source| Error::Transport {
-                        method: "GET".into(),
-                        url: url.clone(),
-                        source,
-                    })?;
+                    let body = response
+                        .bytes()
+                        .await
+                        .map_err(|e| Error::transport(&Method::GET, &url, e))?;
                     let page: P =
                         serde_json::from_slice(&body).map_err(|e| Error::InvalidResponse {
                             url: url.clone(),
@@ -346,11 +189,10 @@ impl HttpRegistry {
                 let response = expect(&Method::GET, &url, response, &[200]).await?;
                 let content_type = header_str(&response, "content-type").map(str::to_string);
                 let announced = header_str(&response, "docker-content-digest").map(str::to_string);
-                let bytes = response.bytes().await.map_err(|source| Error::Transport {
-                    method: "GET".into(),
-                    url: url.clone(),
-                    source,
-                })?;
+                let bytes = response
+                    .bytes()
+                    .await
+                    .map_err(|e| Error::transport(&Method::GET, &url, e))?;
                 Ok::<_, Error>((bytes, content_type, announced))
             })
             .await?;
@@ -509,25 +351,28 @@ impl Registry for HttpRegistry {
                 b
             }
         };
-        let response = self
-            .send(Method::GET, &url, &[self.scope(repo)], range)
-            .await?;
-        // A resumed download needs 206: a 200 would restart from byte 0.
-        let response = expect(
-            &Method::GET,
-            &url,
-            response,
-            if offset > 0 { &[206] } else { &[200] },
-        )
-        .await?;
+        let scopes = [self.scope(repo)];
+        // A signed storage URL the registry redirected to may be refused (expired, or
+        // valid for one use only): the registry is asked again for a fresh one, once here
+        // and then under the caller's retries. Storage URLs are never kept for later.
+        let mut asks = 0;
+        let response = loop {
+            let response = self.send(Method::GET, &url, &scopes, range).await?;
+            // A resumed download needs 206: a 200 would restart from byte 0.
+            let ok: &[u16] = if offset > 0 { &[206] } else { &[200] };
+            match expect(&Method::GET, &url, response, ok).await {
+                Err(e @ Error::Storage { .. }) if asks == 0 => {
+                    tracing::debug!("{e}; asking the registry for a fresh URL");
+                    asks += 1;
+                }
+                other => break other?,
+            }
+        };
         let size = response.content_length();
+        let from = response.url().to_string();
         let stream = response
             .bytes_stream()
-            .map_err(move |source| Error::Transport {
-                method: "GET".into(),
-                url: url.clone(),
-                source,
-            });
+            .map_err(move |e| Error::transport(&Method::GET, &from, e));
         Ok(BlobBody {
             size,
             stream: stream.boxed(),
@@ -604,31 +449,5 @@ impl Registry for HttpRegistry {
         expect(&Method::PUT, &url, response, &[201, 204])
             .await
             .map(drop)
-    }
-}
-
-impl HttpRegistry {
-    /// Like `send`, for blob bodies (on the upload client): they cannot be replayed, so a
-    /// 401 is returned as an error.
-    async fn send_once(
-        &self,
-        method: Method,
-        url: &str,
-        scopes: &[String],
-        build: impl FnOnce(RequestBuilder) -> RequestBuilder,
-    ) -> Result<Response> {
-        let mut request = build(self.uploads.request(method.clone(), url));
-        if let Some(value) = self.auth.authorize(&self.http, scopes).await? {
-            request = request.header(header::AUTHORIZATION, value);
-        }
-        let response = request.send().await.map_err(|source| Error::Transport {
-            method: method.to_string(),
-            url: loggable(url),
-            source,
-        })?;
-        if response.status() == reqwest::StatusCode::UNAUTHORIZED {
-            self.auth.forget(scopes).await;
-        }
-        Ok(response)
     }
 }

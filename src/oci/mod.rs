@@ -1,9 +1,11 @@
 //! The registry seam: the `Registry` trait the copy engine and the listing talk to.
 
 pub mod auth;
+pub mod clients;
 pub mod error;
 pub mod http;
 pub mod manifest;
+mod send;
 pub mod taglist;
 
 use std::fmt;

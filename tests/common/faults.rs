@@ -49,10 +49,10 @@ pub struct FaultProxy {
 }
 
 fn injected(status: u16, retry_after: Option<u64>) -> Response<Body> {
-    let code = if status == 404 {
-        "NAME_UNKNOWN"
-    } else {
-        "INJECTED"
+    let code = match status {
+        404 => "NAME_UNKNOWN",
+        401 => "UNAUTHORIZED",
+        _ => "INJECTED",
     };
     let body = format!(
         r#"{{"errors":[{{"code":"{code}","message":"fault injected with status {status}"}}]}}"#
@@ -62,6 +62,10 @@ fn injected(status: u16, retry_after: Option<u64>) -> Response<Body> {
         .header("content-type", "application/json");
     if let Some(secs) = retry_after {
         response = response.header("retry-after", secs.to_string());
+    }
+    if status == 401 {
+        // As distribution's htpasswd auth (or a proxy's per-repository ACL) refuses.
+        response = response.header("www-authenticate", r#"Basic realm="test""#);
     }
     response.body(full(body)).unwrap()
 }

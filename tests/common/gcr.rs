@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use super::faults::forward;
 use super::server::{self, Body, full};
+use super::storage::FakeStorage;
 
 #[derive(Default)]
 struct State {
@@ -35,6 +36,8 @@ struct State {
     no_listing_media_types: bool,
     /// Forward `tags/list` as a plain registry does: no `child`, no `manifest` map.
     plain_listing: bool,
+    /// Where blob downloads are redirected, and with which status (302 like gcr.io).
+    storage: Option<(u16, FakeStorage)>,
 }
 
 /// A manifest the front serves itself: a signed schema-1 one as gcr.io serves it, or a
@@ -181,6 +184,12 @@ impl FakeGcr {
     /// logged as `challenged PATH`.
     pub fn log(&self) -> Vec<(String, String)> {
         self.state.lock().unwrap().log.clone()
+    }
+
+    /// Blob downloads are answered with `status` (302 as gcr.io, 307 as Docker Hub) and
+    /// a signed URL on `storage`, as gcr.io sends them to Cloud Storage.
+    pub fn redirect_blobs(&self, storage: &FakeStorage, status: u16) {
+        self.state.lock().unwrap().storage = Some((status, storage.clone()));
     }
 
     pub fn tokens_issued(&self) -> usize {
@@ -411,6 +420,9 @@ async fn handle(
         }
         return gcr_tags(&client, &upstream, &name, &state).await;
     }
+    if let Some(redirect) = redirect_blob(&req, &path, &state) {
+        return redirect;
+    }
     forward(req, &client, &upstream, &me, None).await
 }
 
@@ -439,6 +451,27 @@ async fn plain_tags(
     });
     let tags = with_held_tags(tags, name, state);
     json_answer(200, json!({"name": name, "tags": tags}))
+}
+
+/// gcr.io's answer to an authorized blob GET: a redirect to a signed storage URL.
+fn redirect_blob(
+    req: &Request<Incoming>,
+    path: &str,
+    state: &Arc<Mutex<State>>,
+) -> Option<Response<Body>> {
+    let (status, storage) = state.lock().unwrap().storage.clone()?;
+    let (repo, digest) = path.trim_start_matches("/v2/").split_once("/blobs/")?;
+    if req.method() != "GET" || !digest.starts_with("sha256:") {
+        return None;
+    }
+    Some(
+        Response::builder()
+            .status(status)
+            .header("location", storage.sign(repo, digest))
+            .header("content-type", "text/html")
+            .body(full(""))
+            .unwrap(),
+    )
 }
 
 /// gcr's answer for `name`: its own tags with their digests, and its direct children.

@@ -12,6 +12,7 @@ pub mod release_assets;
 pub mod releases;
 pub mod runner;
 pub mod server;
+pub mod storage;
 
 use std::path::Path;
 use std::process::{Command, Output};
