@@ -137,7 +137,11 @@ mod below {
         }
 
         /// The state after `byte` and whether a match was seen; `None` on a quit state.
-        fn step(&self, (id, matched): (StateID, bool), byte: Option<u8>) -> Option<(StateID, bool)> {
+        fn step(
+            &self,
+            (id, matched): (StateID, bool),
+            byte: Option<u8>,
+        ) -> Option<(StateID, bool)> {
             let next = match byte {
                 Some(b) => self.dfa.next_state(id, b),
                 None => self.dfa.next_eoi_state(id),
@@ -157,14 +161,18 @@ mod below {
 
     /// `Some(true)` when some `prefix + s` (s non-empty, of name bytes) matches `include`
     /// (or include is unset) and not `exclude`; `None` when a DFA cannot be built.
-    pub(super) fn may_pass(include: Option<&str>, exclude: Option<&str>, prefix: &str) -> Option<bool> {
+    pub(super) fn may_pass(
+        include: Option<&str>,
+        exclude: Option<&str>,
+        prefix: &str,
+    ) -> Option<bool> {
         let include = include.map(Side::new).map_or(Some(None), |s| s.map(Some))?;
         let exclude = exclude.map(Side::new).map_or(Some(None), |s| s.map(Some))?;
-        let step = |side: &Option<Side>, state: Option<(StateID, bool)>, byte: Option<u8>| {
-            match (side, state) {
-                (Some(side), Some(state)) => side.step(state, byte).map(Some),
-                _ => Some(None),
-            }
+        let step = |side: &Option<Side>, state: Option<(StateID, bool)>, byte: Option<u8>| match (
+            side, state,
+        ) {
+            (Some(side), Some(state)) => side.step(state, byte).map(Some),
+            _ => Some(None),
         };
         let start = |side: &Option<Side>| -> Option<Option<(StateID, bool)>> {
             match side {
@@ -174,7 +182,10 @@ mod below {
         };
         let mut pair: Pair = (start(&include)?, start(&exclude)?);
         for &b in prefix.as_bytes() {
-            pair = (step(&include, pair.0, Some(b))?, step(&exclude, pair.1, Some(b))?);
+            pair = (
+                step(&include, pair.0, Some(b))?,
+                step(&exclude, pair.1, Some(b))?,
+            );
         }
         // Paths once known to fail (exclude matched, or include can no longer match) are cut.
         let hopeless = |pair: &Pair| {
@@ -194,7 +205,10 @@ mod below {
         let successors = |pair: &Pair| -> Option<Vec<Pair>> {
             let mut next = Vec::new();
             for &b in NAME_BYTES {
-                let to = (step(&include, pair.0, Some(b))?, step(&exclude, pair.1, Some(b))?);
+                let to = (
+                    step(&include, pair.0, Some(b))?,
+                    step(&exclude, pair.1, Some(b))?,
+                );
                 if !hopeless(&to) {
                     next.push(to);
                 }
@@ -326,7 +340,10 @@ mod tests {
         assert!(f.image("internal").is_err() && f.may_pass_below("internal"));
         // Excluded with everything below it.
         for exclude in ["^internal", "internal(/|$)", r"^int\w+", "^internal/.*"] {
-            assert!(!images(None, Some(exclude)).may_pass_below("internal"), "{exclude}");
+            assert!(
+                !images(None, Some(exclude)).may_pass_below("internal"),
+                "{exclude}"
+            );
         }
         // Excluded only by its end: a child ends otherwise.
         assert!(images(None, Some("-debug$")).may_pass_below("app-debug"));
