@@ -100,10 +100,11 @@ async fn list_all(
         .await?;
         let stat = listing.stats;
         tracing::info!(
-            "{namespace}: {} images, {} tags listed, {} filtered out, {} failed",
+            "{namespace}: {} images, {} tags listed, {} filtered out, {} images not listed (filters), {} failed",
             stat.images,
             stat.tags,
             stat.filtered(),
+            stat.images_removed.values().sum::<usize>(),
             stat.failures.len()
         );
         if settings.actions.is_some() {

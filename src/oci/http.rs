@@ -279,7 +279,9 @@ impl HttpRegistry {
                 return Ok(response);
             }
             if attempt == 1 {
-                break;
+                // Keep the registry's own words (gcr: "You don't have the needed permissions…").
+                let refused = status_error(&method, url, response).await;
+                return Err(self.auth.rejected(&refused.to_string()));
             }
             if authorization.is_some() {
                 self.auth.forget(scopes).await;
