@@ -760,3 +760,56 @@ async fn explicit_images_metadata_path_and_user_templates() {
         "{block} vs {shanghai}"
     );
 }
+
+/// gcrsync's shard of an image (FNV-1a of `namespace/image`), to pick names in two shards.
+fn shard_of(name: &str, count: u64) -> u64 {
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    hash % count
+}
+
+#[tokio::test]
+async fn a_collision_between_two_shards_stops_every_shard_before_any_target_request() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    // `tN-a` and `tN/a` both map to `tN/a`; pick a pair that lands in different shards.
+    let shard = |image: &str| shard_of(&format!("{}/team/{image}", src.addr), 3);
+    let n = (0..100)
+        .find(|n| shard(&format!("t{n}-a")) != shard(&format!("t{n}/a")))
+        .unwrap();
+    let p = Pusher::new(&src.addr);
+    for image in [format!("t{n}-a"), format!("t{n}/a"), "fine".to_string()] {
+        p.image(
+            &format!("team/{image}"),
+            "1",
+            Format::Oci,
+            "amd64",
+            &[random_bytes(100)],
+        )
+        .await;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let args = mirror_args(&src, &dst, &work.path().join("meta"));
+    for k in 1..=3 {
+        let out = run(gcrsync(work.path()).args(&args).args([
+            "--name-template",
+            r#"{{ image | replace("-", "/") }}"#,
+            "--shard",
+            &format!("{k}/3"),
+        ]));
+        assert_eq!(out.status.code(), Some(2), "shard {k}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "{}/mirror/t{n}/a ← {}/team/t{n}-a, {}/team/t{n}/a",
+                dst.addr, src.addr, src.addr
+            )) && err.contains("across every --shard"),
+            "{err}"
+        );
+    }
+    assert!(
+        dst.accesses().is_empty(),
+        "no request reached the target: {:?}",
+        dst.accesses()
+    );
+}
