@@ -98,7 +98,8 @@ fn matches(regex: &Option<Regex>, text: &str, if_unset: bool) -> bool {
 
 /// Reachability over the product of the include and exclude DFAs.
 mod below {
-    use std::collections::{HashSet, VecDeque};
+    use std::collections::{HashMap, HashSet, VecDeque};
+    use std::sync::{Arc, Mutex, OnceLock};
 
     use regex_automata::dfa::{Automaton, dense};
     use regex_automata::util::primitives::StateID;
@@ -158,6 +159,27 @@ mod below {
     }
 
     type Pair = (Option<(StateID, bool)>, Option<(StateID, bool)>);
+    type Sides = Option<(Option<Side>, Option<Side>)>;
+
+    /// The DFAs of a pair of patterns, built once per process (a build takes about a
+    /// millisecond; a gcr walk may ask about every image of a namespace).
+    fn automata(include: Option<&str>, exclude: Option<&str>) -> Arc<Sides> {
+        type Key = (Option<String>, Option<String>);
+        static BUILT: OnceLock<Mutex<HashMap<Key, Arc<Sides>>>> = OnceLock::new();
+        let key = (include.map(str::to_string), exclude.map(str::to_string));
+        let mut built = BUILT
+            .get_or_init(Default::default)
+            .lock()
+            .expect("dfa cache");
+        built
+            .entry(key)
+            .or_insert_with(|| {
+                let include = include.map(Side::new).map_or(Some(None), |s| s.map(Some));
+                let exclude = exclude.map(Side::new).map_or(Some(None), |s| s.map(Some));
+                Arc::new(include.zip(exclude))
+            })
+            .clone()
+    }
 
     /// `Some(true)` when some `prefix + s` (s non-empty, of name bytes) matches `include`
     /// (or include is unset) and not `exclude`; `None` when a DFA cannot be built.
@@ -166,8 +188,8 @@ mod below {
         exclude: Option<&str>,
         prefix: &str,
     ) -> Option<bool> {
-        let include = include.map(Side::new).map_or(Some(None), |s| s.map(Some))?;
-        let exclude = exclude.map(Side::new).map_or(Some(None), |s| s.map(Some))?;
+        let sides = automata(include, exclude);
+        let (include, exclude) = sides.as_ref().as_ref()?;
         let step = |side: &Option<Side>, state: Option<(StateID, bool)>, byte: Option<u8>| match (
             side, state,
         ) {

@@ -590,4 +590,19 @@ async fn forbidden_unauthorized_and_vanished_repositories_fail_alone_and_keep_th
             .any(|(_, p)| p.starts_with("/v2/team/parent/tags/list")),
         "an excluded image whose children may pass is listed for them"
     );
+
+    // `--images` lists no namespace root: refused on every image named, the credentials are.
+    let out = run(gcrsync(work.path())
+        .args(&args)
+        .args(["--images", "private,good"]));
+    assert_eq!(out.status.code(), Some(1));
+    let out = run(gcrsync(work.path())
+        .args(&args)
+        .args(["--images", "private"]));
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).contains("--source-username"),
+        "{}",
+        stderr(&out)
+    );
 }
