@@ -202,17 +202,17 @@ mod below {
                 None => Some(None),
             }
         };
-        let mut pair: Pair = (start(&include)?, start(&exclude)?);
+        let mut pair: Pair = (start(include)?, start(exclude)?);
         for &b in prefix.as_bytes() {
             pair = (
-                step(&include, pair.0, Some(b))?,
-                step(&exclude, pair.1, Some(b))?,
+                step(include, pair.0, Some(b))?,
+                step(exclude, pair.1, Some(b))?,
             );
         }
         // Paths once known to fail (exclude matched, or include can no longer match) are cut.
         let hopeless = |pair: &Pair| {
             let excluded = pair.1.is_some_and(|s| s.1);
-            let never_included = match (&include, pair.0) {
+            let never_included = match (include, pair.0) {
                 (Some(side), Some(s)) => !s.1 && side.dead(s),
                 _ => false,
             };
@@ -228,8 +228,8 @@ mod below {
             let mut next = Vec::new();
             for &b in NAME_BYTES {
                 let to = (
-                    step(&include, pair.0, Some(b))?,
-                    step(&exclude, pair.1, Some(b))?,
+                    step(include, pair.0, Some(b))?,
+                    step(exclude, pair.1, Some(b))?,
                 );
                 if !hopeless(&to) {
                     next.push(to);
@@ -251,8 +251,8 @@ mod below {
             if seen.len() > MAX_STATES {
                 return None;
             }
-            let inc = step(&include, pair.0, None)?;
-            let exc = step(&exclude, pair.1, None)?;
+            let inc = step(include, pair.0, None)?;
+            let exc = step(exclude, pair.1, None)?;
             if inc.is_none_or(|s| s.1) && !exc.is_some_and(|s| s.1) {
                 return Some(true);
             }
