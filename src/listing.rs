@@ -437,8 +437,8 @@ pub struct TargetHeads {
 }
 
 /// HEADs each candidate's tag on the target, for adoption and for records without digests.
-/// Credentials refused on every HEAD are fatal (exit 3); otherwise a failed HEAD fails
-/// its tag alone.
+/// When no HEAD succeeds and the target refused the credentials or could not be reached,
+/// the target is unusable (exit 3); otherwise a failed HEAD fails its tag alone.
 pub async fn target_heads<R: Registry>(
     target: &R,
     candidates: &[&Candidate],
@@ -474,7 +474,12 @@ pub async fn target_heads<R: Registry>(
                 } else {
                     format!("{what} (target): {error}")
                 };
-                if matches!(error, oci::Error::Auth { .. }) && refused.is_none() {
+                // Refused credentials, or a target never reached (TLS, DNS, connection).
+                let unusable = matches!(
+                    error,
+                    oci::Error::Auth { .. } | oci::Error::Transport { .. }
+                );
+                if unusable && refused.is_none() {
                     refused = Some(ListError {
                         source_ref: what,
                         error,
