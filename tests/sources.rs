@@ -482,6 +482,8 @@ async fn forbidden_unauthorized_and_vanished_repositories_fail_alone_and_keep_th
     gcr.refuse("team/secret", 403);
     gcr.refuse("team/private", 401);
     gcr.refuse("team/gone", 404);
+    // Excluded itself, listed only to find what is below it: refused, that is a warning.
+    gcr.refuse("team/parent", 403);
     for repo in ["good", "secret"] {
         p.image(
             &format!("team/{repo}"),
@@ -506,7 +508,7 @@ async fn forbidden_unauthorized_and_vanished_repositories_fail_alone_and_keep_th
     assert!(target.tags("mirror/secret").await == ["1"]);
     let after = read_json(&records);
     assert!(after["images"]["good"]["tags"].get("2").is_some());
-    for image in ["secret", "private", "gone"] {
+    for image in ["secret", "private", "gone", "parent/kid"] {
         assert_eq!(
             after["images"][image], before["images"][image],
             "records of {image} stay as they were"
@@ -555,6 +557,11 @@ async fn forbidden_unauthorized_and_vanished_repositories_fail_alone_and_keep_th
     let err = stderr(&out);
     assert!(
         err.contains("team/gone: listed by the registry but answers 404") && err.contains("WARN"),
+        "{err}"
+    );
+    assert!(
+        err.contains("team/parent is removed by --exclude-images, but was listed because images below it could pass")
+            && err.contains("--exclude-images '^parent(/|$)'"),
         "{err}"
     );
     assert!(
