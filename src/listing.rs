@@ -108,7 +108,9 @@ fn failure(ns: &Namespace, image: RepoPath, tag: Option<Tag>, error: &oci::Error
         // The hint about credentials fits a refused login, not one repository out of many.
         oci::Error::Auth { detail, .. } => {
             let why = detail.split("; check --").next().unwrap_or(detail);
-            format!("no access to {what}: {why} (the registry accepted the credentials for {ns})")
+            format!(
+                "no access to {what}: {why} (the same credentials were accepted elsewhere in {ns})"
+            )
         }
         e if denied(e) => format!("no access to {what}: {e}"),
         e => e.to_string(),
