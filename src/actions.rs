@@ -1,5 +1,5 @@
 //! GitHub Actions integration, active only when `GITHUB_ACTIONS=true`: secrets masked,
-//! a log group per source, an annotation per failed tag, step outputs and a step
+//! a log group per source, an annotation per failed tag or repository, step outputs and a step
 //! summary. It formats and writes; it decides nothing.
 
 use std::io::Write;
@@ -103,6 +103,19 @@ pub fn summary_markdown(report: &Report, repo_url: Option<&str>) -> String {
             ));
         }
     }
+    if !report.failed_repositories.is_empty() {
+        md.push_str(
+            "\n**Repositories that could not be listed** (their records are kept; listed again on the next run)\n\n| repository | error |\n|---|---|\n",
+        );
+        for f in &report.failed_repositories {
+            md.push_str(&format!(
+                "| `{}/{}` | {} |\n",
+                cell(&f.source),
+                cell(&f.image),
+                cell(&f.error)
+            ));
+        }
+    }
     if let Some(why) = &report.stopped {
         md.push_str(&format!(
             "\nStopped starting copies early ({why}); the rest is pending for the next run.\n"
@@ -136,6 +149,16 @@ pub fn annotations(report: &Report) -> String {
         out.push_str(&format!(
             "::error title=gcrsync stopped::{}\n",
             escape_data(error)
+        ));
+    }
+    for f in &report.failed_repositories {
+        let title = escape_property(&format!(
+            "gcrsync: {}/{} could not be listed",
+            f.source, f.image
+        ));
+        out.push_str(&format!(
+            "::error title={title}::{}\n",
+            escape_data(&f.error)
         ));
     }
     if let Some(why) = &report.stopped {

@@ -1,5 +1,7 @@
 //! Image and tag selection (pure): include/exclude regexes, the seeds' legacy preset, and
 //! `--latest N`. Each verdict names the filter that removed the name, for `gcrsync test`.
+//! [`Filters::may_pass_below`] tells, exactly, whether any image under a path can pass, so
+//! that a listing never asks for the tags of a repository no filter lets through.
 
 use std::cmp::{Ordering, Reverse};
 
@@ -25,10 +27,13 @@ pub struct Filters {
 /// The filter that removed a name (its option name).
 pub type Removed = &'static str;
 
+/// The seeds' legacy preset drops images whose path contains one of these.
+const LEGACY_IMAGE: [&str; 3] = ["-arm", "-ppc", "-s390x"];
+
 impl Filters {
     /// `Ok` when an image (path relative to its namespace) is mirrored.
     pub fn image(&self, image: &str) -> Result<(), Removed> {
-        if self.legacy && ["-arm", "-ppc", "-s390x"].iter().any(|s| image.contains(s)) {
+        if self.legacy && LEGACY_IMAGE.iter().any(|s| image.contains(s)) {
             return Err("filter-preset");
         }
         if !matches(&self.include_images, image, true) {
@@ -38,6 +43,22 @@ impl Filters {
             return Err("exclude-images");
         }
         Ok(())
+    }
+
+    /// Whether some image below `image` (a path `image/…`) could pass the image filters.
+    /// Exact for every pattern a DFA can hold: the include and exclude automata are run
+    /// over `image/` and then over every continuation of repository-name characters. A
+    /// pattern too large for that answers `true`: the image is listed, never wrongly skipped.
+    pub fn may_pass_below(&self, image: &str) -> bool {
+        if self.legacy && LEGACY_IMAGE.iter().any(|s| image.contains(s)) {
+            return false;
+        }
+        below::may_pass(
+            self.include_images.as_ref().map(Regex::as_str),
+            self.exclude_images.as_ref().map(Regex::as_str),
+            &format!("{image}/"),
+        )
+        .unwrap_or(true)
     }
 
     /// `Ok` when a tag passes the per-tag filters (`--latest` is applied per image after).
@@ -73,6 +94,176 @@ impl Filters {
 
 fn matches(regex: &Option<Regex>, text: &str, if_unset: bool) -> bool {
     regex.as_ref().map_or(if_unset, |r| r.is_match(text))
+}
+
+/// Reachability over the product of the include and exclude DFAs.
+mod below {
+    use std::collections::{HashMap, HashSet, VecDeque};
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    use regex_automata::dfa::{Automaton, dense};
+    use regex_automata::util::primitives::StateID;
+    use regex_automata::util::start;
+    use regex_automata::{Anchored, MatchKind};
+
+    /// The bytes a repository path is made of (the distribution grammar: lowercase).
+    const NAME_BYTES: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789._-/";
+    /// Product states explored before giving up (and answering "maybe").
+    const MAX_STATES: usize = 20_000;
+
+    /// One regex as an unanchored DFA, with whether it has matched yet (`is_match` semantics:
+    /// once a match is seen, the text matches whatever follows).
+    struct Side {
+        dfa: dense::DFA<Vec<u32>>,
+    }
+
+    impl Side {
+        fn new(pattern: &str) -> Option<Side> {
+            let config = dense::Config::new()
+                .match_kind(MatchKind::All)
+                // Repository names are ASCII, where this heuristic is exact.
+                .unicode_word_boundary(true)
+                .dfa_size_limit(Some(8 << 20))
+                .determinize_size_limit(Some(8 << 20));
+            let dfa = dense::Builder::new()
+                .configure(config)
+                .build(pattern)
+                .ok()?;
+            Some(Side { dfa })
+        }
+
+        fn start(&self) -> Option<StateID> {
+            let config = start::Config::new().anchored(Anchored::No);
+            self.dfa.start_state(&config).ok()
+        }
+
+        /// The state after `byte` and whether a match was seen; `None` on a quit state.
+        fn step(
+            &self,
+            (id, matched): (StateID, bool),
+            byte: Option<u8>,
+        ) -> Option<(StateID, bool)> {
+            let next = match byte {
+                Some(b) => self.dfa.next_state(id, b),
+                None => self.dfa.next_eoi_state(id),
+            };
+            if self.dfa.is_quit_state(next) {
+                return None;
+            }
+            Some((next, matched || self.dfa.is_match_state(next)))
+        }
+
+        fn dead(&self, (id, _): (StateID, bool)) -> bool {
+            self.dfa.is_dead_state(id)
+        }
+    }
+
+    type Pair = (Option<(StateID, bool)>, Option<(StateID, bool)>);
+    type Sides = Option<(Option<Side>, Option<Side>)>;
+
+    /// The DFAs of a pair of patterns, built once per process (a build takes about a
+    /// millisecond; a gcr walk may ask about every image of a namespace).
+    fn automata(include: Option<&str>, exclude: Option<&str>) -> Arc<Sides> {
+        type Key = (Option<String>, Option<String>);
+        static BUILT: OnceLock<Mutex<HashMap<Key, Arc<Sides>>>> = OnceLock::new();
+        let key = (include.map(str::to_string), exclude.map(str::to_string));
+        let mut built = BUILT
+            .get_or_init(Default::default)
+            .lock()
+            .expect("dfa cache");
+        built
+            .entry(key)
+            .or_insert_with(|| {
+                let include = include.map(Side::new).map_or(Some(None), |s| s.map(Some));
+                let exclude = exclude.map(Side::new).map_or(Some(None), |s| s.map(Some));
+                Arc::new(include.zip(exclude))
+            })
+            .clone()
+    }
+
+    /// `Some(true)` when some `prefix + s` (s non-empty, of name bytes) matches `include`
+    /// (or include is unset) and not `exclude`; `None` when a DFA cannot be built.
+    pub(super) fn may_pass(
+        include: Option<&str>,
+        exclude: Option<&str>,
+        prefix: &str,
+    ) -> Option<bool> {
+        let sides = automata(include, exclude);
+        let (include, exclude) = sides.as_ref().as_ref()?;
+        let step = |side: &Option<Side>, state: Option<(StateID, bool)>, byte: Option<u8>| match (
+            side, state,
+        ) {
+            (Some(side), Some(state)) => side.step(state, byte).map(Some),
+            _ => Some(None),
+        };
+        let start = |side: &Option<Side>| -> Option<Option<(StateID, bool)>> {
+            match side {
+                Some(s) => Some(Some((s.start()?, false))),
+                None => Some(None),
+            }
+        };
+        let mut pair: Pair = (start(include)?, start(exclude)?);
+        for &b in prefix.as_bytes() {
+            pair = (
+                step(include, pair.0, Some(b))?,
+                step(exclude, pair.1, Some(b))?,
+            );
+        }
+        // Paths once known to fail (exclude matched, or include can no longer match) are cut.
+        let hopeless = |pair: &Pair| {
+            let excluded = pair.1.is_some_and(|s| s.1);
+            let never_included = match (include, pair.0) {
+                (Some(side), Some(s)) => !s.1 && side.dead(s),
+                _ => false,
+            };
+            excluded || never_included
+        };
+        // After a match is seen the include state no longer matters: collapse it so the
+        // product stays small.
+        let key = |pair: &Pair| -> Pair {
+            let inc = pair.0.map(|s| if s.1 { (StateID::ZERO, true) } else { s });
+            (inc, pair.1)
+        };
+        let successors = |pair: &Pair| -> Option<Vec<Pair>> {
+            let mut next = Vec::new();
+            for &b in NAME_BYTES {
+                let to = (
+                    step(include, pair.0, Some(b))?,
+                    step(exclude, pair.1, Some(b))?,
+                );
+                if !hopeless(&to) {
+                    next.push(to);
+                }
+            }
+            Some(next)
+        };
+        // `prefix` itself ends in `/` and is no image: only its continuations are checked.
+        let mut seen = HashSet::new();
+        let mut queue = VecDeque::new();
+        if !hopeless(&pair) {
+            for next in successors(&pair)? {
+                if seen.insert(key(&next)) {
+                    queue.push_back(next);
+                }
+            }
+        }
+        while let Some(pair) = queue.pop_front() {
+            if seen.len() > MAX_STATES {
+                return None;
+            }
+            let inc = step(include, pair.0, None)?;
+            let exc = step(exclude, pair.1, None)?;
+            if inc.is_none_or(|s| s.1) && !exc.is_some_and(|s| s.1) {
+                return Some(true);
+            }
+            for next in successors(&pair)? {
+                if seen.insert(key(&next)) {
+                    queue.push_back(next);
+                }
+            }
+        }
+        Some(false)
+    }
 }
 
 /// A lenient semantic version: `v1`, `1.2`, `1.2.3-rc.1`, `1.28.0-gke.1`.
@@ -154,6 +345,49 @@ mod tests {
             (f.image("pause"), f.image("internal/x")),
             (Ok(()), Err("exclude-images"))
         );
+    }
+
+    fn images(include: Option<&str>, exclude: Option<&str>) -> Filters {
+        Filters {
+            include_images: include.map(|r| Regex::new(r).unwrap()),
+            exclude_images: exclude.map(|r| Regex::new(r).unwrap()),
+            ..Filters::default()
+        }
+    }
+
+    #[test]
+    fn only_paths_no_image_below_can_pass_are_pruned() {
+        // Excluded itself, but its children are not.
+        let f = images(None, Some("^internal$"));
+        assert!(f.image("internal").is_err() && f.may_pass_below("internal"));
+        // Excluded with everything below it.
+        for exclude in ["^internal", "internal(/|$)", r"^int\w+", "^internal/.*"] {
+            assert!(
+                !images(None, Some(exclude)).may_pass_below("internal"),
+                "{exclude}"
+            );
+        }
+        // Excluded only by its end: a child ends otherwise.
+        assert!(images(None, Some("-debug$")).may_pass_below("app-debug"));
+        // Not included, but a child is.
+        let f = images(Some("^team/app"), None);
+        assert!(f.image("team").is_err() && f.may_pass_below("team"));
+        assert!(!f.may_pass_below("other") && f.may_pass_below("team/app"));
+        // Included only below, but everything there is excluded.
+        assert!(!images(Some("^a/"), Some("^a/")).may_pass_below("a"));
+        // Include and exclude that leave a narrow way: a/keep-… passes.
+        let f = images(Some("^a/"), Some("^a/[^k]|^a/k[^e]"));
+        assert!(f.may_pass_below("a"));
+        // A word boundary right after the prefix, and case-insensitive patterns.
+        assert!(!images(None, Some(r"^gpu\b")).may_pass_below("gpu"));
+        assert!(!images(Some("(?i)^KEEP"), None).may_pass_below("drop"));
+        assert!(images(Some("(?i)^KEEP"), None).may_pass_below("keep"));
+        assert!(Filters::default().may_pass_below("x"));
+        let legacy = Filters {
+            legacy: true,
+            ..Filters::default()
+        };
+        assert!(!legacy.may_pass_below("pause-arm64") && legacy.may_pass_below("pause"));
     }
 
     #[test]

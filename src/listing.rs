@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use futures_util::{StreamExt, TryStreamExt, stream};
+use futures_util::{StreamExt, stream};
 
 use crate::filter::Filters;
 use crate::mapping::NameMapper;
@@ -12,7 +12,7 @@ use crate::oci::{self, ManifestRef, Registry};
 use crate::plan::{Candidate, TargetHead, TargetKey};
 use crate::reference::{Digest, Namespace, RepoPath, Repository, Tag};
 
-/// Listing a source failed: fatal (exit 3), never read as "zero images".
+/// Listing a source failed as a whole: fatal (exit 3), never read as "zero images".
 #[derive(Debug, thiserror::Error)]
 #[error("listing {source_ref} failed: {error}")]
 pub struct ListError {
@@ -21,6 +21,19 @@ pub struct ListError {
     /// The registry error.
     #[source]
     pub error: oci::Error,
+}
+
+/// A repository or tag that could not be listed (or HEADed): reported and counted as
+/// failed while the rest of the run goes on. Nothing is recorded for a repository, so its
+/// records stay exactly as they were.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ListFailure {
+    /// The image, relative to its source namespace.
+    pub image: RepoPath,
+    /// The tag, or `None` when the repository itself could not be listed.
+    pub tag: Option<Tag>,
+    /// The registry's status and message.
+    pub error: String,
 }
 
 /// What to list in one source.
@@ -42,10 +55,14 @@ pub struct SourceSpec<'a> {
 pub struct ListStats {
     /// Images kept (after image filters and sharding).
     pub images: usize,
-    /// Tags listed in every image, kept or not.
+    /// Tags listed in the images the image filters keep (every shard's).
     pub tags: usize,
     /// Tags removed, by the option that removed them (`shard`: another shard's images).
     pub removed: BTreeMap<&'static str, usize>,
+    /// Images removed by an image filter, by option; their tags are never listed.
+    pub images_removed: BTreeMap<&'static str, usize>,
+    /// Repositories and tags that could not be listed.
+    pub failures: Vec<ListFailure>,
 }
 
 impl ListStats {
@@ -53,6 +70,18 @@ impl ListStats {
     pub fn filtered(&self) -> usize {
         self.removed.values().sum()
     }
+}
+
+/// What one source lists to.
+#[derive(Debug, Default)]
+pub struct SourceListing {
+    /// The tags of this shard, filtered and mapped, with their digests.
+    pub candidates: Vec<Candidate>,
+    /// Counts and failures.
+    pub stats: ListStats,
+    /// Every image with a tag to mirror, in every shard, with its target repository:
+    /// collisions are checked over these, so shards cannot write one target unawares.
+    pub mapped: Vec<(RepoPath, Repository)>,
 }
 
 /// A stable shard of an image name (FNV-1a), the same on every machine and run.
@@ -63,87 +92,197 @@ fn shard_of(name: &str, count: u64) -> u64 {
     hash % count
 }
 
-fn list_error(what: String) -> impl FnOnce(oci::Error) -> ListError {
-    move |error| ListError {
-        source_ref: what,
-        error,
+/// Whether the registry refused access: a 401/403, or a token it would not issue.
+fn denied(error: &oci::Error) -> bool {
+    matches!(error.status(), Some(401 | 403)) || matches!(error, oci::Error::Auth { .. })
+}
+
+/// The failure of one repository (or tag) whose namespace was listed with the same
+/// credentials: a refusal says "no access" and does not blame the credentials.
+fn failure(ns: &Namespace, image: RepoPath, tag: Option<Tag>, error: &oci::Error) -> ListFailure {
+    let what = match &tag {
+        Some(t) => format!("{ns}/{image}:{t}"),
+        None => format!("{ns}/{image}"),
+    };
+    let text = match error {
+        // The hint about credentials fits a refused login, not one repository out of many.
+        oci::Error::Auth { detail, .. } => {
+            let why = detail.split("; check --").next().unwrap_or(detail);
+            format!(
+                "no access to {what}: {why} (the same credentials were accepted elsewhere in {ns})"
+            )
+        }
+        e if denied(e) => format!("no access to {what}: {e}"),
+        e => e.to_string(),
+    };
+    tracing::error!("{what}: {text}");
+    ListFailure {
+        image,
+        tag,
+        error: text,
     }
 }
 
-/// Lists the tags of many repositories at once; a repository gone since it was named
-/// (404) has no tags unless `strict`.
+/// The tag lists of many repositories, listed at once.
+struct Lists {
+    /// Listed: (image, its tags).
+    listed: Vec<(RepoPath, TagList)>,
+    /// Failed after retries: (image, the error).
+    failed: Vec<(RepoPath, oci::Error)>,
+}
+
+/// Lists the tags of many repositories at once. A repository gone since it was named
+/// (404) is a warning unless `strict` (named by `--images`), where it is a failure.
 async fn list_many<R: Registry>(
     registry: &R,
-    repos: Vec<(RepoPath, RepoPath)>,
+    ns: &Namespace,
+    images: Vec<RepoPath>,
     strict: bool,
     queries: usize,
-) -> Result<Vec<(RepoPath, TagList)>, ListError> {
-    stream::iter(repos)
-        .map(|(image, repo)| async move {
-            match registry.list_tags(&repo).await {
-                Ok(list) => Ok((image, list)),
-                Err(e) if e.status() == Some(404) && !strict => Ok((image, TagList::default())),
-                Err(error) => Err(ListError {
-                    source_ref: repo.to_string(),
-                    error,
-                }),
-            }
+) -> Lists {
+    let results: Vec<_> = stream::iter(images)
+        .map(|image| async move {
+            let result = registry.list_tags(&ns.repo(&image)).await;
+            (image, result)
         })
         .buffer_unordered(queries)
-        .try_collect()
-        .await
+        .collect()
+        .await;
+    let mut lists = Lists {
+        listed: Vec::new(),
+        failed: Vec::new(),
+    };
+    for (image, result) in results {
+        match result {
+            Ok(list) => lists.listed.push((image, list)),
+            Err(e) if e.status() == Some(404) && !strict => tracing::warn!(
+                "{ns}/{image}: listed by the registry but answers 404 (deleted since?); skipped: {e}"
+            ),
+            Err(e) => lists.failed.push((image, e)),
+        }
+    }
+    lists
+}
+
+/// What discovery found: the images the image filters keep, with their tags.
+#[derive(Default)]
+struct Discovered {
+    lists: Vec<(RepoPath, TagList)>,
+    images_removed: BTreeMap<&'static str, usize>,
+    failures: Vec<ListFailure>,
+}
+
+impl Discovered {
+    /// Keeps the listed images that pass the image filters; repository failures of kept
+    /// images are failures, those of images walked only for their children are warnings.
+    fn add(&mut self, ns: &Namespace, lists: Lists, filters: &Filters) {
+        for (image, error) in lists.failed {
+            match filters.image(image.as_str()) {
+                Ok(()) => self.failures.push(failure(ns, image, None, &error)),
+                Err(filter) => tracing::warn!(
+                    "{ns}/{image} is removed by --{filter}, but was listed because images below it could pass; that failed, so they are not mirrored: {error}; to skip it, have the filter remove what is below it too (e.g. --exclude-images '^{image}(/|$)')"
+                ),
+            }
+        }
+        for (image, list) in lists.listed {
+            match filters.image(image.as_str()) {
+                Ok(()) => self.lists.push((image, list)),
+                Err(filter) => *self.images_removed.entry(filter).or_default() += 1,
+            }
+        }
+    }
+
+    /// Which of `images` to list: those that pass the filters, or (`walk`) that could have
+    /// images below them that do; the rest are counted as removed, never listed.
+    fn worth_listing(
+        &mut self,
+        images: Vec<RepoPath>,
+        filters: &Filters,
+        walk: bool,
+    ) -> Vec<RepoPath> {
+        images
+            .into_iter()
+            .filter(|image| match filters.image(image.as_str()) {
+                Ok(()) => true,
+                Err(_) if walk && filters.may_pass_below(image.as_str()) => true,
+                Err(filter) => {
+                    *self.images_removed.entry(filter).or_default() += 1;
+                    false
+                }
+            })
+            .collect()
+    }
 }
 
 /// Walks gcr's `child` lists at every depth, one request per repository; a repository
-/// keeps its own tags even when it also has children.
+/// keeps its own tags even when it also has children. A child is listed only when it, or
+/// some image below it, can pass the image filters.
 async fn walk_children<R: Registry>(
     registry: &R,
-    namespace: &Namespace,
+    ns: &Namespace,
     root: TagList,
+    filters: &Filters,
     queries: usize,
-) -> Result<Vec<(RepoPath, TagList)>, ListError> {
-    let mut found = Vec::new();
-    let child_paths = |parent: Option<&RepoPath>, list: &TagList| -> Vec<(RepoPath, RepoPath)> {
+) -> Discovered {
+    let mut found = Discovered::default();
+    let child_paths = |parent: Option<&RepoPath>, list: &TagList| -> Vec<RepoPath> {
         let children = list
             .children
             .iter()
             .flatten()
             .filter_map(|c| c.parse::<RepoPath>().ok());
         children
-            .map(|c| {
-                let image = parent.map_or(c.clone(), |p| p.join(&c));
-                (image.clone(), namespace.repo(&image))
-            })
+            .map(|c| parent.map_or(c.clone(), |p| p.join(&c)))
             .collect()
     };
     let mut level = child_paths(None, &root);
     while !level.is_empty() {
-        let listed = list_many(registry, level, false, queries).await?;
-        level = listed
+        let wanted = found.worth_listing(level, filters, true);
+        let mut lists = list_many(registry, ns, wanted, false, queries).await;
+        level = lists
+            .listed
             .iter()
             .flat_map(|(image, list)| child_paths(Some(image), list))
             .collect();
-        found.extend(listed.into_iter().filter(|(_, list)| !list.tags.is_empty()));
+        // A gcr path with children but no tags of its own is no image.
+        lists.listed.retain(|(_, list)| !list.tags.is_empty());
+        found.add(ns, lists, filters);
     }
-    Ok(found)
+    found
 }
 
 /// The repositories of a source with their tags: `--images`; gcr's `child` tree when the
 /// namespace answers with one; otherwise the catalog entries under the namespace path.
+/// Fails as a whole only when the namespace cannot be listed at all.
 async fn discover<R: Registry>(
     registry: &R,
     spec: &SourceSpec<'_>,
+    filters: &Filters,
     queries: usize,
-) -> Result<Vec<(RepoPath, TagList)>, ListError> {
+) -> Result<Discovered, ListError> {
     let ns = spec.namespace;
+    let mut found = Discovered::default();
     if let Some(images) = spec.images {
-        let repos = images.iter().map(|i| (i.clone(), ns.repo(i))).collect();
-        return list_many(registry, repos, true, queries).await;
+        let wanted = found.worth_listing(images.to_vec(), filters, false);
+        let mut lists = list_many(registry, ns, wanted, true, queries).await;
+        // Nothing at the root vouches for the credentials here: refused everywhere, they are.
+        let refused = |(_, e): &(RepoPath, oci::Error)| matches!(e, oci::Error::Auth { .. });
+        if lists.listed.is_empty()
+            && let Some(at) = lists.failed.iter().position(refused)
+        {
+            let (image, error) = lists.failed.swap_remove(at);
+            return Err(ListError {
+                source_ref: format!("{ns}/{image}"),
+                error,
+            });
+        }
+        found.add(ns, lists, filters);
+        return Ok(found);
     }
     if let Some(root) = &ns.path {
         match registry.list_tags(root).await {
             Ok(list) if list.children.is_some() => {
-                return walk_children(registry, ns, list, queries).await;
+                return Ok(walk_children(registry, ns, list, filters, queries).await);
             }
             Ok(_) => {}
             Err(e) if e.status() == Some(404) => {}
@@ -155,18 +294,18 @@ async fn discover<R: Registry>(
             }
         }
     }
-    let all = registry
-        .catalog()
-        .await
-        .map_err(list_error(format!("{ns} (catalog)")))?;
-    let repos = all
+    let all = registry.catalog().await.map_err(|error| ListError {
+        source_ref: format!("{ns} (catalog)"),
+        error,
+    })?;
+    let images = all
         .iter()
-        .filter_map(|repo| {
-            repo.strip_prefix(ns.path.as_ref())
-                .map(|image| (image, repo.clone()))
-        })
+        .filter_map(|repo| repo.strip_prefix(ns.path.as_ref()))
         .collect();
-    list_many(registry, repos, false, queries).await
+    let wanted = found.worth_listing(images, filters, false);
+    let lists = list_many(registry, ns, wanted, false, queries).await;
+    found.add(ns, lists, filters);
+    Ok(found)
 }
 
 /// A listed tag waiting for its digest.
@@ -198,41 +337,48 @@ impl Listed {
     }
 }
 
-/// Lists, filters, shards and maps one source; a tag's digest comes from gcr's manifest
-/// map when served, else from a HEAD.
+/// Lists, filters, maps and shards one source; a tag's digest comes from gcr's manifest
+/// map when served, else from a HEAD. A repository or tag that cannot be listed is a
+/// failure in the stats; only a namespace that cannot be listed at all is an error.
 pub async fn list_source<R: Registry>(
     registry: &R,
     spec: &SourceSpec<'_>,
     filters: &Filters,
     mapper: &NameMapper,
     queries: usize,
-) -> Result<(Vec<Candidate>, ListStats), SourceError> {
+) -> Result<SourceListing, SourceError> {
     let (shard, shards) = spec.shard;
-    let mut listed = discover(registry, spec, queries).await?;
+    let found = discover(registry, spec, filters, queries).await?;
+    let mut listed = found.lists;
     listed.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut stats = ListStats::default();
+    let mut out = SourceListing::default();
+    let stats = &mut out.stats;
+    stats.images_removed = found.images_removed;
+    stats.failures = found.failures;
     let mut known = Vec::new();
     let mut to_head = Vec::new();
     for (image, list) in listed {
         stats.tags += list.tags.len();
-        let in_shard = shard_of(&format!("{}/{image}", spec.namespace), shards) == shard;
-        let verdict =
-            filters
-                .image(image.as_str())
-                .and(if in_shard { Ok(()) } else { Err("shard") });
-        if let Err(filter) = verdict {
-            *stats.removed.entry(filter).or_default() += list.tags.len();
+        let verdicts: Vec<_> = list.tags.iter().map(|t| filters.tag(t.as_str())).collect();
+        let passing: Vec<&Tag> = list
+            .tags
+            .iter()
+            .zip(&verdicts)
+            .filter_map(|(tag, verdict)| verdict.is_ok().then_some(tag))
+            .collect();
+        // Mapped in every shard (a bad name is an error in all of them), for collisions.
+        let target = mapper.map(spec.namespace, &image, spec.target)?;
+        if !passing.is_empty() {
+            out.mapped.push((image.clone(), target.clone()));
+        }
+        if shard_of(&format!("{}/{image}", spec.namespace), shards) != shard {
+            *stats.removed.entry("shard").or_default() += list.tags.len();
             continue;
         }
-        stats.images += 1;
-        let target = mapper.map(spec.namespace, &image, spec.target)?;
-        let mut passing = Vec::new();
-        for tag in &list.tags {
-            match filters.tag(tag.as_str()) {
-                Ok(()) => passing.push(tag),
-                Err(filter) => *stats.removed.entry(filter).or_default() += 1,
-            }
+        for filter in verdicts.into_iter().filter_map(Result::err) {
+            *stats.removed.entry(filter).or_default() += 1;
         }
+        stats.images += 1;
         let uploaded = |t: &Tag| list.digests.get(t).and_then(|i| i.uploaded_ms);
         let ages: Vec<(&str, Option<i64>)> =
             passing.iter().map(|t| (t.as_str(), uploaded(t))).collect();
@@ -257,58 +403,114 @@ pub async fn list_source<R: Registry>(
             }
         }
     }
-    let headed: Vec<Option<Candidate>> = stream::iter(to_head)
+    let headed: Vec<Result<Option<Candidate>, ListFailure>> = stream::iter(to_head)
         .map(|listed| async move {
             let repo = spec.namespace.repo(&listed.image);
             let head = registry
                 .head_manifest(&repo, &ManifestRef::Tag(listed.tag.clone()))
                 .await;
-            let head = head.map_err(list_error(format!(
-                "{}/{}:{}",
-                spec.namespace, listed.image, listed.tag
-            )))?;
-            // A tag deleted since it was listed is simply gone.
-            Ok::<_, ListError>(
-                head.map(|h| listed.candidate(spec, h.digest, None, Some(h.media_type))),
-            )
+            match head {
+                // A tag deleted since it was listed is simply gone.
+                Ok(head) => {
+                    Ok(head.map(|h| listed.candidate(spec, h.digest, None, Some(h.media_type))))
+                }
+                Err(e) => Err(failure(spec.namespace, listed.image, Some(listed.tag), &e)),
+            }
         })
         .buffer_unordered(queries)
-        .try_collect()
-        .await?;
-    let mut candidates: Vec<Candidate> = known
-        .into_iter()
-        .chain(headed.into_iter().flatten())
-        .collect();
+        .collect()
+        .await;
+    let mut candidates = known;
+    for result in headed {
+        match result {
+            Ok(candidate) => candidates.extend(candidate),
+            Err(failed) => stats.failures.push(failed),
+        }
+    }
     candidates.sort_by(|a, b| (&a.image, &a.tag).cmp(&(&b.image, &b.tag)));
-    Ok((candidates, stats))
+    stats
+        .failures
+        .sort_by(|a, b| (&a.image, &a.tag).cmp(&(&b.image, &b.tag)));
+    out.candidates = candidates;
+    Ok(out)
+}
+
+/// What the target serves under each checked candidate's tag, and the candidates whose
+/// HEAD failed (each a failure of its source; they are left out of the plan).
+#[derive(Debug, Default)]
+pub struct TargetHeads {
+    /// Per candidate: what the target serves (`None`: absent).
+    pub heads: HashMap<TargetKey, Option<TargetHead>>,
+    /// (source index, failure) of each HEAD that failed after retries.
+    pub failures: Vec<(usize, ListFailure)>,
 }
 
 /// HEADs each candidate's tag on the target, for adoption and for records without digests.
+/// When no HEAD succeeds and the target refused the credentials or could not be reached,
+/// the target is unusable (exit 3); otherwise a failed HEAD fails its tag alone.
 pub async fn target_heads<R: Registry>(
     target: &R,
     candidates: &[&Candidate],
     queries: usize,
-) -> Result<HashMap<TargetKey, Option<TargetHead>>, ListError> {
-    stream::iter(candidates)
+) -> Result<TargetHeads, ListError> {
+    let results: Vec<_> = stream::iter(candidates)
         .map(|c| async move {
             let head = target
                 .head_manifest(&c.target.path, &ManifestRef::Tag(c.tag.clone()))
                 .await;
-            let head = head.map_err(|error| ListError {
-                source_ref: format!("{}:{}", c.target, c.tag),
-                error,
-            })?;
-            Ok((
-                (c.source, c.image.clone(), c.tag.clone()),
-                head.map(|h| TargetHead {
-                    digest: h.digest,
-                    media_type: h.media_type,
-                }),
-            ))
+            (*c, head)
         })
         .buffer_unordered(queries)
-        .try_collect()
-        .await
+        .collect()
+        .await;
+    let mut out = TargetHeads::default();
+    let mut refused = None;
+    for (c, head) in results {
+        let key = (c.source, c.image.clone(), c.tag.clone());
+        match head {
+            Ok(head) => {
+                let head = head.map(|h| TargetHead {
+                    digest: h.digest,
+                    media_type: h.media_type,
+                });
+                out.heads.insert(key, head);
+            }
+            Err(error) => {
+                let what = format!("{}:{}", c.target, c.tag);
+                tracing::error!("{what}: {error}");
+                let text = if denied(&error) {
+                    format!("no access to {what} on the target: {error}")
+                } else {
+                    format!("{what} (target): {error}")
+                };
+                // Refused credentials, or a target never reached (TLS, DNS, connection).
+                let unusable = matches!(
+                    error,
+                    oci::Error::Auth { .. } | oci::Error::Transport { .. } | oci::Error::Tls { .. }
+                );
+                if unusable && refused.is_none() {
+                    refused = Some(ListError {
+                        source_ref: what,
+                        error,
+                    });
+                }
+                let failed = ListFailure {
+                    image: c.image.clone(),
+                    tag: Some(c.tag.clone()),
+                    error: text,
+                };
+                out.failures.push((c.source, failed));
+            }
+        }
+    }
+    match refused {
+        Some(e) if out.heads.is_empty() => Err(e),
+        _ => {
+            out.failures
+                .sort_by(|a, b| (a.0, &a.1.image, &a.1.tag).cmp(&(b.0, &b.1.image, &b.1.tag)));
+            Ok(out)
+        }
+    }
 }
 
 /// Listing a source failed: the registry failed, or a listed name does not map.

@@ -55,7 +55,11 @@ pub enum Reason {
     /// Recorded without a digest (imported from a seed list) and not matching the target.
     Unverified,
     /// Not recorded, but the target already holds this digest: record without copying.
+    /// Also a re-targeted tag (see [`Step::retarget_from`]) the new target already holds.
     Adopt,
+    /// Recorded at another target repository than the current mapping gives (changed
+    /// `--name-template`, `--flatten-separator` or `--target`), and not there: copied.
+    Retarget,
 }
 
 /// One tag to act on.
@@ -72,6 +76,9 @@ pub struct Step {
     pub failed_before: bool,
     /// For an adopted tag: the media type the target serves.
     pub media_type: Option<String>,
+    /// For a re-targeted tag (copied or adopted): the target repository it was recorded at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retarget_from: Option<String>,
 }
 
 /// What a run will do.
@@ -111,8 +118,16 @@ fn skip_verdict(c: &Candidate, record: &NamespaceRecord) -> Option<Option<String
     Some(Some(reason))
 }
 
+/// The target repository a candidate's record names, when it is not the one the current
+/// mapping gives: the tag must be re-targeted.
+fn recorded_elsewhere<'r>(c: &Candidate, record: &'r NamespaceRecord) -> Option<&'r str> {
+    let image = record.images.get(c.image.as_str())?;
+    image.tags.get(c.tag.as_str())?;
+    (image.target != c.target.to_string()).then_some(image.target.as_str())
+}
+
 /// The candidates whose state on the target must be known before planning: those
-/// without a record, or recorded without a digest.
+/// without a record, recorded without a digest, or recorded at another target.
 pub fn needs_target_check<'a>(
     candidates: &'a [Candidate],
     records: &[NamespaceRecord],
@@ -120,10 +135,12 @@ pub fn needs_target_check<'a>(
     candidates
         .iter()
         .filter(|c| {
-            !matches!(
-                records[c.source].digest(c.image.as_str(), c.tag.as_str()),
+            let record = &records[c.source];
+            let verified = matches!(
+                record.digest(c.image.as_str(), c.tag.as_str()),
                 Some(Some(_))
-            )
+            );
+            !verified || recorded_elsewhere(c, record).is_some()
         })
         .filter(|c| skip_verdict(c, &records[c.source]).is_none())
         .collect()
@@ -164,7 +181,19 @@ pub fn plan(
             .cloned()
             .flatten()
             .filter(|h| h.digest == c.digest);
-        let (reason, previous) = match record.digest(image, tag) {
+        let recorded = record.digest(image, tag);
+        let elsewhere = match recorded {
+            Some(Some(_)) => recorded_elsewhere(c, record),
+            _ => None,
+        };
+        let (reason, previous) = match recorded {
+            Some(Some(d)) if elsewhere.is_some() => {
+                let moved = (*d != c.digest).then(|| d.clone());
+                match on_target {
+                    Some(_) => (Reason::Adopt, moved),
+                    None => (Reason::Retarget, moved),
+                }
+            }
             Some(Some(d)) if *d == c.digest => {
                 plan.unchanged[c.source] += 1;
                 continue;
@@ -180,6 +209,7 @@ pub fn plan(
             previous,
             failed_before: record.failed_before(image, tag),
             media_type: on_target.map(|h| h.media_type),
+            retarget_from: elsewhere.map(str::to_string),
         };
         if reason == Reason::Adopt {
             plan.adopt.push(step)
@@ -264,13 +294,22 @@ mod tests {
     }
 
     fn record_with(entries: &[(&str, &str, Option<char>)]) -> NamespaceRecord {
+        let at: Vec<_> = entries
+            .iter()
+            .map(|&(image, tag, d)| (image, tag, d, "t.io/m"))
+            .collect();
+        record_at(&at)
+    }
+
+    /// Records of (image, tag, digest, target namespace the image was mapped under).
+    fn record_at(entries: &[(&str, &str, Option<char>, &str)]) -> NamespaceRecord {
         let mut record = NamespaceRecord::new("s".into(), "t".into());
         let outcomes: Vec<_> = entries
             .iter()
-            .map(|(image, tag, d)| Outcome::Synced {
+            .map(|(image, tag, d, target)| Outcome::Synced {
                 image: image.to_string(),
                 tag: tag.to_string(),
-                target: String::new(),
+                target: format!("{target}/{image}"),
                 record: TagRecord {
                     digest: d.map(digest),
                     media_type: String::new(),
@@ -433,5 +472,102 @@ mod tests {
             (after.still_skipped[0], names(&after.copy)),
             (0, vec!["old:0.8".to_string()])
         );
+    }
+
+    fn key(image: &str, tag: &str) -> TargetKey {
+        (0, image.parse().unwrap(), tag.parse().unwrap())
+    }
+
+    #[test]
+    fn a_tag_recorded_at_another_target_is_retargeted_never_unchanged() {
+        let candidates = [
+            candidate("a", "1", 'a', None),
+            candidate("a", "2", 'b', None),
+            candidate("b", "1", 'c', None),
+            candidate("c", "1", 'd', None),
+        ];
+        // a and b were mirrored under another name (template or target changed); c was not.
+        let records = [record_at(&[
+            ("a", "1", Some('a'), "t.io/old"),
+            ("a", "2", Some('0'), "t.io/old"),
+            ("b", "1", Some('c'), "u.io/m"),
+            ("c", "1", Some('d'), "t.io/m"),
+        ])];
+        let checks: Vec<String> = needs_target_check(&candidates, &records)
+            .iter()
+            .map(|c| format!("{}:{}", c.image, c.tag))
+            .collect();
+        assert_eq!(checks, ["a:1", "a:2", "b:1"], "the new target is HEADed");
+        // The new target already has a:1 (adopted); not a:2 (moved too) nor b:1 (copied).
+        let heads = HashMap::from([
+            (key("a", "1"), Some(head('a'))),
+            (key("a", "2"), Some(head('0'))),
+            (key("b", "1"), None),
+        ]);
+        let plan = plan(&candidates, &records, &heads, None);
+        assert_eq!(plan.unchanged, [1], "only c:1 is where it was recorded");
+        assert_eq!(names(&plan.adopt), ["a:1"]);
+        assert_eq!(plan.adopt[0].reason, Reason::Adopt);
+        assert_eq!(plan.adopt[0].retarget_from.as_deref(), Some("t.io/old/a"));
+        assert_eq!(names(&plan.copy), ["a:2", "b:1"]);
+        assert!(plan.copy.iter().all(|s| s.reason == Reason::Retarget));
+        assert_eq!(plan.copy[0].previous, Some(digest('0')), "a:2 also moved");
+        assert_eq!(plan.copy[1].previous, None);
+        assert_eq!(plan.copy[1].retarget_from.as_deref(), Some("u.io/m/b"));
+    }
+
+    #[test]
+    fn a_partly_retargeted_image_leaves_no_tag_looking_mirrored_at_the_new_target() {
+        let candidates = [
+            candidate("a", "1", 'a', None),
+            candidate("a", "2", 'b', None),
+            candidate("a", "3", 'c', None),
+        ];
+        let mut records = [record_at(&[
+            ("a", "1", Some('a'), "t.io/old"),
+            ("a", "2", Some('b'), "t.io/old"),
+            ("a", "3", Some('c'), "t.io/old"),
+        ])];
+        let heads = HashMap::from([
+            (key("a", "1"), Some(head('a'))),
+            (key("a", "2"), None),
+            (key("a", "3"), None),
+        ]);
+        // The budget copies one tag; a:1 is adopted; a:3 waits for the next run.
+        let first = plan(&candidates, &records, &heads, Some(1));
+        assert_eq!(
+            (
+                names(&first.adopt),
+                names(&first.copy),
+                names(&first.pending)
+            ),
+            (vec!["a:1".into()], vec!["a:2".into()], vec!["a:3".into()])
+        );
+        let synced = |step: &Step| Outcome::Synced {
+            image: step.candidate.image.to_string(),
+            tag: step.candidate.tag.to_string(),
+            target: step.candidate.target.to_string(),
+            record: TagRecord {
+                digest: Some(step.candidate.digest.clone()),
+                media_type: String::new(),
+                platforms: vec![],
+                synced_at: "T2".into(),
+            },
+            previous: None,
+            copied: true,
+        };
+        records[0].apply(&[synced(&first.adopt[0]), synced(&first.copy[0])]);
+        assert_eq!(records[0].images["a"].target, "t.io/m/a");
+        // a:3 was never copied to t.io/m: it must not now pass as mirrored there.
+        let checks = needs_target_check(&candidates, &records);
+        assert_eq!(checks.len(), 1);
+        let second = plan(
+            &candidates,
+            &records,
+            &HashMap::from([(key("a", "3"), None)]),
+            None,
+        );
+        assert_eq!(second.unchanged, [2]);
+        assert_eq!(names(&second.copy), ["a:3"]);
     }
 }

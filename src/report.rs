@@ -1,4 +1,4 @@
-//! The run's report: counts per source, failed tags, commits; as JSON (`--report`) and as
+//! The run's report: counts per source, failed tags and repositories, commits; as JSON (`--report`) and as
 //! a readable summary on stderr.
 
 use std::collections::BTreeMap;
@@ -59,6 +59,8 @@ pub struct SourceReport {
     pub counts: Counts,
     /// Tags removed, by the option that removed them.
     pub removed: BTreeMap<&'static str, usize>,
+    /// Images removed by an image filter (never listed), by option.
+    pub images_removed: BTreeMap<&'static str, usize>,
 }
 
 /// A failed tag and why.
@@ -89,6 +91,17 @@ pub struct SkippedTag {
     pub reason: String,
 }
 
+/// A repository that could not be listed, and why (the registry's status and message).
+#[derive(Debug, Serialize)]
+pub struct FailedRepository {
+    /// Source namespace.
+    pub source: String,
+    /// Image (repository relative to the namespace).
+    pub image: String,
+    /// The error.
+    pub error: String,
+}
+
 /// The whole report.
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -103,6 +116,8 @@ pub struct Report {
     /// Tags found uncopyable in this run; those skipped in earlier runs are only counted
     /// (each namespace's `images.json` lists them all under `skipped`).
     pub skipped: Vec<SkippedTag>,
+    /// Repositories that could not be listed: their tags were not seen, their records kept.
+    pub failed_repositories: Vec<FailedRepository>,
     /// Commit messages (and ids where the store has them).
     pub commits: Vec<String>,
     /// The last metadata commit, where the store has commits.
@@ -149,6 +164,26 @@ pub fn build(
                 digest: c.digest.to_string(),
                 reason: s.reason.clone(),
             });
+        }
+    }
+    let mut failed_repositories = Vec::new();
+    for (source, stat) in stats.iter().enumerate() {
+        let name = &names[source].0;
+        for f in &stat.failures {
+            per[source].failed += 1;
+            match &f.tag {
+                Some(tag) => failed.push(FailedTag {
+                    source: name.clone(),
+                    image: f.image.to_string(),
+                    tag: tag.to_string(),
+                    error: f.error.clone(),
+                }),
+                None => failed_repositories.push(FailedRepository {
+                    source: name.clone(),
+                    image: f.image.to_string(),
+                    error: f.error.clone(),
+                }),
+            }
         }
     }
     let not_started: &[Step] = run.map_or(&[], |r| &r.not_started);
@@ -214,6 +249,7 @@ pub fn build(
             target: target.clone(),
             counts,
             removed: stat.removed.clone(),
+            images_removed: stat.images_removed.clone(),
         })
         .collect();
     let commits = run.map_or(Vec::new(), |r| {
@@ -234,6 +270,7 @@ pub fn build(
         totals,
         failed,
         skipped,
+        failed_repositories,
         commits,
         commit_sha: run.and_then(|r| r.commits.iter().rev().find_map(|c| c.id.clone())),
         stopped: run.and_then(|r| r.stopped.map(str::to_string)),
@@ -255,11 +292,13 @@ impl Report {
                     target: target.clone(),
                     counts: Counts::default(),
                     removed: BTreeMap::new(),
+                    images_removed: BTreeMap::new(),
                 })
                 .collect(),
             totals: Counts::default(),
             failed: Vec::new(),
             skipped: Vec::new(),
+            failed_repositories: Vec::new(),
             commits: Vec::new(),
             commit_sha: None,
             stopped: None,
@@ -285,6 +324,14 @@ impl Report {
                     .collect();
                 out.push_str(&format!("  filtered: {}\n", by.join(", ")));
             }
+            if !s.images_removed.is_empty() {
+                let by: Vec<String> = s
+                    .images_removed
+                    .iter()
+                    .map(|(filter, n)| format!("--{filter} removed {n}"))
+                    .collect();
+                out.push_str(&format!("  images never listed: {}\n", by.join(", ")));
+            }
         }
         if let Some(error) = &self.error {
             out.push_str(&format!("stopped: {error}\n"));
@@ -305,6 +352,12 @@ impl Report {
             out.push_str(&format!(
                 "skipped: {}/{}:{}: {}\n",
                 s.source, s.image, s.tag, s.reason
+            ));
+        }
+        for f in &self.failed_repositories {
+            out.push_str(&format!(
+                "failed: repository {}/{} could not be listed: {}\n",
+                f.source, f.image, f.error
             ));
         }
         for f in &self.failed {

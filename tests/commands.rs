@@ -648,6 +648,23 @@ async fn filters_and_name_mapping_match_the_golden_plan() {
         std::fs::write(&golden, &text).unwrap();
     }
     assert_eq!(text, std::fs::read_to_string(&golden).unwrap());
+    let mut listed: Vec<String> = src
+        .accesses()
+        .into_iter()
+        .filter(|a| a.path.contains("/tags/list"))
+        .map(|a| a.path.replace("?n=1000", ""))
+        .collect();
+    listed.sort();
+    // The namespace itself (is it a gcr tree?), then only images a filter can let through.
+    assert_eq!(
+        listed,
+        [
+            "/v2/team/app/tags/list",
+            "/v2/team/nested/deep/tags/list",
+            "/v2/team/tags/list"
+        ],
+        "an image removed by --exclude-images or the preset is never listed"
+    );
 }
 
 #[tokio::test]

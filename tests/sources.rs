@@ -437,3 +437,182 @@ async fn a_docker_config_identity_token_is_exchanged_with_the_refresh_token_gran
     );
     assert!(!stderr(&out).contains(token));
 }
+
+#[tokio::test]
+async fn forbidden_unauthorized_and_vanished_repositories_fail_alone_and_keep_their_records() {
+    let (upstream, dst) = (TestRegistry::start(), TestRegistry::start());
+    let p = Pusher::new(&upstream.addr);
+    for repo in [
+        "good",
+        "deep/kid",
+        "secret",
+        "private",
+        "gone",
+        "skipped",
+        "skipped/kid",
+        "parent",
+        "parent/kid",
+    ] {
+        p.image(
+            &format!("team/{repo}"),
+            "1",
+            Format::Oci,
+            "amd64",
+            &[random_bytes(300)],
+        )
+        .await;
+    }
+    let gcr = FakeGcr::start(&upstream.addr, true);
+    let work = tempfile::tempdir().unwrap();
+    let metadata = work.path().join("meta");
+    let mut args = gcr_args(&gcr, &dst, &metadata);
+    // `skipped` and all below it are excluded; only `parent` itself is, not its child.
+    args.extend(["--exclude-images".into(), "^skipped|^parent$".into()]);
+    let out = run(gcrsync(work.path()).args(&args));
+    assert_eq!(out.status.code(), Some(0));
+    let target = Pusher::new(&dst.addr);
+    assert!(target.tags("mirror/skipped").await.is_empty());
+    assert!(target.tags("mirror/parent").await.is_empty());
+    assert_eq!(target.tags("mirror/parent/kid").await, ["1"]);
+    let records = metadata.join(format!("{}/team/images.json", gcr.addr));
+    let before = read_json(&records);
+    assert_eq!(before["images"].as_object().unwrap().len(), 6, "{before}");
+
+    // Then the credentials lose two repositories, one is deleted, and new tags appear.
+    gcr.refuse("team/secret", 403);
+    gcr.refuse("team/private", 401);
+    gcr.refuse("team/gone", 404);
+    // Excluded itself, listed only to find what is below it: refused, that is a warning.
+    gcr.refuse("team/parent", 403);
+    for repo in ["good", "secret"] {
+        p.image(
+            &format!("team/{repo}"),
+            "2",
+            Format::Oci,
+            "amd64",
+            &[random_bytes(300)],
+        )
+        .await;
+    }
+    let report = work.path().join("report.json");
+    let summary = work.path().join("summary.md");
+    let logged = gcr.log().len();
+    let out = run(gcrsync(work.path())
+        .args(&args)
+        .arg("--report")
+        .arg(&report)
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_STEP_SUMMARY", &summary));
+    assert_eq!(out.status.code(), Some(1), "failed repositories, not fatal");
+    assert_eq!(target.tags("mirror/good").await, ["1", "2"]);
+    assert!(target.tags("mirror/secret").await == ["1"]);
+    let after = read_json(&records);
+    assert!(after["images"]["good"]["tags"].get("2").is_some());
+    for image in ["secret", "private", "gone", "parent/kid"] {
+        assert_eq!(
+            after["images"][image], before["images"][image],
+            "records of {image} stay as they were"
+        );
+    }
+    assert_eq!(
+        after["failed"],
+        serde_json::json!({}),
+        "repositories are reported, not recorded"
+    );
+
+    let report = read_json(&report);
+    assert_eq!(report["totals"]["failed"], 2);
+    let failed = report["failed_repositories"].as_array().unwrap();
+    let error_of = |image: &str| {
+        failed
+            .iter()
+            .find(|f| f["image"] == image)
+            .unwrap_or_else(|| panic!("{image} not in {failed:?}"))["error"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let forbidden = error_of("secret");
+    assert!(
+        forbidden.starts_with(&format!("no access to {}/team/secret: ", gcr.addr))
+            && forbidden.contains("HTTP 403 (DENIED: Permission"),
+        "{forbidden}"
+    );
+    let unauthorized = error_of("private");
+    assert!(
+        unauthorized.contains("no access to")
+            && unauthorized
+                .contains("HTTP 401 (UNAUTHORIZED: You don't have the needed permissions"),
+        "{unauthorized}"
+    );
+    // Anonymous here: the hint may be to give credentials, never that they were refused.
+    assert!(
+        !unauthorized.contains("authentication to") && !unauthorized.contains("check --source"),
+        "the namespace accepted the request; credentials are not to blame: {unauthorized}"
+    );
+    assert_eq!(
+        failed.len(),
+        2,
+        "a vanished repository is no failure: {failed:?}"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("team/gone: listed by the registry but answers 404") && err.contains("WARN"),
+        "{err}"
+    );
+    assert!(
+        err.contains("team/parent is removed by --exclude-images, but was listed because images below it could pass")
+            && err.contains("--exclude-images '^parent(/|$)'"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "failed: repository {}/team/secret could not be listed",
+            gcr.addr
+        )),
+        "{err}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("::error title=gcrsync%3A ")
+            && stdout.contains("team/private could not be listed::"),
+        "{stdout}"
+    );
+    let summary = std::fs::read_to_string(&summary).unwrap();
+    assert!(
+        summary.contains("Repositories that could not be listed")
+            && summary.contains("/team/secret` | no access to"),
+        "{summary}"
+    );
+    // Excluded with everything below it: never listed, in either run.
+    let listed_skipped = gcr
+        .log()
+        .iter()
+        .filter(|(_, p)| p.contains("/v2/team/skipped"))
+        .count();
+    assert_eq!(listed_skipped, 0, "{:?}", gcr.log());
+    let second: Vec<_> = gcr.log().into_iter().skip(logged).collect();
+    assert!(
+        second
+            .iter()
+            .any(|(_, p)| p.starts_with("/v2/team/parent/tags/list")),
+        "an excluded image whose children may pass is listed for them"
+    );
+
+    // `--images` lists no namespace root, but the registry's root (`/v2/`) still accepts
+    // the (anonymous) request: one refused repository is a failure of its own, with the
+    // hint to give credentials, not a refusal of the credentials (exit 3).
+    let out = run(gcrsync(work.path())
+        .args(&args)
+        .args(["--images", "private,good"]));
+    assert_eq!(out.status.code(), Some(1));
+    let out = run(gcrsync(work.path())
+        .args(&args)
+        .args(["--images", "private"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("--source-username"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -346,3 +346,113 @@ async fn a_tag_the_target_rejects_fails_alone_and_is_not_recorded() {
     let record = read_json(&metadata.join(format!("{}/team/images.json", src.addr)));
     assert_eq!(record["failed"]["bad:1"]["attempts"], 2);
 }
+
+#[tokio::test]
+async fn a_repository_or_head_that_keeps_failing_fails_alone_and_excluded_images_are_never_listed()
+{
+    use common::faults::{Fault, FaultProxy, Rule};
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let p = Pusher::new(&src.addr);
+    let push = |repo: &'static str, tag: &'static str| {
+        let p = &p;
+        async move {
+            p.image(
+                &format!("team/{repo}"),
+                tag,
+                Format::Oci,
+                "amd64",
+                &[random_bytes(300)],
+            )
+            .await
+            .0
+        }
+    };
+    push("app", "1").await;
+    let broken_1 = push("broken", "1").await;
+    push("excluded", "1").await;
+    let (source, target) = (FaultProxy::start(&src.addr), FaultProxy::start(&dst.addr));
+    let work = tempfile::tempdir().unwrap();
+    let metadata = work.path().join("meta");
+    let mut args = args_for(&source.addr, &target.addr, &metadata);
+    args.extend(["--exclude-images", "^excluded$", "--retries", "1"].map(String::from));
+    assert_eq!(run(gcrsync(work.path()).args(&args)).status.code(), Some(0));
+
+    push("app", "2").await;
+    push("broken", "2").await;
+    push("new", "1").await;
+    let other = push("other", "1").await;
+    let fail = |path: &str, method: &'static str, status: u16| Rule {
+        method,
+        path_contains: path.into(),
+        times: 100,
+        fault: Fault::Status(status, None),
+    };
+    // The catalog lists `broken`, whose listing then fails every time.
+    source.inject(fail("/v2/team/broken/tags/list", "GET", 500));
+    source.inject(fail("/v2/team/app/manifests/2", "HEAD", 500));
+    target.inject(fail("/v2/mirror/new/manifests/1", "HEAD", 503));
+    let report = work.path().join("report.json");
+    let out = run(gcrsync(work.path())
+        .args(&args)
+        .arg("--report")
+        .arg(&report));
+    assert_eq!(out.status.code(), Some(1));
+    let mirror = Pusher::new(&dst.addr);
+    assert_eq!(mirror.head("mirror/other", "1").await, Some(other));
+    assert!(mirror.tags("mirror/new").await.is_empty());
+    assert_eq!(mirror.tags("mirror/app").await, ["1"]);
+
+    let report = read_json(&report);
+    assert_eq!(report["totals"]["failed"], 3, "{report}");
+    let repos = report["failed_repositories"].as_array().unwrap();
+    assert_eq!(repos.len(), 1, "{repos:?}");
+    assert_eq!(repos[0]["image"], "broken");
+    let why = repos[0]["error"].as_str().unwrap();
+    assert!(
+        why.contains(
+            "/v2/team/broken/tags/list?n=1000: HTTP 500 (INJECTED: fault injected with status 500)"
+        ),
+        "{why}"
+    );
+    let tags: Vec<String> = report["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| format!("{}:{} {}", f["image"], f["tag"], f["error"]))
+        .collect();
+    assert_eq!(tags.len(), 2, "{tags:?}");
+    assert!(
+        tags[0].contains("\"app\":\"2\"") && tags[0].contains("HTTP 500"),
+        "{tags:?}"
+    );
+    assert!(
+        tags[1].contains("\"new\":\"1\"")
+            && tags[1].contains("(target): HEAD")
+            && tags[1].contains("HTTP 503"),
+        "{tags:?}"
+    );
+
+    let record = read_json(&metadata.join(format!("{}/team/images.json", source.addr)));
+    assert_eq!(
+        record["images"]["broken"]["tags"]["1"]["digest"],
+        broken_1.as_str(),
+        "the unlisted repository's records stay"
+    );
+    assert!(record["images"]["broken"]["tags"].get("2").is_none());
+    assert!(record["images"]["other"]["tags"].get("1").is_some());
+    let failed: Vec<&String> = record["failed"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        failed,
+        ["app:2", "new:1"],
+        "tags are recorded as failed; repositories are not"
+    );
+    let excluded: Vec<_> = source
+        .log()
+        .into_iter()
+        .filter(|(_, path, _)| path.contains("/team/excluded/"))
+        .collect();
+    assert!(
+        excluded.is_empty(),
+        "an excluded catalog repository is never listed: {excluded:?}"
+    );
+}

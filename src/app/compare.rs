@@ -17,11 +17,16 @@ pub(super) async fn compare<M: MetadataStore>(
     recorder: &Recorder<M>,
 ) -> Result<Finished, AppError> {
     let records = recorder.load_all().await?;
-    let (candidates, stats) = list_all(settings, registries).await?;
+    let (candidates, mut stats) = list_all(settings, registries).await?;
     let all: Vec<&Candidate> = candidates.iter().collect();
-    let heads = listing::target_heads(registries.target.as_ref(), &all, settings.limits.queries)
+    let checked = listing::target_heads(registries.target.as_ref(), &all, settings.limits.queries)
         .await
         .map_err(|e| AppError::Fatal(e.to_string()))?;
+    // A tag whose HEAD failed is unknown, neither found nor missing: its record stays.
+    for (source, failed) in checked.failures {
+        stats[source].failures.push(failed);
+    }
+    let heads = checked.heads;
     let at = crate::metadata::record::now_utc();
     let mut outcomes = Vec::new();
     for c in &candidates {
@@ -63,7 +68,9 @@ pub(super) async fn compare<M: MetadataStore>(
                     },
                 ));
             }
-            None if records[c.source].digest(&image, &tag).is_some() => {
+            None if heads.contains_key(&key)
+                && records[c.source].digest(&image, &tag).is_some() =>
+            {
                 outcomes.push((c.source, Outcome::Missing { image, tag }));
             }
             None => {}

@@ -4,6 +4,7 @@
 mod compare;
 mod connect;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,9 +17,10 @@ use crate::listing::{self, ListStats, SourceError, SourceSpec};
 use crate::mapping::collisions;
 use crate::metadata::github::GitHubStore;
 use crate::metadata::local::LocalStore;
-use crate::metadata::{MetadataStore, Recorder, StoreError};
+use crate::metadata::record::{Outcome, now_utc};
+use crate::metadata::{Committed, MetadataStore, Recorder, StoreError};
 use crate::oci::Registry;
-use crate::plan::{self, Candidate, Plan};
+use crate::plan::{self, Candidate, Plan, Reason};
 use crate::progress::Progress;
 use crate::report::{self, Report};
 use crate::run::{self, RunOptions, StopFlag};
@@ -71,13 +73,16 @@ impl Finished {
     }
 }
 
-/// Lists every source; fails on a listing error or on two images mapping to one target.
+/// Lists every source; fails when a namespace cannot be listed at all, or when two images
+/// map to one target repository (checked over every shard's images, before any target
+/// request). Repositories and tags that cannot be listed are failures in the stats.
 async fn list_all(
     settings: &Settings,
     registries: &Registries,
 ) -> Result<(Vec<Candidate>, Vec<ListStats>), AppError> {
     let mut candidates = Vec::new();
     let mut stats = Vec::new();
+    let mut mapped = Vec::new();
     for (index, namespace) in settings.sources.iter().enumerate() {
         let spec = SourceSpec {
             index,
@@ -93,7 +98,7 @@ async fn list_all(
                 crate::actions::group(&format!("gcrsync: listing {namespace}"))
             );
         }
-        let (listed, stat) = listing::list_source(
+        let listing = listing::list_source(
             registry,
             &spec,
             &settings.filters,
@@ -101,27 +106,27 @@ async fn list_all(
             settings.limits.queries,
         )
         .await?;
+        let stat = listing.stats;
         tracing::info!(
-            "{namespace}: {} images, {} tags listed, {} filtered out",
+            "{namespace}: {} images, {} tags listed, {} filtered out, {} images not listed (filters), {} failed",
             stat.images,
             stat.tags,
-            stat.filtered()
+            stat.filtered(),
+            stat.images_removed.values().sum::<usize>(),
+            stat.failures.len()
         );
         if settings.actions.is_some() {
             print!("{}", crate::actions::END_GROUP);
         }
-        candidates.extend(listed);
+        candidates.extend(listing.candidates);
         stats.push(stat);
+        mapped.extend(
+            listing
+                .mapped
+                .into_iter()
+                .map(|(image, target)| (format!("{namespace}/{image}"), target)),
+        );
     }
-    let mapped: Vec<_> = candidates
-        .iter()
-        .map(|c| {
-            (
-                format!("{}/{}", settings.sources[c.source], c.image),
-                c.target.clone(),
-            )
-        })
-        .collect();
     let clashes = collisions(&mapped);
     if !clashes.is_empty() {
         let lines: Vec<String> = clashes
@@ -129,31 +134,41 @@ async fn list_all(
             .map(|(t, s)| format!("{} ← {}", t, s.join(", ")))
             .collect();
         return Err(AppError::Config(format!(
-            "--name-template maps several source images to one target repository; include {{{{ namespace }}}} or {{{{ registry }}}} in the template:\n  {}",
+            "--name-template maps several source images to one target repository (checked across every --shard); include {{{{ namespace }}}} or {{{{ registry }}}} in the template:\n  {}",
             lines.join("\n  ")
         )));
     }
     Ok((candidates, stats))
 }
 
-/// Lists, loads the records, checks the target where needed, and plans.
+/// Lists, loads the records, checks the target where needed, and plans. A tag whose
+/// target HEAD fails is left out of the plan and counted as failed.
 async fn make_plan<M: MetadataStore>(
     settings: &Settings,
     registries: &Registries,
     recorder: &Recorder<M>,
 ) -> Result<(Plan, Vec<ListStats>), AppError> {
     let records = recorder.load_all().await?;
-    let (candidates, stats) = list_all(settings, registries).await?;
+    let (candidates, mut stats) = list_all(settings, registries).await?;
     let to_check = plan::needs_target_check(&candidates, &records);
-    let heads = listing::target_heads(
+    let checked = listing::target_heads(
         registries.target.as_ref(),
         &to_check,
         settings.limits.queries,
     )
     .await
     .map_err(|e| AppError::Fatal(e.to_string()))?;
+    let mut unknown = HashSet::new();
+    for (source, failed) in checked.failures {
+        unknown.insert((source, failed.image.clone(), failed.tag.clone()));
+        stats[source].failures.push(failed);
+    }
+    let candidates: Vec<Candidate> = candidates
+        .into_iter()
+        .filter(|c| !unknown.contains(&(c.source, c.image.clone(), Some(c.tag.clone()))))
+        .collect();
     Ok((
-        plan::plan(&candidates, &records, &heads, settings.budget),
+        plan::plan(&candidates, &records, &checked.heads, settings.budget),
         stats,
     ))
 }
@@ -167,6 +182,33 @@ pub fn blank_report(settings: &Settings) -> Report {
         Command::Monitor { .. } => "monitor",
     };
     Report::empty(command, &names(settings))
+}
+
+/// Records the tags that could not be listed or HEADed as failed (never as synced), so
+/// they go last next run; failed repositories are reported only (see `report`).
+async fn record_listing_failures<M: MetadataStore>(
+    stats: &[ListStats],
+    recorder: &Recorder<M>,
+) -> Result<Option<Committed>, AppError> {
+    let at = now_utc();
+    let outcomes: Vec<(usize, Outcome)> = stats
+        .iter()
+        .enumerate()
+        .flat_map(|(source, stat)| {
+            let at = at.clone();
+            stat.failures.iter().filter_map(move |f| {
+                let tag = f.tag.as_ref()?;
+                let failed = Outcome::Failed {
+                    image: f.image.to_string(),
+                    tag: tag.to_string(),
+                    error: f.error.clone(),
+                    at: at.clone(),
+                };
+                Some((source, failed))
+            })
+        })
+        .collect();
+    Ok(recorder.commit(&outcomes, jiff::Timestamp::now()).await?)
 }
 
 fn names(settings: &Settings) -> Vec<(String, String)> {
@@ -216,9 +258,13 @@ async fn command<M: MetadataStore>(
             };
             for step in plan.copy.iter().chain(&plan.adopt) {
                 let c = &step.candidate;
-                let why = match &step.previous {
-                    Some(p) => format!("moved from {}", p.short()),
-                    None => format!("{:?}", step.reason).to_lowercase(),
+                let why = match (&step.retarget_from, &step.previous) {
+                    (Some(from), _) if step.reason == Reason::Adopt => {
+                        format!("retarget from {from}, already there: adopt")
+                    }
+                    (Some(from), _) => format!("retarget from {from}"),
+                    (None, Some(p)) => format!("moved from {}", p.short()),
+                    (None, None) => format!("{:?}", step.reason).to_lowercase(),
                 };
                 println!(
                     "{}:{} → {}:{} ({why})",
@@ -246,6 +292,7 @@ async fn sync<M: MetadataStore>(
     else {
         return Ok(stopped_before_planning("sync", settings));
     };
+    let listing_commit = record_listing_failures(&stats, recorder).await?;
     let quotas: Vec<Option<u64>> = registries.sources.iter().map(|s| s.pull_quota()).collect();
     let over_quota = plan::fit_quotas(&mut plan, &quotas);
     if over_quota > 0 {
@@ -270,7 +317,7 @@ async fn sync<M: MetadataStore>(
         commit_every: settings.commit_every,
     };
     let progress = Progress::new(plan.copy.len(), settings.verbosity >= 0);
-    let result = run::execute(
+    let mut result = run::execute(
         &plan,
         &registries.sources,
         copier,
@@ -281,6 +328,7 @@ async fn sync<M: MetadataStore>(
     )
     .await;
     progress.finish();
+    result.commits.splice(0..0, listing_commit);
     Ok(Finished {
         report: report::build("sync", &names(settings), &stats, &plan, Some(&result)),
     })

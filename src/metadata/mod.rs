@@ -182,13 +182,9 @@ impl<M: MetadataStore> Recorder<M> {
                         detail: e.to_string(),
                     }
                 })?;
-            // A record follows its source; a changed --target is re-checked tag by tag.
-            if record.target != dst_text {
-                record = NamespaceRecord {
-                    failed: record.failed,
-                    ..NamespaceRecord::new(src_text.clone(), dst_text.clone())
-                };
-            }
+            // A record follows its source; after a changed --target each image keeps its
+            // recorded target, so its tags are planned as re-targeted.
+            record.target = dst_text;
             return Ok(record);
         }
         Ok(NamespaceRecord::new(src_text, dst_text))

@@ -177,7 +177,12 @@ impl NamespaceRecord {
                     ..
                 } => {
                     let entry = self.images.entry(image.clone()).or_default();
-                    entry.target = target.clone();
+                    if entry.target != *target {
+                        // Re-targeted: the other tags were recorded at the old target, which
+                        // this image no longer maps to; dropped, they are checked anew.
+                        entry.tags.clear();
+                        entry.target = target.clone();
+                    }
                     let newer_exists = entry
                         .tags
                         .get(tag)

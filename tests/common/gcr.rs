@@ -38,6 +38,9 @@ struct State {
     plain_listing: bool,
     /// Where blob downloads are redirected, and with which status (302 like gcr.io).
     storage: Option<(u16, FakeStorage)>,
+    /// Repositories the credentials may not read (401 or 403), and ones deleted (404),
+    /// though their parent's `child` list still names them.
+    refused: HashMap<String, u16>,
 }
 
 /// A manifest the front serves itself: a signed schema-1 one as gcr.io serves it, or a
@@ -243,6 +246,17 @@ impl FakeGcr {
     pub fn plain_listing(&self) {
         self.state.lock().unwrap().plain_listing = true;
     }
+
+    /// Every API request on `repo` answers `status` as gcr.io does for a repository the
+    /// caller may not read (401, 403) or one deleted since its parent listed it (404);
+    /// tokens are still issued for it, as gcr.io does.
+    pub fn refuse(&self, repo: &str, status: u16) {
+        self.state
+            .lock()
+            .unwrap()
+            .refused
+            .insert(repo.into(), status);
+    }
 }
 
 /// The held manifest `path` (`/v2/NAME/manifests/REF`) names, if this front holds one.
@@ -276,6 +290,37 @@ fn with_held_tags(mut tags: Vec<String>, name: &str, state: &Arc<Mutex<State>>) 
         }
     }
     tags
+}
+
+/// The repository a `/v2/…` API path addresses.
+fn repo_of(path: &str) -> &str {
+    let name = path.trim_start_matches("/v2/");
+    let name = name.split("/manifests/").next().unwrap_or("");
+    let name = name.split("/blobs/").next().unwrap_or("");
+    name.trim_end_matches("/tags/list")
+}
+
+/// gcr.io's answers for a repository the token does not open, or one that is gone.
+fn refusal(status: u16, repo: &str, me: &str) -> Response<Body> {
+    let (code, message) = match status {
+        401 => ("UNAUTHORIZED", "You don't have the needed permissions to perform this operation, and you may have invalid credentials. To authenticate your request, follow the steps in: https://cloud.google.com/container-registry/docs/advanced-authentication".to_string()),
+        403 => ("DENIED", format!("Permission \"artifactregistry.repositories.downloadArtifacts\" denied on resource \"projects/team/locations/us/repositories/gcr.io\" (or it may not exist) for {repo}")),
+        _ => ("NAME_UNKNOWN", format!("Repository \"{repo}\" not found")),
+    };
+    let mut response = Response::builder()
+        .status(status)
+        .header("content-type", "application/json");
+    if status == 401 {
+        response = response.header(
+            "www-authenticate",
+            format!(r#"Bearer realm="http://{me}/v2/token",service="fake-gcr",scope="repository:{repo}:pull""#),
+        );
+    }
+    response
+        .body(full(
+            json!({"errors": [{"code": code, "message": message}]}).to_string(),
+        ))
+        .unwrap()
 }
 
 fn json_answer(status: u16, body: Value) -> Response<Body> {
@@ -406,6 +451,10 @@ async fn handle(
                 r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
             ))
             .unwrap();
+    }
+    let refused = state.lock().unwrap().refused.get(repo_of(&path)).copied();
+    if let Some(status) = refused {
+        return refusal(status, repo_of(&path), &me);
     }
     if let Some(doc) = held_for(&path, &state) {
         return held_answer(&doc, req.method() == "HEAD");
