@@ -65,7 +65,8 @@ fn outcome_of(step: &Step, result: Result<crate::copy::Copied, String>, at: Stri
     }
 }
 
-/// Accumulates outcomes and commits every `commit_every` of them.
+/// Accumulates outcomes and commits every `commit_every` of them; many recorded at once
+/// (adoptions) go in a few commits bounded by size (`Recorder::commit_bulk`).
 struct Batcher<'a, M> {
     recorder: &'a Recorder<M>,
     every: usize,
@@ -84,13 +85,35 @@ impl<M: MetadataStore> Batcher<'_, M> {
         }
     }
 
+    /// Records `outcomes` in bulk: a few large commits, whatever `--commit-every` is.
+    async fn push_bulk(&mut self, outcomes: Vec<(usize, Outcome)>) -> Result<(), StoreError> {
+        self.flush().await?;
+        let committed = self
+            .recorder
+            .commit_bulk(&outcomes, jiff::Timestamp::now())
+            .await;
+        self.result.outcomes.extend(outcomes);
+        match committed {
+            Ok(commits) => {
+                self.result.commits.extend(commits);
+                Ok(())
+            }
+            Err(e) => Err(e.incomplete(self.result.commits.clone(), 0)),
+        }
+    }
+
+    /// Commits the pending batch; a failure says what this run committed before it.
     async fn flush(&mut self) -> Result<(), StoreError> {
         let batch = std::mem::take(&mut self.pending);
-        if let Some(commit) = self.recorder.commit(&batch, jiff::Timestamp::now()).await? {
-            tracing::info!("recorded: {}", commit.message);
-            self.result.commits.push(commit);
+        match self.recorder.commit(&batch, jiff::Timestamp::now()).await {
+            Ok(Some(commit)) => {
+                tracing::info!("recorded: {}", commit.message);
+                self.result.commits.push(commit);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(e.incomplete(self.result.commits.clone(), batch.len())),
         }
-        Ok(())
     }
 }
 
@@ -115,17 +138,16 @@ where
         pending: Vec::new(),
         result: RunResult::default(),
     };
-    for step in &plan.adopt {
+    let adopted = plan.adopt.iter().map(|step| {
         let c = &step.candidate;
         let copied = crate::copy::Copied {
             digest: c.digest.clone(),
             media_type: step.media_type.clone().unwrap_or_default(),
             platforms: Vec::new(),
         };
-        batcher
-            .push(c.source, outcome_of(step, Ok(copied), now_utc()))
-            .await?;
-    }
+        (c.source, outcome_of(step, Ok(copied), now_utc()))
+    });
+    batcher.push_bulk(adopted.collect()).await?;
     let mut queue = plan.copy.iter();
     let mut running = JoinSet::new();
     loop {

@@ -316,7 +316,7 @@ async fn server_errors_and_secondary_rate_limits_are_waited_out() {
     let out = sync(work.path(), &src, &dst, &gh, &[]);
     assert_eq!(out.status.code(), Some(0));
     assert!(
-        stderr(&out).contains("HTTP 403; retrying"),
+        stderr(&out).contains("HTTP 403, rate limited"),
         "{}",
         stderr(&out)
     );
