@@ -1,6 +1,8 @@
 //! The GitHub metadata store against a fake GitHub API with real git object ids:
 //! one commit per batch, no commit on a no-op, concurrent shards and races merged,
-//! permissions and rate limits handled, the token nowhere but the Authorization header.
+//! permissions and rate limits handled, the token nowhere but the Authorization header,
+//! GitHub Enterprise's `/api/v3` (and a hint when its web UI is given), directories read
+//! where files are expected. Scale, secondary limits and 5xx: tests/github_scale.rs.
 
 mod common;
 
@@ -557,4 +559,35 @@ async fn directories_where_files_are_read_are_handled() {
         stderr(&out)
     );
     assert_eq!(gh.history("main"), history);
+}
+
+#[tokio::test]
+async fn a_branch_creation_whose_answer_was_lost_is_not_an_error() {
+    let (src, dst, gh) = (
+        TestRegistry::start(),
+        TestRegistry::start(),
+        FakeGitHub::start(false),
+    );
+    Pusher::new(&src.addr)
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(1000)])
+        .await;
+    // The branch is created, the answer is a 502; the retry finds it exists (422).
+    gh.inject_on("POST /git/refs", Fault::ServerErrorAfterApplying(502));
+    let work = tempfile::tempdir().unwrap();
+    let out = sync(
+        work.path(),
+        &src,
+        &dst,
+        &gh,
+        &["--github-branch", "mirror", "--github-create-branch"],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let statuses: Vec<u16> = gh
+        .log()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.contains("/git/refs"))
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(statuses, [502, 422]);
+    assert!(gh.file("mirror", "CHANGELOG.md").is_some());
 }

@@ -251,6 +251,11 @@ impl GitHubStore {
                 None,
             )
             .await?;
+        // 422 "Reference already exists": another shard, or our own retried request whose
+        // first answer was lost, created it; either way the branch is there.
+        if answer.status == 422 && self.ref_sha(&self.branch).await?.is_some() {
+            return Ok(());
+        }
         self.expect(answer, &[201], "creating the branch")?;
         tracing::info!(
             "created branch {} of {} from {from}",
