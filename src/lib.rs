@@ -17,5 +17,6 @@ pub mod plan;
 pub mod progress;
 pub mod reference;
 pub mod report;
+pub mod retry;
 pub mod run;
 pub mod settings;

@@ -84,7 +84,8 @@ fn outcome_of(step: &Step, result: Result<Copied, CopyError>, at: String) -> Out
     }
 }
 
-/// Accumulates outcomes and commits every `commit_every` of them.
+/// Accumulates outcomes and commits every `commit_every` of them; many recorded at once
+/// (adoptions) go in a few commits bounded by size (`Recorder::commit_bulk`).
 struct Batcher<'a, M> {
     recorder: &'a Recorder<M>,
     every: usize,
@@ -103,16 +104,38 @@ impl<M: MetadataStore> Batcher<'_, M> {
         }
     }
 
+    /// Records `outcomes` in bulk: a few large commits, whatever `--commit-every` is.
+    async fn push_bulk(&mut self, outcomes: Vec<(usize, Outcome)>) -> Result<(), StoreError> {
+        self.flush().await?;
+        let committed = self
+            .recorder
+            .commit_bulk(&outcomes, jiff::Timestamp::now())
+            .await;
+        self.result.outcomes.extend(outcomes);
+        match committed {
+            Ok(commits) => {
+                self.result.commits.extend(commits);
+                Ok(())
+            }
+            Err(e) => Err(e.incomplete(self.result.commits.clone(), 0)),
+        }
+    }
+
+    /// Commits the pending batch; a failure says what this run committed before it.
     async fn flush(&mut self) -> Result<(), StoreError> {
         if self.pending.is_empty() {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.pending);
-        if let Some(commit) = self.recorder.commit(&batch, jiff::Timestamp::now()).await? {
-            tracing::info!("recorded: {}", commit.message);
-            self.result.commits.push(commit);
+        match self.recorder.commit(&batch, jiff::Timestamp::now()).await {
+            Ok(Some(commit)) => {
+                tracing::info!("recorded: {}", commit.message);
+                self.result.commits.push(commit);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(e.incomplete(self.result.commits.clone(), batch.len())),
         }
-        Ok(())
     }
 }
 
@@ -189,12 +212,11 @@ where
         pending: Vec::new(),
         result: RunResult::default(),
     };
-    for (source, outcome) in without_copy(plan, sources, options.concurrency).await {
-        if let Err(e) = batcher.push(source, outcome).await {
-            batcher.result.fatal = Some(e.to_string());
-            batcher.result.not_started = plan.copy.clone();
-            return batcher.result;
-        }
+    let settled = without_copy(plan, sources, options.concurrency).await;
+    if let Err(e) = batcher.push_bulk(settled).await {
+        batcher.result.fatal = Some(e.to_string());
+        batcher.result.not_started = plan.copy.clone();
+        return batcher.result;
     }
     // Cancelled by a signal (through `stop`) or by a fatal error of this run.
     let cancel = stop.child_token();

@@ -467,10 +467,9 @@ fn github(
         create_branch: o.github_create_branch,
         author_name,
         author_email,
-        // Rate-limit waits longer than the run's own budget are not worth making.
-        max_wait: deadline
-            .unwrap_or(Duration::from_secs(15 * 60))
-            .min(Duration::from_secs(15 * 60)),
+        // --retries governs GitHub calls too; rate-limit waits end within --deadline.
+        retries: o.retries.clamp(0, 20) as usize,
+        deadline,
     }))
 }
 

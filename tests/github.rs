@@ -1,13 +1,15 @@
 //! The GitHub metadata store against a fake GitHub API with real git object ids:
 //! one commit per batch, no commit on a no-op, concurrent shards and races merged,
-//! permissions and rate limits handled, the token nowhere but the Authorization header.
+//! permissions and rate limits handled, the token nowhere but the Authorization header,
+//! GitHub Enterprise's `/api/v3` (and a hint when its web UI is given), directories read
+//! where files are expected. Scale, secondary limits and 5xx: tests/github_scale.rs.
 
 mod common;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::github::{FakeGitHub, Fault, READ_TOKEN, WRITE_TOKEN};
+use common::github::{FakeGitHub, Fault, Options, READ_TOKEN, WRITE_TOKEN};
 use common::images::random_bytes;
 use common::*;
 
@@ -316,7 +318,7 @@ async fn server_errors_and_secondary_rate_limits_are_waited_out() {
     let out = sync(work.path(), &src, &dst, &gh, &[]);
     assert_eq!(out.status.code(), Some(0));
     assert!(
-        stderr(&out).contains("HTTP 403; retrying"),
+        stderr(&out).contains("HTTP 403, rate limited"),
         "{}",
         stderr(&out)
     );
@@ -463,4 +465,129 @@ async fn the_seed_tools_lists_are_imported_and_checked_on_the_target() {
         record["images"]["app"]["tags"]["2"]["digest"],
         stale.as_str()
     );
+}
+
+#[tokio::test]
+async fn github_enterprise_paths_work_and_its_web_ui_gets_a_hint() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    Pusher::new(&src.addr)
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(1000)])
+        .await;
+    let work = tempfile::tempdir().unwrap();
+    // GitHub Enterprise Server: the API under /api/v3, the web UI (HTML 404) at the root.
+    let ghe = FakeGitHub::start(false);
+    assert!(ghe.api_url.ends_with("/api/v3"));
+    let base = mirror_args(&src, &dst, &work.path().join("unused"));
+    let out = run(gcrsync(work.path()).args(&base).args([
+        "--github-repo",
+        "owner/repo",
+        "--github-api-url",
+        &ghe.root_url,
+        "--github-token",
+        WRITE_TOKEN,
+    ]));
+    assert_eq!(out.status.code(), Some(3));
+    let expected = format!("--github-api-url {}/api/v3", ghe.root_url);
+    assert!(
+        stderr(&out).contains("web page") && stderr(&out).contains(&expected),
+        "expected a hint to add /api/v3 in {}",
+        stderr(&out)
+    );
+    assert!(
+        ghe.log().iter().all(|r| r.method == "GET"),
+        "nothing written"
+    );
+    let before = ghe.log().len();
+    let out = sync(work.path(), &src, &dst, &ghe, &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        ghe.log()
+            .iter()
+            .skip(before)
+            .all(|r| r.path.starts_with("/api/v3/repos/owner/repo")),
+        "every API call under /api/v3"
+    );
+    assert!(ghe.file("main", "CHANGELOG.md").is_some());
+    // api.github.com's layout, the API at the root, works the same.
+    let dotcom = FakeGitHub::start_with(Options {
+        prefix: "",
+        ..Options::default()
+    });
+    let out = sync(work.path(), &src, &dst, &dotcom, &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        dotcom
+            .file("main", &format!("{}/team/images.json", src.addr))
+            .is_some_and(|r| r.contains("\"1\"")),
+        "recorded (adopted: the first run copied it)"
+    );
+}
+
+#[tokio::test]
+async fn directories_where_files_are_read_are_handled() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    Pusher::new(&src.addr)
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(1000)])
+        .await;
+    let work = tempfile::tempdir().unwrap();
+    // The seeds kept `<ns>/ImageList`, so `<ns>` (here `team`) may be a directory; read as
+    // a legacy list it answers 200 with a listing, which is no list: it is skipped.
+    let gh = FakeGitHub::start(false);
+    gh.seed("main", "team/notes.md", "the seeds' directory\n");
+    let out = sync(work.path(), &src, &dst, &gh, &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let record = gh
+        .file("main", &format!("{}/team/images.json", src.addr))
+        .unwrap();
+    assert!(record.contains("\"1\""), "{record}");
+    assert!(
+        gh.log()
+            .iter()
+            .any(|r| r.path.contains("/contents/team?") && r.status == 200),
+        "the directory was read and answered with its listing"
+    );
+    // images.json itself a directory: a clear error naming the path, nothing committed.
+    let gh = FakeGitHub::start(false);
+    let path = format!("{}/team/images.json", src.addr);
+    gh.seed("main", &format!("{path}/stray.txt"), "not a record\n");
+    let history = gh.history("main");
+    let out = sync(work.path(), &src, &dst, &gh, &[]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).contains(&format!("{path} is a directory")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(gh.history("main"), history);
+}
+
+#[tokio::test]
+async fn a_branch_creation_whose_answer_was_lost_is_not_an_error() {
+    let (src, dst, gh) = (
+        TestRegistry::start(),
+        TestRegistry::start(),
+        FakeGitHub::start(false),
+    );
+    Pusher::new(&src.addr)
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(1000)])
+        .await;
+    // The branch is created, the answer is a 502; the retry finds it exists (422).
+    gh.inject_on("POST /git/refs", Fault::ServerErrorAfterApplying(502));
+    let work = tempfile::tempdir().unwrap();
+    let out = sync(
+        work.path(),
+        &src,
+        &dst,
+        &gh,
+        &["--github-branch", "mirror", "--github-create-branch"],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let statuses: Vec<u16> = gh
+        .log()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.contains("/git/refs"))
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(statuses, [502, 422]);
+    assert!(gh.file("mirror", "CHANGELOG.md").is_some());
 }

@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
 
 use common::github::{FakeGitHub, WRITE_TOKEN};
 use gcrsync::metadata::github::{GitHubConfig, GitHubStore};
@@ -158,7 +157,8 @@ async fn github_metadata_files_match_the_same_golden_bytes() {
         create_branch: false,
         author_name: "gcrsync".into(),
         author_email: "gcrsync@users.noreply.github.com".into(),
-        max_wait: Duration::from_secs(5),
+        retries: 4,
+        deadline: None,
     };
     let store = GitHubStore::connect(&config, reqwest::Client::new(), true)
         .await

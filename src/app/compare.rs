@@ -87,11 +87,10 @@ pub(super) async fn compare<M: MetadataStore>(
             println!("{}", serde_json::to_string(outcome).unwrap_or_default());
         }
     } else {
-        for chunk in outcomes.chunks(settings.commit_every) {
-            if let Some(commit) = recorder.commit(chunk, jiff::Timestamp::now()).await? {
-                result.commits.push(commit);
-            }
-        }
+        // Thousands of records: a few commits bounded by size, not by --commit-every.
+        result.commits = recorder
+            .commit_bulk(&outcomes, jiff::Timestamp::now())
+            .await?;
     }
     result.outcomes = outcomes;
     Ok(Finished {

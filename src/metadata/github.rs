@@ -2,17 +2,19 @@
 //! commit through the Git Data API (blobs → tree → commit → ref update without force).
 //! No clone, no git binary; a moved ref is a conflict the `Recorder` re-applies onto.
 
-use std::time::Duration;
+mod api;
+pub mod pace;
 
+use std::time::{Duration, Instant};
+
+use api::{Answer, Api, github};
 use base64::Engine as _;
-use bytes::Bytes;
-use http_body_util::BodyExt;
 use octocrab::Octocrab;
-use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{FileChange, MetadataStore, StoreError, WriteOutcome};
+use crate::retry::RetryPolicy;
 
 /// Where and as whom to commit.
 #[derive(Clone)]
@@ -31,8 +33,10 @@ pub struct GitHubConfig {
     pub author_name: String,
     /// Commit author e-mail.
     pub author_email: String,
-    /// The longest rate-limit wait accepted before giving up.
-    pub max_wait: Duration,
+    /// Retries per request (`--retries`).
+    pub retries: usize,
+    /// Rate-limit and pacing waits must end within this long of connecting (`--deadline`).
+    pub deadline: Option<Duration>,
 }
 
 impl std::fmt::Debug for GitHubConfig {
@@ -54,70 +58,16 @@ pub struct Head {
 
 /// Commits metadata to a branch of a GitHub repository.
 pub struct GitHubStore {
-    client: Octocrab,
+    api: Api,
     repo: String,
     branch: String,
     author: Value,
-    max_wait: Duration,
-}
-
-struct Answer {
-    status: u16,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Answer {
-    fn json<T: serde::de::DeserializeOwned>(&self, what: &str) -> Result<T, StoreError> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| github(what, format!("unexpected answer: {e}")))
-    }
-
-    fn message(&self) -> String {
-        #[derive(Deserialize)]
-        struct Message {
-            message: Option<String>,
-        }
-        serde_json::from_slice::<Message>(&self.body)
-            .ok()
-            .and_then(|m| m.message)
-            .unwrap_or_default()
-    }
-}
-
-fn github(action: &str, detail: impl Into<String>) -> StoreError {
-    StoreError::GitHub {
-        action: action.to_string(),
-        detail: detail.into(),
-    }
 }
 
 #[derive(Deserialize)]
 struct Sha {
     sha: String,
 }
-
-/// How long GitHub asks us to wait: `retry-after` (secondary limits), or until
-/// `x-ratelimit-reset` when `x-ratelimit-remaining` is 0 (primary limit).
-fn rate_limit_wait(headers: &HeaderMap) -> Option<Duration> {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    };
-    if let Some(secs) = header("retry-after") {
-        return Some(Duration::from_secs(secs));
-    }
-    if header("x-ratelimit-remaining") == Some(0) {
-        let now = jiff::Timestamp::now().as_second().max(0) as u64;
-        return header("x-ratelimit-reset")
-            .map(|reset| Duration::from_secs(reset.saturating_sub(now) + 1));
-    }
-    None
-}
-
-const RETRIES: u32 = 5;
 
 impl GitHubStore {
     /// Checks the repository, the token's write access (when `write`), and the branch.
@@ -133,12 +83,18 @@ impl GitHubStore {
             .build_with_reqwest(http)
             .map_err(|e| github("setup", e.to_string()))?;
         let author = json!({"name": config.author_name, "email": config.author_email});
-        let mut store = GitHubStore {
+        let api = Api::new(
             client,
+            &config.api_url,
+            RetryPolicy::new(config.retries),
+            config.deadline.map(|d| Instant::now() + d),
+            &pace::GITHUB_LIMITS,
+        );
+        let mut store = GitHubStore {
+            api,
             repo: config.repo.clone(),
             branch: String::new(),
             author,
-            max_wait: config.max_wait,
         };
         #[derive(Deserialize)]
         struct Repo {
@@ -198,6 +154,9 @@ impl GitHubStore {
         if ok.contains(&answer.status) {
             return Ok(answer);
         }
+        if answer.is_web_page() {
+            return Err(self.web_page_error(answer.status));
+        }
         let message = answer.message();
         Err(match answer.status {
             401 => github(
@@ -216,7 +175,26 @@ impl GitHubStore {
         })
     }
 
-    /// One API request, retried on 5xx and connection errors, waiting out rate limits.
+    /// `--github-api-url` leads to a web site, not the API: GitHub Enterprise Server serves
+    /// its web UI at the root and the API under `/api/v3`.
+    fn web_page_error(&self, status: u16) -> StoreError {
+        let url = self.api.api_url();
+        let hint = if url.trim_end_matches('/').ends_with("/api/v3") {
+            "check the URL".to_string()
+        } else {
+            format!(
+                "for GitHub Enterprise Server add /api/v3: --github-api-url {}/api/v3",
+                url.trim_end_matches('/')
+            )
+        };
+        github(
+            "reading the repository",
+            format!(
+                "--github-api-url {url} answered with a web page (HTTP {status}), not the GitHub REST API; {hint}"
+            ),
+        )
+    }
+
     async fn call(
         &self,
         method: &str,
@@ -224,69 +202,7 @@ impl GitHubStore {
         body: Option<&Value>,
         accept: Option<&str>,
     ) -> Result<Answer, StoreError> {
-        let mut delay = Duration::from_millis(500);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let sent = match method {
-                "GET" => {
-                    let mut headers = http::HeaderMap::new();
-                    if let Some(accept) = accept {
-                        headers
-                            .insert(http::header::ACCEPT, accept.parse().expect("static header"));
-                    }
-                    self.client._get_with_headers(path, Some(headers)).await
-                }
-                "POST" => self.client._post(path, body).await,
-                "PATCH" => self.client._patch(path, body).await,
-                "PUT" => self.client._put(path, body).await,
-                other => unreachable!("no {other} requests are made"),
-            };
-            let answer = match sent {
-                Ok(response) => {
-                    let (parts, body) = response.into_parts();
-                    match body.collect().await {
-                        Ok(collected) => Ok(Answer {
-                            status: parts.status.as_u16(),
-                            headers: parts.headers,
-                            body: collected.to_bytes(),
-                        }),
-                        Err(e) => Err(e.to_string()),
-                    }
-                }
-                Err(e) => Err(e.to_string()),
-            };
-            let wait = match &answer {
-                Err(_) | Ok(Answer { status: 500.., .. }) => (attempt < RETRIES).then_some(delay),
-                Ok(a) if a.status == 403 || a.status == 429 => match rate_limit_wait(&a.headers) {
-                    Some(wait) if wait <= self.max_wait && attempt <= RETRIES => Some(wait),
-                    Some(wait) => {
-                        return Err(github(
-                            "waiting for the rate limit",
-                            format!(
-                                "GitHub asks to wait {}s, longer than allowed ({}s)",
-                                wait.as_secs(),
-                                self.max_wait.as_secs()
-                            ),
-                        ));
-                    }
-                    None => None,
-                },
-                Ok(_) => None,
-            };
-            match (answer, wait) {
-                (answer, Some(wait)) => {
-                    let why = answer
-                        .as_ref()
-                        .map_or_else(|e| e.clone(), |a| format!("HTTP {}", a.status));
-                    tracing::warn!("GitHub {method} {path}: {why}; retrying in {wait:.1?}");
-                    tokio::time::sleep(wait).await;
-                    delay = (delay * 2).min(Duration::from_secs(30));
-                }
-                (Ok(answer), None) => return Ok(answer),
-                (Err(e), None) => return Err(github(&format!("{method} {path}"), e)),
-            }
-        }
+        self.api.call(method, path, body, accept).await
     }
 
     async fn ref_sha(&self, branch: &str) -> Result<Option<String>, StoreError> {
@@ -335,6 +251,11 @@ impl GitHubStore {
                 None,
             )
             .await?;
+        // 422 "Reference already exists": another shard, or our own retried request whose
+        // first answer was lost, created it; either way the branch is there.
+        if answer.status == 422 && self.ref_sha(&self.branch).await?.is_some() {
+            return Ok(());
+        }
         self.expect(answer, &[201], "creating the branch")?;
         tracing::info!(
             "created branch {} of {} from {from}",
@@ -342,6 +263,15 @@ impl GitHubStore {
             self.repo
         );
         Ok(())
+    }
+
+    /// A blob's bytes, for files the contents API sends without content (over 1 MB).
+    async fn read_blob(&self, sha: &str, action: &str) -> Result<Vec<u8>, StoreError> {
+        let route = format!("/repos/{}/git/blobs/{sha}", self.repo);
+        let answer = self
+            .call("GET", &route, None, Some("application/vnd.github.raw"))
+            .await?;
+        Ok(self.expect(answer, &[200], action)?.body.to_vec())
     }
 
     async fn post_sha(&self, path: &str, body: &Value, action: &str) -> Result<String, StoreError> {
@@ -421,22 +351,60 @@ impl MetadataStore for GitHubStore {
         })
     }
 
+    /// Through the contents API: small files come inline (base64), files over 1 MB come
+    /// without content and are fetched as a blob (up to 100 MB), and a directory comes as
+    /// a listing, which is no file.
     async fn read(&self, head: &Head, path: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let Some(commit) = &head.commit else {
             return Ok(None);
         };
+        let action = format!("reading {path}");
         let route = format!("/repos/{}/contents/{path}?ref={commit}", self.repo);
         let answer = self
-            .call("GET", &route, None, Some("application/vnd.github.raw"))
+            .call("GET", &route, None, Some("application/vnd.github+json"))
             .await?;
         if answer.status == 404 {
             return Ok(None);
         }
-        Ok(Some(
-            self.expect(answer, &[200], &format!("reading {path}"))?
-                .body
-                .to_vec(),
-        ))
+        let answer = self.expect(answer, &[200], &action)?;
+        let entry = match answer.json::<Value>(&action)? {
+            Value::Array(_) => {
+                return Err(StoreError::NotAFile {
+                    path: path.to_string(),
+                });
+            }
+            entry => entry,
+        };
+        #[derive(Deserialize)]
+        struct Entry {
+            #[serde(rename = "type")]
+            kind: String,
+            sha: String,
+            #[serde(default)]
+            size: u64,
+            #[serde(default)]
+            encoding: Option<String>,
+            #[serde(default)]
+            content: Option<String>,
+        }
+        let entry: Entry = serde_json::from_value(entry)
+            .map_err(|e| github(&action, format!("unexpected answer: {e}")))?;
+        if entry.kind != "file" {
+            return Err(StoreError::NotAFile {
+                path: path.to_string(),
+            });
+        }
+        match (entry.encoding.as_deref(), entry.content) {
+            (Some("base64"), Some(content)) if !content.is_empty() || entry.size == 0 => {
+                // GitHub wraps the base64 text at 60 columns.
+                let text: String = content.split_whitespace().collect();
+                base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .map(Some)
+                    .map_err(|e| github(&action, format!("content is not base64: {e}")))
+            }
+            _ => self.read_blob(&entry.sha, &action).await.map(Some),
+        }
     }
 
     async fn write(

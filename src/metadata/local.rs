@@ -57,8 +57,10 @@ impl MetadataStore for LocalStore {
         match tokio::fs::read(&full).await {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            // A directory where a legacy file may be (`<ns>` vs `<ns>/ImageList`) is "no file".
-            Err(_) if full.is_dir() => Ok(None),
+            // A directory where a file may be (`<ns>` vs `<ns>/ImageList`) is no file.
+            Err(_) if full.is_dir() => Err(StoreError::NotAFile {
+                path: path.to_string(),
+            }),
             Err(e) => Err(io_error(&full)(e)),
         }
     }

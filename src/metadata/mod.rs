@@ -1,6 +1,7 @@
 //! Metadata: the `MetadataStore` seam (a directory or a GitHub repository) and the
 //! `Recorder` that turns batches of outcomes into files and commits them (SPEC §5–§6).
 
+pub mod batch;
 pub mod github;
 pub mod local;
 pub mod record;
@@ -71,6 +72,64 @@ pub enum StoreError {
     /// Concurrent writers kept winning.
     #[error("metadata store kept changing under us after {0} attempts; try again")]
     Contended(usize),
+    /// A directory where gcrsync keeps or looks for a file.
+    #[error(
+        "metadata path {path} is a directory, where gcrsync keeps a file; move it away or choose another --metadata-path"
+    )]
+    NotAFile {
+        /// The path.
+        path: String,
+    },
+    /// A commit failed (after its retries) once others had landed: what is committed
+    /// stays, the outcomes not committed are recorded by the next run.
+    #[error("{source}; {}", incomplete_detail(committed, *uncommitted))]
+    Incomplete {
+        /// The commits made before the failure, oldest first.
+        committed: Vec<Committed>,
+        /// Outcomes (tags) whose records were not committed.
+        uncommitted: usize,
+        /// Why the commit failed.
+        source: Box<StoreError>,
+    },
+}
+
+fn incomplete_detail(committed: &[Committed], uncommitted: usize) -> String {
+    let done = match committed.last() {
+        None => "nothing was committed in this run".to_string(),
+        Some(last) => format!(
+            "{} commit(s) landed before it (last {}: {})",
+            committed.len(),
+            last.id.as_deref().unwrap_or("written"),
+            last.message
+        ),
+    };
+    format!("{done}; {uncommitted} tag outcome(s) not recorded, the next run records them")
+}
+
+impl StoreError {
+    /// Wraps a failed commit with what was committed before it; the `committed` of an
+    /// already wrapped error are kept ahead of these.
+    pub fn incomplete(self, mut committed: Vec<Committed>, uncommitted: usize) -> StoreError {
+        match self {
+            StoreError::Incomplete {
+                committed: inner,
+                uncommitted: more,
+                source,
+            } => {
+                committed.extend(inner);
+                StoreError::Incomplete {
+                    committed,
+                    uncommitted: uncommitted + more,
+                    source,
+                }
+            }
+            source => StoreError::Incomplete {
+                committed,
+                uncommitted,
+                source: Box::new(source),
+            },
+        }
+    }
 }
 
 /// Where metadata lives: a set of files with optimistic concurrency.
@@ -171,9 +230,13 @@ impl<M: MetadataStore> Recorder<M> {
             format!("{}{ns_path}/ImageList", self.prefix),
             format!("{}{ns_path}", self.prefix),
         ];
-        for path in candidates {
-            let Some(bytes) = self.store.read(revision, &path).await? else {
-                continue;
+        for (i, path) in candidates.into_iter().enumerate() {
+            let bytes = match self.store.read(revision, &path).await {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => continue,
+                // The seeds' `<ns>` may be a directory (holding `<ns>/ImageList`): no list.
+                Err(StoreError::NotAFile { .. }) if i > 0 => continue,
+                Err(e) => return Err(e),
             };
             let mut record =
                 NamespaceRecord::from_json(&bytes, &src_text, &dst_text).map_err(|e| {
@@ -218,6 +281,30 @@ impl<M: MetadataStore> Recorder<M> {
             }
         }
         Err(StoreError::Contended(MAX_CONFLICTS))
+    }
+
+    /// Commits many outcomes at once (adoptions, legacy imports, `compare`) in a few
+    /// commits bounded by size (`batch`), not by `--commit-every`. A failure keeps the
+    /// commits made before it, and says so (`StoreError::Incomplete`).
+    pub async fn commit_bulk(
+        &self,
+        outcomes: &[(usize, Outcome)],
+        now: jiff::Timestamp,
+    ) -> Result<Vec<Committed>, StoreError> {
+        let weights: Vec<usize> = outcomes.iter().map(|(_, o)| batch::weight(o)).collect();
+        let mut committed = Vec::new();
+        for range in batch::batches(&weights, batch::MAX_RECORDS, batch::MAX_BYTES) {
+            let left = outcomes.len() - range.start;
+            match self.commit(&outcomes[range], now).await {
+                Ok(Some(commit)) => {
+                    tracing::info!("recorded: {}", commit.message);
+                    committed.push(commit);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(e.incomplete(committed, left)),
+            }
+        }
+        Ok(committed)
     }
 
     /// The files of a batch applied on top of `revision`; `images.json` files come last so

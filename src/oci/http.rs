@@ -1,9 +1,7 @@
 //! `HttpRegistry`: the distribution HTTP API over reqwest, with auth, pagination and retries.
 
-use std::future::Future;
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use reqwest::header;
@@ -22,41 +20,26 @@ use crate::reference::{Digest, RegistryHost, RepoPath};
 
 /// Page size asked of `_catalog` and `tags/list`; registries may cap it lower.
 const PAGE_SIZE: usize = 1000;
-/// A registry asking for longer than this is not waited for within one request's retries.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 
-/// How failed requests are retried: exponential backoff with jitter, honouring `Retry-After`.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// Retries after the first attempt.
-    pub retries: usize,
-    /// The first delay; later ones double, up to `max_delay`.
-    pub min_delay: Duration,
-    /// The longest delay between attempts.
-    pub max_delay: Duration,
-}
+pub use crate::retry::RetryPolicy;
 
 impl RetryPolicy {
-    /// Runs `op` until it succeeds, fails for good, or the retries are spent; `what` prefixes
-    /// the retry warnings where the error itself does not say what was being done.
+    /// `RetryPolicy::retry` for registry calls (their closures need the error type named).
     pub async fn run<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T>>,
+        Fut: std::future::Future<Output = Result<T>>,
     {
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(self.min_delay)
-            .with_max_delay(self.max_delay)
-            .with_max_times(self.retries)
-            .with_jitter();
-        op.retry(backoff)
-            .when(Error::is_retryable)
-            .adjust(|e, delay| delay.map(|d| e.retry_after().map_or(d, |r| r.min(MAX_RETRY_AFTER))))
-            .notify(|e, delay| match what {
-                "" => tracing::warn!("{e}; retrying in {delay:.1?}"),
-                _ => tracing::warn!("{what}: {e}; retrying in {delay:.1?}"),
-            })
-            .await
+        self.retry(what, op).await
+    }
+}
+
+impl crate::retry::Transient for Error {
+    fn is_retryable(&self) -> bool {
+        Error::is_retryable(self)
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        Error::retry_after(self)
     }
 }
 

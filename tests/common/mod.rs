@@ -3,6 +3,7 @@
 
 pub mod faults;
 pub mod gcr;
+pub mod git;
 pub mod github;
 pub mod google;
 pub mod images;

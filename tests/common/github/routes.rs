@@ -1,0 +1,298 @@
+//! The fake GitHub's routes: faults and secondary limits first, then the repository's
+//! REST endpoints (repository, refs, commits, blobs, trees, contents) over the git objects.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use hyper::Response;
+use serde_json::{Value, json};
+
+use super::{
+    Fault, Object, SECONDARY_LIMIT_MESSAGE, State, answer, raw_answer, web_page_404, wrapped_base64,
+};
+use crate::common::server::Body;
+
+fn secondary_limit(retry_after: u64, remaining: u64) -> Response<Body> {
+    let mut response = answer(
+        403,
+        json!({"message": SECONDARY_LIMIT_MESSAGE,
+               "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits"}),
+        remaining,
+    );
+    response
+        .headers_mut()
+        .insert("retry-after", retry_after.to_string().parse().unwrap());
+    response
+}
+
+fn fault_answer(fault: &Fault, remaining: u64) -> Response<Body> {
+    match fault {
+        Fault::ServerError(status) | Fault::ServerErrorAfterApplying(status) => {
+            answer(*status, json!({"message": "Server Error"}), remaining)
+        }
+        Fault::SecondaryLimit(secs) => secondary_limit(*secs, remaining),
+        Fault::PrimaryLimit(secs) => {
+            let mut response = answer(403, json!({"message": "API rate limit exceeded"}), 0);
+            let reset = (jiff::Timestamp::now().as_second() + secs).to_string();
+            response
+                .headers_mut()
+                .insert("x-ratelimit-reset", reset.parse().unwrap());
+            response
+        }
+    }
+}
+
+pub(super) fn route(
+    state: &mut State,
+    method: &str,
+    path: &str,
+    query: &str,
+    token: Option<String>,
+    raw_accept: bool,
+    body: &[u8],
+) -> Response<Body> {
+    state.remaining = state.remaining.saturating_sub(1);
+    let remaining = state.remaining;
+    let Some(api_path) = path.strip_prefix(state.options.prefix) else {
+        return web_page_404();
+    };
+    let repo_prefix = format!("/repos/{}", state.repo);
+    let rest = api_path.strip_prefix(&repo_prefix).map(str::to_string);
+    let signature = format!("{method} {}", rest.as_deref().unwrap_or(api_path));
+    let fault = state
+        .faults
+        .iter()
+        .position(|(route, _)| signature.starts_with(route.as_str()))
+        .map(|i| state.faults.remove(i).1);
+    if let Some(fault) = &fault {
+        if !matches!(fault, Fault::ServerErrorAfterApplying(_)) {
+            return fault_answer(fault, remaining);
+        }
+    }
+    let can_write = match token.as_deref().and_then(|t| state.tokens.get(t)) {
+        Some(write) => *write,
+        None => return answer(401, json!({"message": "Bad credentials"}), remaining),
+    };
+    let Some(rest) = rest else {
+        return answer(404, json!({"message": "Not Found"}), remaining);
+    };
+    if method != "GET" && !can_write {
+        return answer(
+            403,
+            json!({"message": "Resource not accessible by personal access token"}),
+            remaining,
+        );
+    }
+    if method != "GET" {
+        if let Some(retry_after) = state.over_content_limit() {
+            return secondary_limit(retry_after, remaining);
+        }
+    }
+    let response = repo_route(state, method, &rest, query, can_write, raw_accept, body);
+    match fault {
+        Some(fault) => fault_answer(&fault, remaining),
+        None => response,
+    }
+}
+
+fn repo_route(
+    state: &mut State,
+    method: &str,
+    rest: &str,
+    query: &str,
+    can_write: bool,
+    raw_accept: bool,
+    body: &[u8],
+) -> Response<Body> {
+    let remaining = state.remaining;
+    let json_body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let empty = state.refs.is_empty();
+    let is_empty_answer = || {
+        answer(
+            409,
+            json!({"message": "Git Repository is empty."}),
+            remaining,
+        )
+    };
+    match (method, rest) {
+        ("GET", "") => answer(
+            200,
+            json!({"full_name": state.repo, "default_branch": state.default_branch, "permissions": {"pull": true, "push": can_write}}),
+            remaining,
+        ),
+        ("GET", "/git/refs") if empty => is_empty_answer(),
+        ("GET", "/git/refs") => answer(200, json!([]), remaining),
+        ("GET", r) if r.starts_with("/git/ref/heads/") => {
+            if empty {
+                return is_empty_answer();
+            }
+            match state.refs.get(&r["/git/ref/heads/".len()..]) {
+                Some(sha) => answer(
+                    200,
+                    json!({"ref": r, "object": {"sha": sha, "type": "commit"}}),
+                    remaining,
+                ),
+                None => answer(404, json!({"message": "Not Found"}), remaining),
+            }
+        }
+        ("GET", r) if r.starts_with("/git/commits/") => {
+            match state.git.commit_tree(&r["/git/commits/".len()..]) {
+                Some(tree) => answer(
+                    200,
+                    json!({"sha": &r["/git/commits/".len()..], "tree": {"sha": tree}}),
+                    remaining,
+                ),
+                None => answer(404, json!({"message": "Not Found"}), remaining),
+            }
+        }
+        ("GET", r) if r.starts_with("/git/blobs/") => {
+            let sha = &r["/git/blobs/".len()..];
+            match state.git.blob(sha) {
+                Some(bytes) if raw_accept => raw_answer(bytes),
+                Some(bytes) => answer(
+                    200,
+                    json!({"sha": sha, "size": bytes.len(), "encoding": "base64", "content": wrapped_base64(&bytes)}),
+                    remaining,
+                ),
+                None => answer(404, json!({"message": "Not Found"}), remaining),
+            }
+        }
+        ("GET", r) if r.starts_with("/contents/") => {
+            let commit = query
+                .split('&')
+                .find_map(|p| p.strip_prefix("ref="))
+                .map(str::to_string)
+                .or_else(|| state.refs.get(&state.default_branch).cloned())
+                .unwrap_or_default();
+            state.contents(&commit, &r["/contents/".len()..], raw_accept, remaining)
+        }
+        ("POST", "/git/blobs") if empty => is_empty_answer(),
+        ("POST", "/git/blobs") => {
+            let content = json_body["content"].as_str().unwrap_or_default();
+            let bytes = match json_body["encoding"].as_str() {
+                Some("base64") => base64::engine::general_purpose::STANDARD
+                    .decode(content)
+                    .unwrap(),
+                _ => content.as_bytes().to_vec(),
+            };
+            let sha = state.git.store(Object::Blob(bytes));
+            answer(201, json!({"sha": sha}), remaining)
+        }
+        ("POST", "/git/trees") => {
+            let mut files = BTreeMap::new();
+            if let Some(base) = json_body["base_tree"].as_str() {
+                state.git.files(base, "", &mut files);
+            }
+            for entry in json_body["tree"].as_array().cloned().unwrap_or_default() {
+                let path = entry["path"].as_str().unwrap().to_string();
+                match entry["sha"].as_str() {
+                    Some(sha) => files.insert(path, sha.to_string()),
+                    None => files.remove(&path),
+                };
+            }
+            let sha = state.git.build(&files);
+            answer(201, json!({"sha": sha}), remaining)
+        }
+        ("POST", "/git/commits") => {
+            let parents: Vec<String> = json_body["parents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_str().unwrap().to_string())
+                .collect();
+            let tree = json_body["tree"].as_str().unwrap().to_string();
+            let sha = state.git.commit(
+                &tree,
+                &parents,
+                json_body["message"].as_str().unwrap(),
+                &json_body["author"],
+            );
+            answer(201, json!({"sha": sha}), remaining)
+        }
+        ("POST", "/git/refs") => {
+            let name = json_body["ref"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("refs/heads/")
+                .to_string();
+            if state.refs.contains_key(&name) {
+                return answer(
+                    422,
+                    json!({"message": "Reference already exists"}),
+                    remaining,
+                );
+            }
+            state
+                .refs
+                .insert(name, json_body["sha"].as_str().unwrap().to_string());
+            answer(201, json!({"ref": json_body["ref"]}), remaining)
+        }
+        ("PATCH", r) if r.starts_with("/git/refs/heads/") => {
+            let branch = r["/git/refs/heads/".len()..].to_string();
+            if state.races > 0 {
+                state.land_foreign_commit(&branch);
+                state.races -= 1;
+            }
+            let new = json_body["sha"].as_str().unwrap().to_string();
+            let forced = json_body["force"].as_bool().unwrap_or(false);
+            match state.refs.get(&branch).cloned() {
+                None => answer(
+                    422,
+                    json!({"message": "Reference does not exist"}),
+                    remaining,
+                ),
+                Some(current) if !forced && !state.git.is_ancestor(&current, &new) => answer(
+                    422,
+                    json!({"message": "Update is not a fast forward"}),
+                    remaining,
+                ),
+                Some(_) => {
+                    state.refs.insert(branch, new.clone());
+                    answer(200, json!({"ref": r, "object": {"sha": new}}), remaining)
+                }
+            }
+        }
+        ("PUT", r) if r.starts_with("/contents/") => {
+            let path = r["/contents/".len()..].to_string();
+            let branch = json_body["branch"]
+                .as_str()
+                .unwrap_or(&state.default_branch)
+                .to_string();
+            let parent = state.refs.get(&branch).cloned();
+            if parent.is_some()
+                && json_body["sha"].is_null()
+                && state.git.read(parent.as_ref().unwrap(), &path).is_some()
+            {
+                return answer(
+                    422,
+                    json!({"message": "\"sha\" wasn't supplied."}),
+                    remaining,
+                );
+            }
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(json_body["content"].as_str().unwrap())
+                .unwrap();
+            let mut files = match &parent {
+                Some(p) => state.git.tree_files(p),
+                None => BTreeMap::new(),
+            };
+            let blob = state.git.store(Object::Blob(bytes));
+            files.insert(path, blob);
+            let tree = state.git.build(&files);
+            let parents: Vec<String> = parent.into_iter().collect();
+            let sha = state.git.commit(
+                &tree,
+                &parents,
+                json_body["message"].as_str().unwrap(),
+                &json_body["author"],
+            );
+            state.refs.insert(branch, sha.clone());
+            answer(201, json!({"commit": {"sha": sha}}), remaining)
+        }
+        _ => answer(
+            404,
+            json!({"message": format!("fake GitHub has no route {method} {rest}")}),
+            remaining,
+        ),
+    }
+}
