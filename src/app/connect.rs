@@ -2,7 +2,6 @@
 //! per source and the target with their logins, and the metadata recorder.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::AppError;
 use crate::metadata::render::Renderer;
@@ -37,11 +36,7 @@ impl Registries {
     /// One client per registry over the shared pool `http` (or `unverified` for
     /// `--insecure-registry https://HOST`).
     pub(super) fn new(settings: &Settings, http: &Clients) -> Result<Self, AppError> {
-        let retry = RetryPolicy {
-            retries: settings.retries,
-            min_delay: Duration::from_millis(250),
-            max_delay: Duration::from_secs(30),
-        };
+        let retry = RetryPolicy::new(settings.retries);
         let unverified = match settings
             .insecure
             .iter()
