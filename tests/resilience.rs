@@ -421,3 +421,79 @@ async fn errors_still_write_the_report_and_a_bad_report_path_is_refused_up_front
     );
     assert_eq!(report["totals"]["copied"], 0);
 }
+
+/// After the first signal the last commit gets a bounded time (here GitHub holds it with a
+/// secondary rate limit); a second signal ends the process at once, as Actions' SIGTERM
+/// 7.5 s after its SIGINT would.
+#[tokio::test]
+async fn a_second_signal_exits_at_once_while_the_last_commit_waits() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    push_workload(&src, 2, 1000).await;
+    let large = random_bytes(8 << 20);
+    let large_digest = images::digest_of(&large);
+    Pusher::new(&src.addr)
+        .image("team/large", "1", Format::Oci, "amd64", &[large])
+        .await;
+    let proxy = FaultProxy::start(&src.addr);
+    proxy.inject(Rule {
+        method: "GET",
+        path_contains: large_digest.clone(),
+        times: 100,
+        fault: Fault::Trickle(Duration::from_millis(50)),
+    });
+    let gh = common::github::FakeGitHub::start(false);
+    // The batch's first write is held for a minute.
+    gh.inject_on("POST /git/blobs", common::github::Fault::SecondaryLimit(60));
+    let work = tempfile::tempdir().unwrap();
+    let child = gcrsync(work.path())
+        .args(args_for(
+            &proxy.addr,
+            &dst.addr,
+            &work.path().join("unused"),
+        ))
+        .args([
+            "--github-repo",
+            "owner/repo",
+            "--github-api-url",
+            &gh.api_url,
+            "--github-token",
+            common::github::WRITE_TOKEN,
+            "--process-limit",
+            "4",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let target = Pusher::new(&dst.addr);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let small_done = target.head("mirror/img00", "1").await.is_some()
+            && target.head("mirror/img01", "1").await.is_some();
+        if small_done
+            && proxy
+                .log()
+                .iter()
+                .any(|(_, p, _)| p.contains(&large_digest))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the small images were never copied"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(&child, "INT");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        gh.log().iter().any(|r| r.path.contains("/git/blobs")),
+        "the last commit had started: {:?}",
+        gh.log()
+    );
+    signal(&child, "TERM");
+    let (out, took) = exit_within(child, Duration::from_secs(2));
+    let log = stderr(&out);
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("second signal"), "{log}");
+}
