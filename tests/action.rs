@@ -56,13 +56,7 @@ async fn the_action_installs_the_verified_release_and_reports_to_the_runner() {
 
     let work = tempfile::tempdir().unwrap();
     let releases = FakeReleases::github_like();
-    let mut runner = runner(work.path());
-    runner
-        .context
-        .insert("github.server_url".into(), releases.server_url.clone());
-    runner
-        .context
-        .insert("github.api_url".into(), releases.api_url.clone());
+    let runner = runner_on(&releases, work.path());
     let (source, target, insecure) = (
         format!("{}/team", src.addr),
         format!("{}/mirror", dst.addr),
@@ -153,6 +147,18 @@ async fn the_action_installs_the_verified_release_and_reports_to_the_runner() {
         summary.contains("**Failed tags**") && summary.contains(&format!("| `{source}/bad:1` |")),
         "{summary}"
     );
+}
+
+/// The runner of `uses: gcrsync/gcrsync@v1`, on a github.com that is `releases`.
+fn runner_on(releases: &FakeReleases, work: &Path) -> common::runner::Runner {
+    let mut runner = runner(work);
+    runner
+        .context
+        .insert("github.server_url".into(), releases.server_url.clone());
+    runner
+        .context
+        .insert("github.api_url".into(), releases.api_url.clone());
+    runner
 }
 
 /// The any-CI line of examples/.travis.yml (also in the README).
@@ -263,27 +269,11 @@ async fn a_cancelled_step_stops_gcrsync_itself_and_still_writes_the_outputs() {
         )
         .await;
     }
-    let large = random_bytes(8 << 20);
-    let large_digest = images::digest_of(&large);
-    p.image("team/large", "1", Format::Oci, "amd64", &[large])
-        .await;
-    let proxy = faults::FaultProxy::start(&src.addr);
-    proxy.inject(faults::Rule {
-        method: "GET",
-        path_contains: large_digest.clone(),
-        times: 100,
-        fault: faults::Fault::Trickle(Duration::from_millis(50)),
-    });
+    let (proxy, large_digest) = faults::slow_large_image(&src).await;
 
     let work = tempfile::tempdir().unwrap();
     let releases = FakeReleases::github_like();
-    let mut runner = runner(work.path());
-    runner
-        .context
-        .insert("github.server_url".into(), releases.server_url.clone());
-    runner
-        .context
-        .insert("github.api_url".into(), releases.api_url.clone());
+    let runner = runner_on(&releases, work.path());
     let metadata = work.path().join("meta");
     let (source, target, insecure) = (
         format!("{}/team", proxy.addr),
@@ -306,25 +296,17 @@ async fn a_cancelled_step_stops_gcrsync_itself_and_still_writes_the_outputs() {
         if id != "run" {
             return;
         }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let small_done = records.exists()
-                && read_json(&records)["images"]
-                    .as_object()
-                    .is_some_and(|i| i.len() == 2);
-            let large_started = proxy
-                .log()
-                .iter()
-                .any(|(_, p, _)| p.contains(&large_digest));
-            if small_done && large_started {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the small images never got recorded"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(
+            "the small images never got recorded",
+            Duration::from_secs(60),
+            || {
+                records.exists()
+                    && read_json(&records)["images"]
+                        .as_object()
+                        .is_some_and(|i| i.len() == 2)
+                    && proxy.saw(&large_digest)
+            },
+        );
         let signalled = Instant::now();
         assert!(
             Command::new("kill")

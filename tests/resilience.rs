@@ -6,10 +6,9 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::faults::{Fault, FaultProxy, Rule};
+use common::faults::{Fault, FaultProxy, Rule, slow_large_image};
 use common::images::random_bytes;
 use common::*;
-use sha2::{Digest as _, Sha256};
 
 /// `count` single-layer images of `size` bytes each under `team/`.
 async fn push_workload(src: &TestRegistry, count: usize, size: usize) -> Vec<(String, String)> {
@@ -227,19 +226,7 @@ fn exit_within(
 async fn sigint_during_a_large_layer_cancels_it_commits_the_rest_and_exits_within_5s() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
     let small = push_workload(&src, 3, 1000).await;
-    let large = random_bytes(8 << 20);
-    let large_digest = format!("sha256:{}", hex::encode(Sha256::digest(&large)));
-    Pusher::new(&src.addr)
-        .image("team/large", "1", Format::Oci, "amd64", &[large])
-        .await;
-    // The large layer arrives a few KiB every 50 ms: minutes, never idle long.
-    let proxy = FaultProxy::start(&src.addr);
-    proxy.inject(Rule {
-        method: "GET",
-        path_contains: large_digest.clone(),
-        times: 100,
-        fault: Fault::Trickle(Duration::from_millis(50)),
-    });
+    let (proxy, large_digest) = slow_large_image(&src).await;
     let work = tempfile::tempdir().unwrap();
     let metadata = work.path().join("meta");
     let report = work.path().join("report.json");
@@ -251,25 +238,17 @@ async fn sigint_during_a_large_layer_cancels_it_commits_the_rest_and_exits_withi
         .spawn()
         .unwrap();
     let records = metadata.join(format!("{}/team/images.json", proxy.addr));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let done = records.exists()
-            && read_json(&records)["images"]
-                .as_object()
-                .is_some_and(|i| i.len() == small.len());
-        let large_started = proxy
-            .log()
-            .iter()
-            .any(|(_, p, _)| p.contains(&large_digest));
-        if done && large_started {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the small images were never recorded"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        "the small images were never recorded",
+        Duration::from_secs(30),
+        || {
+            records.exists()
+                && read_json(&records)["images"]
+                    .as_object()
+                    .is_some_and(|i| i.len() == small.len())
+                && proxy.saw(&large_digest)
+        },
+    );
     signal(&child, "INT");
     let (out, took) = exit_within(child, Duration::from_secs(5));
     let log = stderr(&out);
@@ -429,18 +408,7 @@ async fn errors_still_write_the_report_and_a_bad_report_path_is_refused_up_front
 async fn a_second_signal_exits_at_once_while_the_last_commit_waits() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
     push_workload(&src, 2, 1000).await;
-    let large = random_bytes(8 << 20);
-    let large_digest = images::digest_of(&large);
-    Pusher::new(&src.addr)
-        .image("team/large", "1", Format::Oci, "amd64", &[large])
-        .await;
-    let proxy = FaultProxy::start(&src.addr);
-    proxy.inject(Rule {
-        method: "GET",
-        path_contains: large_digest.clone(),
-        times: 100,
-        fault: Fault::Trickle(Duration::from_millis(50)),
-    });
+    let (proxy, large_digest) = slow_large_image(&src).await;
     let gh = common::github::FakeGitHub::start(false);
     // The batch's first write is held for a minute.
     gh.inject_on("POST /git/blobs", common::github::Fault::SecondaryLimit(60));
@@ -469,12 +437,7 @@ async fn a_second_signal_exits_at_once_while_the_last_commit_waits() {
     loop {
         let small_done = target.head("mirror/img00", "1").await.is_some()
             && target.head("mirror/img01", "1").await.is_some();
-        if small_done
-            && proxy
-                .log()
-                .iter()
-                .any(|(_, p, _)| p.contains(&large_digest))
-        {
+        if small_done && proxy.saw(&large_digest) {
             break;
         }
         assert!(

@@ -256,3 +256,29 @@ pub async fn forward(
         .body(BodyExt::boxed(StreamBody::new(stream)))
         .unwrap()
 }
+
+/// A source whose image `team/large:1` has an 8 MiB layer that arrives a few KiB every
+/// 50 ms (minutes in all, never idle long) through a proxy in front of `src`: a copy that
+/// is surely in flight when a test signals. Returns the proxy and the layer's digest.
+pub async fn slow_large_image(src: &super::TestRegistry) -> (FaultProxy, String) {
+    let large = super::images::random_bytes(8 << 20);
+    let digest = super::images::digest_of(&large);
+    super::Pusher::new(&src.addr)
+        .image("team/large", "1", super::Format::Oci, "amd64", &[large])
+        .await;
+    let proxy = FaultProxy::start(&src.addr);
+    proxy.inject(Rule {
+        method: "GET",
+        path_contains: digest.clone(),
+        times: 100,
+        fault: Fault::Trickle(std::time::Duration::from_millis(50)),
+    });
+    (proxy, digest)
+}
+
+impl FaultProxy {
+    /// Whether a request for `path_part` has come through.
+    pub fn saw(&self, path_part: &str) -> bool {
+        self.log().iter().any(|(_, p, _)| p.contains(path_part))
+    }
+}
