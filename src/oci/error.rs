@@ -132,6 +132,8 @@ impl Error {
     /// A request that got no answer. rustls reports a plain-HTTP answer to its handshake
     /// as a corrupt message (`InvalidContentType`); retrying cannot help, the scheme can.
     pub fn transport(method: &reqwest::Method, url: &str, source: reqwest::Error) -> Error {
+        // reqwest's message repeats the whole URL, signature of a storage URL included.
+        let source = source.without_url();
         let url = super::http::loggable(url);
         if causes(&source).contains("InvalidContentType") {
             let host = host_of(&url);
@@ -245,3 +247,18 @@ impl Error {
 
 /// Result of a registry operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[tokio::test]
+    async fn a_transport_error_never_shows_a_signed_url() {
+        let url = "http://127.0.0.1:1/bucket/blob?X-Amz-Signature=s3cr3tsig&Expires=1";
+        let failed = reqwest::Client::new().get(url).send().await.unwrap_err();
+        assert!(failed.to_string().contains("s3cr3tsig"), "reqwest shows it");
+        let error = Error::transport(&reqwest::Method::GET, url, failed);
+        let text = format!("{error} {error:?}");
+        assert!(!text.contains("s3cr3tsig"), "{text}");
+    }
+}
