@@ -127,6 +127,9 @@ pub struct Report {
     /// What ended the run before its end (exit 2 or 3), if anything did; what was
     /// committed before it is in `commits`.
     pub error: Option<String>,
+    /// Tags copied or adopted whose commit a signal cut short: on the target, not in the
+    /// records; the next run adopts them.
+    pub unrecorded: usize,
     /// For `test`: every tag the plan would copy or adopt, in order.
     pub plan: Option<Vec<Step>>,
 }
@@ -275,6 +278,7 @@ pub fn build(
         commit_sha: run.and_then(|r| r.commits.iter().rev().find_map(|c| c.id.clone())),
         stopped: run.and_then(|r| r.stopped.map(str::to_string)),
         error: run.and_then(|r| r.fatal.clone()),
+        unrecorded: run.map_or(0, |r| r.unrecorded),
         plan: plan_steps,
     }
 }
@@ -303,6 +307,7 @@ impl Report {
             commit_sha: None,
             stopped: None,
             error: None,
+            unrecorded: 0,
             plan: None,
         }
     }
@@ -342,6 +347,12 @@ impl Report {
                     self.commit_sha.as_deref().unwrap_or("(local store)")
                 ));
             }
+        }
+        if self.unrecorded > 0 {
+            out.push_str(&format!(
+                "not recorded: {} tag(s) copied or adopted, whose commit the signal cut short; the next run adopts them\n",
+                self.unrecorded
+            ));
         }
         if let Some(why) = &self.stopped {
             out.push_str(&format!(

@@ -2,6 +2,7 @@
 //! batches of `--commit-every`, stopping new copies at the deadline and cancelling the
 //! running ones on SIGINT/SIGTERM.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,8 @@ pub struct RunResult {
     /// What made the run unable to go on (exit 3): the metadata store failed after its
     /// retries, or a registry refused the credentials. What was committed before stays.
     pub fatal: Option<String>,
+    /// Tags copied or adopted whose commit a signal cut short (the next run adopts them).
+    pub unrecorded: usize,
 }
 
 fn outcome_of(step: &Step, result: Result<Copied, CopyError>, at: String) -> Outcome {
@@ -85,56 +88,99 @@ fn outcome_of(step: &Step, result: Result<Copied, CopyError>, at: String) -> Out
 }
 
 /// Accumulates outcomes and commits every `commit_every` of them; many recorded at once
-/// (adoptions) go in a few commits bounded by size (`Recorder::commit_bulk`).
+/// (adoptions) go in a few commits bounded by size (`Recorder::commit_bulk`). Every
+/// commit ends at the latest `FINAL_COMMIT_AFTER_SIGNAL` after a signal, and after the
+/// store failed for good nothing more is tried.
 struct Batcher<'a, M> {
     recorder: &'a Recorder<M>,
+    stop: &'a StopFlag,
     every: usize,
     pending: Vec<(usize, Outcome)>,
     result: RunResult,
+    /// The store failed after its retries (`result.fatal` says how).
+    broken: bool,
 }
 
 impl<M: MetadataStore> Batcher<'_, M> {
-    async fn push(&mut self, source: usize, outcome: Outcome) -> Result<(), StoreError> {
+    async fn push(&mut self, source: usize, outcome: Outcome) {
         self.pending.push((source, outcome.clone()));
         self.result.outcomes.push((source, outcome));
         if self.pending.len() >= self.every {
-            self.flush().await
-        } else {
-            Ok(())
+            self.flush().await;
         }
     }
 
+    /// Runs a commit unless a signal came `FINAL_COMMIT_AFTER_SIGNAL` ago; `None` when it
+    /// was cut (its tags are on the target; the next run adopts them).
+    async fn bounded<T>(
+        stop: &StopFlag,
+        commit: impl Future<Output = Result<T, StoreError>>,
+    ) -> Option<Result<T, StoreError>> {
+        let window = async {
+            stop.cancelled().await;
+            tokio::time::sleep(FINAL_COMMIT_AFTER_SIGNAL).await;
+        };
+        tokio::select! {
+            done = commit => Some(done),
+            _ = window => None,
+        }
+    }
+
+    fn failed(&mut self, error: StoreError) {
+        self.broken = true;
+        if let StoreError::Incomplete { committed, .. } = &error {
+            self.result.commits.clone_from(committed);
+        }
+        self.result.fatal.get_or_insert(error.to_string());
+    }
+
+    fn cut(&mut self, tags: usize) {
+        tracing::warn!(
+            "the commit of {tags} tag(s) did not finish within {FINAL_COMMIT_AFTER_SIGNAL:?} of the signal; they are on the target and the next run adopts them"
+        );
+        self.result.unrecorded += tags;
+    }
+
     /// Records `outcomes` in bulk: a few large commits, whatever `--commit-every` is.
-    async fn push_bulk(&mut self, outcomes: Vec<(usize, Outcome)>) -> Result<(), StoreError> {
-        self.flush().await?;
-        let committed = self
-            .recorder
-            .commit_bulk(&outcomes, jiff::Timestamp::now())
-            .await;
+    async fn push_bulk(&mut self, outcomes: Vec<(usize, Outcome)>) {
+        self.flush().await;
+        if self.broken || outcomes.is_empty() {
+            return;
+        }
+        let (recorder, stop) = (self.recorder, self.stop);
+        let before = self.result.commits.clone();
+        let committed = Self::bounded(
+            stop,
+            recorder.commit_bulk(&outcomes, jiff::Timestamp::now()),
+        )
+        .await;
+        let count = outcomes.len();
         self.result.outcomes.extend(outcomes);
         match committed {
-            Ok(commits) => {
-                self.result.commits.extend(commits);
-                Ok(())
-            }
-            Err(e) => Err(e.incomplete(self.result.commits.clone(), 0)),
+            Some(Ok(commits)) => self.result.commits.extend(commits),
+            Some(Err(e)) => self.failed(e.incomplete(before, 0)),
+            None => self.cut(count),
         }
     }
 
     /// Commits the pending batch; a failure says what this run committed before it.
-    async fn flush(&mut self) -> Result<(), StoreError> {
-        if self.pending.is_empty() {
-            return Ok(());
+    async fn flush(&mut self) {
+        if self.pending.is_empty() || self.broken {
+            return;
         }
         let batch = std::mem::take(&mut self.pending);
-        match self.recorder.commit(&batch, jiff::Timestamp::now()).await {
-            Ok(Some(commit)) => {
+        let (recorder, stop) = (self.recorder, self.stop);
+        match Self::bounded(stop, recorder.commit(&batch, jiff::Timestamp::now())).await {
+            Some(Ok(Some(commit))) => {
                 tracing::info!("recorded: {}", commit.message);
                 self.result.commits.push(commit);
-                Ok(())
             }
-            Ok(None) => Ok(()),
-            Err(e) => Err(e.incomplete(self.result.commits.clone(), batch.len())),
+            Some(Ok(None)) => {}
+            Some(Err(e)) => {
+                let before = self.result.commits.clone();
+                self.failed(e.incomplete(before, batch.len()));
+            }
+            None => self.cut(batch.len()),
         }
     }
 }
@@ -208,13 +254,21 @@ where
 {
     let mut batcher = Batcher {
         recorder,
+        stop,
         every: options.commit_every,
         pending: Vec::new(),
         result: RunResult::default(),
+        broken: false,
     };
-    let settled = without_copy(plan, sources, options.concurrency).await;
-    if let Err(e) = batcher.push_bulk(settled).await {
-        batcher.result.fatal = Some(e.to_string());
+    // Reading adopted indexes' platforms takes a while on a first run: a signal skips it
+    // (the adoptions are found again next run).
+    let settled = tokio::select! {
+        biased;
+        _ = stop.cancelled() => Vec::new(),
+        settled = without_copy(plan, sources, options.concurrency) => settled,
+    };
+    batcher.push_bulk(settled).await;
+    if batcher.broken {
         batcher.result.not_started = plan.copy.clone();
         return batcher.result;
     }
@@ -275,8 +329,8 @@ where
             }
         }
         let outcome = outcome_of(&step, result, now_utc());
-        if let Err(e) = batcher.push(step.candidate.source, outcome).await {
-            batcher.result.fatal = Some(e.to_string());
+        batcher.push(step.candidate.source, outcome).await;
+        if batcher.broken {
             cancel.cancel();
         }
     }
@@ -284,18 +338,6 @@ where
         batcher.result.stopped = Some("signal");
     }
     batcher.result.not_started.extend(queue.cloned());
-    let flushed = if stop.is_cancelled() {
-        match tokio::time::timeout(FINAL_COMMIT_AFTER_SIGNAL, batcher.flush()).await {
-            Ok(done) => done.map_err(|e| e.to_string()),
-            Err(_) => Err(format!(
-                "the last commit did not finish within {FINAL_COMMIT_AFTER_SIGNAL:?} of the signal; its tags are on the target and the next run adopts them"
-            )),
-        }
-    } else {
-        batcher.flush().await.map_err(|e| e.to_string())
-    };
-    if let Err(e) = flushed {
-        batcher.result.fatal.get_or_insert(e);
-    }
+    batcher.flush().await;
     batcher.result
 }

@@ -220,8 +220,8 @@ fn exit_within(
 }
 
 /// Actions cancels with SIGINT and kills 10 s later: a copy in the middle of a large,
-/// slow layer is cancelled at once, the finished tags are committed, the report says so,
-/// and the process is gone well within 5 s.
+/// slow layer is cancelled at once, the finished tags (not yet committed: the batch is
+/// not full) are committed, the report says so, and the process is gone well within 5 s.
 #[tokio::test]
 async fn sigint_during_a_large_layer_cancels_it_commits_the_rest_and_exits_within_5s() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
@@ -232,22 +232,16 @@ async fn sigint_during_a_large_layer_cancels_it_commits_the_rest_and_exits_withi
     let report = work.path().join("report.json");
     let child = gcrsync(work.path())
         .args(args_for(&proxy.addr, &dst.addr, &metadata))
-        .args(["--commit-every", "1", "--process-limit", "4", "--report"])
+        .args(["--process-limit", "4", "--report"])
         .arg(&report)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let records = metadata.join(format!("{}/team/images.json", proxy.addr));
-    wait_until(
-        "the small images were never recorded",
-        Duration::from_secs(30),
-        || {
-            records.exists()
-                && read_json(&records)["images"]
-                    .as_object()
-                    .is_some_and(|i| i.len() == small.len())
-                && proxy.saw(&large_digest)
-        },
+    wait_for_small_copies(&dst, &proxy, &large_digest, small.len()).await;
+    assert!(
+        !records.exists(),
+        "the batch is not full: nothing committed yet"
     );
     signal(&child, "INT");
     let (out, took) = exit_within(child, Duration::from_secs(5));
@@ -258,8 +252,14 @@ async fn sigint_during_a_large_layer_cancels_it_commits_the_rest_and_exits_withi
     assert_eq!(report["stopped"], "signal", "{report}");
     assert_eq!(report["totals"]["copied"], small.len(), "{report}");
     assert_eq!(report["totals"]["pending"], 1, "{report}");
+    assert_eq!(report["unrecorded"], 0, "{report}");
     assert!(report["error"].is_null(), "{report}");
     let recorded = read_json(&records);
+    assert_eq!(
+        recorded["images"].as_object().unwrap().len(),
+        small.len(),
+        "{recorded}"
+    );
     assert!(recorded["images"].get("large").is_none(), "{recorded}");
     // A rerun without the slow proxy's fault completes the mirror.
     proxy.clear();
@@ -271,6 +271,32 @@ async fn sigint_during_a_large_layer_cancels_it_commits_the_rest_and_exits_withi
         read_json(&records)["images"].as_object().unwrap().len(),
         small.len() + 1
     );
+}
+
+/// Waits until `count` small images `img00…` are on the target under `mirror/` and the
+/// slow layer's download has started.
+async fn wait_for_small_copies(dst: &TestRegistry, proxy: &FaultProxy, large: &str, count: usize) {
+    let target = Pusher::new(&dst.addr);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut copied = 0;
+        for i in 0..count {
+            copied += usize::from(
+                target
+                    .head(&format!("mirror/img{i:02}"), "1")
+                    .await
+                    .is_some(),
+            );
+        }
+        if copied == count && proxy.saw(large) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the small images were never copied"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A metadata store that fails for good mid-run ends the run with exit 3, and the report
@@ -401,11 +427,9 @@ async fn errors_still_write_the_report_and_a_bad_report_path_is_refused_up_front
     assert_eq!(report["totals"]["copied"], 0);
 }
 
-/// After the first signal the last commit gets a bounded time (here GitHub holds it with a
-/// secondary rate limit); a second signal ends the process at once, as Actions' SIGTERM
-/// 7.5 s after its SIGINT would.
-#[tokio::test]
-async fn a_second_signal_exits_at_once_while_the_last_commit_waits() {
+/// A run whose last commit GitHub holds with a secondary rate limit, signalled with
+/// SIGINT once the small images are copied (and, when `second`, with SIGTERM 0.5 s later).
+async fn signal_while_github_holds_the_commit(second: bool) -> (std::process::Output, Duration) {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
     push_workload(&src, 2, 1000).await;
     let (proxy, large_digest) = slow_large_image(&src).await;
@@ -413,6 +437,7 @@ async fn a_second_signal_exits_at_once_while_the_last_commit_waits() {
     // The batch's first write is held for a minute.
     gh.inject_on("POST /git/blobs", common::github::Fault::SecondaryLimit(60));
     let work = tempfile::tempdir().unwrap();
+    let report = work.path().join("report.json");
     let child = gcrsync(work.path())
         .args(args_for(
             &proxy.addr,
@@ -428,33 +453,46 @@ async fn a_second_signal_exits_at_once_while_the_last_commit_waits() {
             common::github::WRITE_TOKEN,
             "--process-limit",
             "4",
+            "--report",
         ])
+        .arg(&report)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let target = Pusher::new(&dst.addr);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let small_done = target.head("mirror/img00", "1").await.is_some()
-            && target.head("mirror/img01", "1").await.is_some();
-        if small_done && proxy.saw(&large_digest) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the small images were never copied"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_small_copies(&dst, &proxy, &large_digest, 2).await;
     signal(&child, "INT");
+    if !second {
+        let (out, took) = exit_within(child, Duration::from_secs(7));
+        let report = read_json(&report);
+        assert_eq!(report["unrecorded"], 2, "{report}");
+        assert!(report["error"].is_null(), "{report}");
+        return (out, took);
+    }
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         gh.log().iter().any(|r| r.path.contains("/git/blobs")),
-        "the last commit had started: {:?}",
-        gh.log()
+        "the last commit had started"
     );
     signal(&child, "TERM");
-    let (out, took) = exit_within(child, Duration::from_secs(2));
+    exit_within(child, Duration::from_secs(2))
+}
+
+/// After the first signal the last commit gets a bounded time, then the run reports
+/// (exit 1: stopped by a signal, not a store failure) well inside Actions' window.
+#[tokio::test]
+async fn a_commit_held_by_github_ends_within_the_cancel_window() {
+    let (out, took) = signal_while_github_holds_the_commit(false).await;
+    let log = stderr(&out);
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("next run adopts them"), "{log}");
+}
+
+/// A second signal ends the process at once, as Actions' SIGTERM 7.5 s after its SIGINT
+/// would.
+#[tokio::test]
+async fn a_second_signal_exits_at_once_while_the_last_commit_waits() {
+    let (out, took) = signal_while_github_holds_the_commit(true).await;
     let log = stderr(&out);
     assert!(took < Duration::from_secs(1), "{took:?}");
     assert_eq!(out.status.code(), Some(1), "{log}");

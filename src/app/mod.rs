@@ -275,7 +275,12 @@ async fn command<M: MetadataStore>(
                 report: report::build("test", &names(settings), &stats, &plan, None),
             })
         }
-        Command::Compare => compare(settings, registries, recorder).await,
+        Command::Compare => {
+            match until_stopped(&stop, compare(settings, registries, recorder)).await? {
+                Some(finished) => Ok(finished),
+                None => Ok(stopped_before_planning("compare", settings)),
+            }
+        }
         Command::Monitor { .. } => monitor(settings, registries, recorder, &stop).await,
     }
 }
@@ -292,7 +297,10 @@ async fn sync<M: MetadataStore>(
     else {
         return Ok(stopped_before_planning("sync", settings));
     };
-    let listing_commit = record_listing_failures(&stats, recorder).await?;
+    // A signal here leaves the failures to be reported only (they are listed again).
+    let listing_commit = until_stopped(stop, record_listing_failures(&stats, recorder))
+        .await?
+        .flatten();
     let quotas: Vec<Option<u64>> = registries.sources.iter().map(|s| s.pull_quota()).collect();
     let over_quota = plan::fit_quotas(&mut plan, &quotas);
     if over_quota > 0 {
@@ -383,8 +391,8 @@ async fn until_stopped<T>(
     }
 }
 
-/// The report of a run stopped by a signal while it was still listing: nothing was
-/// copied or recorded.
+/// The report of a run stopped by a signal before it copied or recorded anything (while
+/// listing, or during `compare`, which keeps any commit it made before).
 fn stopped_before_planning(command: &str, settings: &Settings) -> Finished {
     let mut report = Report::empty(command, &names(settings));
     report.stopped = Some("signal".to_string());

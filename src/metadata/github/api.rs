@@ -19,6 +19,8 @@ use crate::retry::{RetryPolicy, Transient};
 
 /// Without `--deadline`, the longest rate-limit wait made (the primary limit resets hourly).
 const MAX_WAIT: Duration = Duration::from_secs(3600);
+/// How far past `--deadline` a rate-limit wait may end, so the last commits land.
+const DEADLINE_GRACE: Duration = Duration::from_secs(90);
 /// GitHub: a secondary limit without `retry-after` or reset waits at least a minute.
 const SECONDARY_MIN_WAIT: Duration = Duration::from_secs(60);
 /// ... and backs off exponentially when it repeats, up to this.
@@ -195,16 +197,22 @@ impl Api {
         &self.api_url
     }
 
-    /// Whether a wait of `wait` from now is allowed: it must end before `--deadline`.
+    /// Whether a wait of `wait` from now is allowed: it must end before `--deadline`, give
+    /// or take `DEADLINE_GRACE` (the deadline stops starting copies; the commits of the
+    /// copies still running at it must land, even behind a short rate-limit wait).
     fn check_wait(&self, wait: Duration, why: &str) -> Result<(), StoreError> {
-        let allowed = self
-            .deadline
-            .map_or(MAX_WAIT, |d| d.saturating_duration_since(Instant::now()));
+        let allowed = self.deadline.map_or(MAX_WAIT, |d| {
+            (d + DEADLINE_GRACE).saturating_duration_since(Instant::now())
+        });
         if wait <= allowed {
             return Ok(());
         }
         let limit = match self.deadline {
-            Some(_) => format!("only {}s are left before --deadline", allowed.as_secs()),
+            Some(_) => format!(
+                "only {}s are left before --deadline (and its grace of {}s)",
+                allowed.as_secs(),
+                DEADLINE_GRACE.as_secs()
+            ),
             None => format!("longer than gcrsync waits ({}s)", MAX_WAIT.as_secs()),
         };
         Err(github(
