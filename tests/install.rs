@@ -544,3 +544,46 @@ fn the_fake_serves_releases_as_github_does() {
         )
     );
 }
+
+/// Inside a composite action the runner may leave `github.action_ref` and
+/// `github.action_repository` empty; the action's checkout path
+/// (`…/_actions/OWNER/REPO/REF`) still names the release to install, never a build.
+#[test]
+fn the_action_path_names_the_release_when_the_runner_gives_no_ref() {
+    let releases = FakeReleases::github_like();
+    let mut install = Install::new(&releases, "");
+    install
+        .runner
+        .context
+        .insert("github.action_repository".into(), String::new());
+    let checkout = install.work.path().join("_actions/gcrsync/gcrsync/v1");
+    std::fs::create_dir_all(checkout.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_MANIFEST_DIR"), &checkout).unwrap();
+    let tools = install.tools.clone();
+    let with_cargo = install.with_cargo.clone();
+    let path = checkout.to_str().unwrap().to_string();
+    let run = |install: &mut Install, tools: &Path| {
+        install
+            .runner
+            .context
+            .insert("github.action_ref".into(), String::new());
+        let cache = install.work.path().join("cargo-target");
+        install.runner.run_action(
+            &[("version", "")],
+            &[
+                ("PATH", tools.to_str().unwrap()),
+                ("GITHUB_ACTION_PATH", path.as_str()),
+                ("CARGO_TARGET_DIR", cache.to_str().unwrap()),
+            ],
+        )
+    };
+    let steps = run(&mut install, &tools);
+    let (out, outputs) = &steps[0];
+    assert!(out.status.success(), "{}", stdout(out));
+    assert_eq!(outputs["version"], "v1.2.1", "@v1 from the path");
+    assert!(!install.cargo_ran());
+    // With cargo on PATH too: still the release, never a build.
+    let steps = run(&mut install, &with_cargo);
+    assert!(steps[0].0.status.success());
+    assert!(!install.cargo_ran());
+}

@@ -31,6 +31,14 @@ api=${GCRSYNC_API_URL:-https://api.github.com}
 api=${api%/}
 token=${GCRSYNC_ACTION_TOKEN:-}
 unset GCRSYNC_ACTION_TOKEN
+# The runner does not always fill github.action_ref/action_repository inside a composite
+# action (actions/runner#2473); the path it checked the action out to names both:
+# …/_actions/OWNER/REPO/REF[/SUBDIR]. A `uses: ./` checkout is never under _actions/.
+if [[ "$action_path" == */_actions/*/*/* ]]; then
+  IFS=/ read -r path_owner path_repo path_ref _ <<<"${action_path##*/_actions/}"
+  repository=${repository:-$path_owner/$path_repo}
+  ref=${ref:-$path_ref}
+fi
 
 work="${RUNNER_TEMP:-/tmp}/gcrsync-install"
 dest="${RUNNER_TEMP:-/tmp}/gcrsync-bin"
