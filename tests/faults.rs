@@ -343,3 +343,39 @@ async fn a_target_that_does_not_create_repositories_on_push_says_what_to_do() {
         "nothing recorded: {record}"
     );
 }
+
+/// A `Link` to the next page on another host is refused: the registry's credentials go
+/// with every page request, so they would go to that host.
+#[tokio::test]
+async fn a_next_page_link_to_another_host_is_refused() {
+    let (src, dst, elsewhere) = (
+        TestRegistry::start(),
+        TestRegistry::start(),
+        TestRegistry::start(),
+    );
+    Pusher::new(&src.addr)
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(100)])
+        .await;
+    let proxy = FaultProxy::start(&src.addr);
+    proxy.add_header(
+        "link",
+        &format!(
+            r#"<http://{}/v2/_catalog?n=1000&last=team>; rel="next""#,
+            elsewhere.addr
+        ),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let out = run(gcrsync(work.path())
+        .args(proxied_args(&proxy, &dst, &work.path().join("meta")))
+        .args(["--insecure-registry", &elsewhere.addr]));
+    assert_eq!(out.status.code(), Some(3), "the catalog cannot be listed");
+    assert!(
+        stderr(&out).contains("leaves the registry"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        elsewhere.accesses().is_empty(),
+        "nothing reached the other host"
+    );
+}

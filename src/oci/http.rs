@@ -134,6 +134,13 @@ impl HttpRegistry {
         let scopes = [scope];
         while let Some(url) = next.take() {
             let url = self.url(&url);
+            // The registry's credentials go with every page: never to another host.
+            if !url.starts_with(&format!("{}/", self.base)) {
+                return Err(Error::InvalidResponse {
+                    url: loggable(&url),
+                    detail: format!("a next-page link leaves the registry {}", self.base),
+                });
+            }
             let (page, link) = self
                 .retry
                 .run("", || async {
