@@ -7,6 +7,7 @@ pub mod app;
 pub mod cli;
 pub mod copy;
 pub mod credentials;
+pub mod exit;
 pub mod filter;
 pub mod gcp;
 pub mod listing;

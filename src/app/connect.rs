@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::AppError;
+use crate::exit::Failure;
 use crate::metadata::render::Renderer;
 use crate::metadata::{MetadataStore, Recorder};
 use crate::oci::clients::{ClientOptions, Clients};
@@ -22,7 +22,7 @@ pub(super) struct Registries {
 /// The HTTP clients of a run (see `Clients`): TLS ones, and the CA store, are set up only
 /// when a TLS URL is first requested. `verify: false` only for
 /// `--insecure-registry https://HOST`.
-pub(super) fn http_clients(settings: &Settings, verify: bool) -> Result<Clients, AppError> {
+pub(super) fn http_clients(settings: &Settings, verify: bool) -> Result<Clients, Failure> {
     Clients::new(ClientOptions {
         timeout: settings.http_timeout,
         pool_per_host: settings.limits.tags + settings.limits.queries,
@@ -30,13 +30,13 @@ pub(super) fn http_clients(settings: &Settings, verify: bool) -> Result<Clients,
         ca_cert: settings.ca_cert.clone(),
         verify,
     })
-    .map_err(AppError::Config)
+    .map_err(Failure::HttpSetup)
 }
 
 impl Registries {
     /// One client per registry over the shared pool `http` (or `unverified` for
     /// `--insecure-registry https://HOST`).
-    pub(super) fn new(settings: &Settings, http: &Clients) -> Result<Self, AppError> {
+    pub(super) fn new(settings: &Settings, http: &Clients) -> Result<Self, Failure> {
         let retry = RetryPolicy {
             retries: settings.retries,
             min_delay: Duration::from_millis(250),
@@ -50,14 +50,14 @@ impl Registries {
             true => Some(http_clients(settings, false)?),
             false => None,
         };
-        let registry = |ns: &Namespace, access, side| -> Result<Arc<HttpRegistry>, AppError> {
+        let registry = |ns: &Namespace, access, side| -> Result<Arc<HttpRegistry>, Failure> {
             let mode = settings.transport(&ns.registry);
             let endpoint = Endpoint {
                 host: ns.registry.clone(),
                 plain_http: mode == Transport::Http,
                 login: settings
                     .login_for(&ns.registry, side)
-                    .map_err(AppError::Fatal)?,
+                    .map_err(Failure::Login)?,
                 access,
             };
             let client = match (mode, &unverified) {
@@ -83,12 +83,11 @@ impl Registries {
 pub(super) fn recorder<M: MetadataStore>(
     settings: &Settings,
     store: M,
-) -> Result<Recorder<M>, AppError> {
+) -> Result<Recorder<M>, Failure> {
     let renderer = Renderer::new(
         settings.readme_template.as_ref(),
         settings.changelog_template.as_ref(),
-    )
-    .map_err(|e| AppError::Config(e.to_string()))?;
+    )?;
     let pairs = settings
         .sources
         .iter()
