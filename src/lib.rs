@@ -6,7 +6,6 @@ pub mod actions;
 pub mod app;
 pub mod cli;
 pub mod copy;
-pub mod credentials;
 pub mod exit;
 pub mod filter;
 pub mod gcp;

@@ -5,12 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::exit::Failure;
+use crate::gcp::is_google_registry;
 use crate::metadata::render::Renderer;
 use crate::metadata::{MetadataStore, Recorder};
+use crate::oci::auth::Login;
 use crate::oci::clients::{ClientOptions, Clients};
 use crate::oci::http::{Access, Endpoint, HttpRegistry, RetryPolicy};
 use crate::reference::Namespace;
-use crate::settings::{Insecure, Settings, Side, Transport};
+use crate::reference::RegistryHost;
+use crate::settings::{DockerLogin, Insecure, Settings, Transport};
 
 /// Every registry a run talks to, sharing one connection pool.
 pub(super) struct Registries {
@@ -55,9 +58,7 @@ impl Registries {
             let endpoint = Endpoint {
                 host: ns.registry.clone(),
                 plain_http: mode == Transport::Http,
-                login: settings
-                    .login_for(&ns.registry, side)
-                    .map_err(Failure::Login)?,
+                login: login_for(settings, &ns.registry, side).map_err(Failure::Login)?,
                 access,
             };
             let client = match (mode, &unverified) {
@@ -78,6 +79,43 @@ impl Registries {
             retry,
         })
     }
+}
+
+/// Which side of the mirror a registry is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// A source.
+    Source,
+    /// The target.
+    Target,
+}
+
+/// The login for `host`, in this order: the side's options (flags, `GCRSYNC_*`,
+/// `DOCKER_*` for the target); the GCP key (any source; gcr.io and `*-docker.pkg.dev`
+/// targets); docker's config.json; else anonymous.
+fn login_for(
+    settings: &Settings,
+    host: &RegistryHost,
+    side: Side,
+) -> Result<Option<Login>, String> {
+    let explicit = match side {
+        Side::Source => &settings.source_credentials,
+        Side::Target => &settings.target_credentials,
+    };
+    if let Some(c) = explicit {
+        return Ok(Some(Login::Static(c.clone())));
+    }
+    if let Some(key) = settings
+        .gcp_key
+        .as_ref()
+        .filter(|_| side == Side::Source || is_google_registry(host))
+    {
+        return key.login().map(Some);
+    }
+    Ok(settings.docker_config.get(host).map(|login| match login {
+        DockerLogin::Basic(c) => Login::Static(c.clone()),
+        DockerLogin::IdentityToken(token) => Login::IdentityToken(token.clone()),
+    }))
 }
 
 pub(super) fn recorder<M: MetadataStore>(
