@@ -93,6 +93,9 @@ pub enum Failure {
     /// The metadata store is unusable.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// `generate-docs` failed, or (`--check`) found the docs out of date.
+    #[error(transparent)]
+    Docs(#[from] crate::docs::DocsError),
     /// The async runtime does not start.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -120,7 +123,8 @@ impl Failure {
             | Failure::Mapping(_)
             | Failure::Collisions(_)
             | Failure::Template(_)
-            | Failure::HttpSetup(_) => Exit::Config,
+            | Failure::HttpSetup(_)
+            | Failure::Docs(_) => Exit::Config,
             Failure::Login(_)
             | Failure::List(_)
             | Failure::Store(_)

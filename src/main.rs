@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use gcrsync::app;
-use gcrsync::cli::Cli;
+use gcrsync::cli::{Cli, Command};
 use gcrsync::exit::{Exit, Failure};
 use gcrsync::report::Report;
 use gcrsync::run::StopFlag;
@@ -146,6 +146,17 @@ fn main() -> ExitCode {
         return fail(e).into();
     }
     let cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
+    if let Some(Command::GenerateDocs { check, root }) = &cli.command {
+        return match gcrsync::docs::generate(root, *check) {
+            Ok(changed) => {
+                for file in changed {
+                    eprintln!("updated {file}");
+                }
+                Exit::Success.into()
+            }
+            Err(e) => fail(e.into()).into(),
+        };
+    }
     let settings = match settings::resolve(cli, |name| {
         std::env::var(name).ok().filter(|v| !v.is_empty())
     }) {
