@@ -35,6 +35,12 @@ pub enum Command {
         #[arg(long, env = "GCRSYNC_COUNT", default_value_t = 1)]
         count: u64,
     },
+    /// Work with a configuration file.
+    Config {
+        /// What to do with it.
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Regenerate the README options table, .env.example and action.yml's inputs and env
     /// map from these option definitions (for maintainers).
     #[command(hide = true)]
@@ -45,6 +51,17 @@ pub enum Command {
         /// The repository root.
         #[arg(long, default_value = ".")]
         root: PathBuf,
+    },
+}
+
+/// `gcrsync config ...`.
+#[derive(Debug, Clone, Subcommand, PartialEq, Eq)]
+pub enum ConfigAction {
+    /// Check a configuration file: every key, value and source, with its line (exit 2 on
+    /// any error).
+    Check {
+        /// The YAML file.
+        file: PathBuf,
     },
 }
 

@@ -93,6 +93,9 @@ pub enum Failure {
     /// The metadata store is unusable.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A configuration file is wrong (every error, each with its line).
+    #[error(transparent)]
+    ConfigFile(#[from] crate::settings::file::FileErrors),
     /// `generate-docs` failed, or (`--check`) found the docs out of date.
     #[error(transparent)]
     Docs(#[from] crate::docs::DocsError),
@@ -124,6 +127,7 @@ impl Failure {
             | Failure::Collisions(_)
             | Failure::Template(_)
             | Failure::HttpSetup(_)
+            | Failure::ConfigFile(_)
             | Failure::Docs(_) => Exit::Config,
             Failure::Login(_)
             | Failure::List(_)

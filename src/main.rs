@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use gcrsync::app;
-use gcrsync::cli::{Cli, Command};
+use gcrsync::cli::{Cli, Command, ConfigAction};
 use gcrsync::exit::{Exit, Failure};
 use gcrsync::report::Report;
 use gcrsync::run::StopFlag;
@@ -146,6 +146,23 @@ fn main() -> ExitCode {
         return fail(e).into();
     }
     let cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
+    if let Some(Command::Config {
+        action: ConfigAction::Check { file },
+    }) = &cli.command
+    {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        return match settings::file::check_file(file, env) {
+            Ok(config) => {
+                eprintln!(
+                    "{}: valid ({} sources)",
+                    file.display(),
+                    config.sources.len().max(1)
+                );
+                Exit::Success.into()
+            }
+            Err(e) => fail(e.into()).into(),
+        };
+    }
     if let Some(Command::GenerateDocs { check, root }) = &cli.command {
         return match gcrsync::docs::generate(root, *check) {
             Ok(changed) => {

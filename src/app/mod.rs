@@ -139,6 +139,7 @@ pub fn blank_report(settings: &Settings) -> Report {
         Command::Test => "test",
         Command::Compare => "compare",
         Command::Monitor { .. } => "monitor",
+        Command::Config { .. } => "config",
         Command::GenerateDocs { .. } => "generate-docs",
     };
     Report::empty(command, &names(settings))
@@ -237,9 +238,9 @@ async fn command<M: MetadataStore>(
         }
         Command::Compare => compare(settings, registries, recorder).await,
         Command::Monitor { .. } => monitor(settings, registries, recorder, &stop).await,
-        // `main` runs it before any settings exist; nothing to do against registries.
-        Command::GenerateDocs { .. } => Ok(Finished {
-            report: Report::empty("generate-docs", &names(settings)),
+        // `main` runs these before any settings exist; nothing to do against registries.
+        Command::Config { .. } | Command::GenerateDocs { .. } => Ok(Finished {
+            report: Report::empty("maintenance", &names(settings)),
         }),
     }
 }

@@ -5,6 +5,7 @@
 
 mod credentials;
 mod docker_config;
+pub mod file;
 mod outside;
 mod resolve;
 #[cfg(test)]
