@@ -3,20 +3,10 @@
 //! summary. It formats and writes; it decides nothing.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::report::Report;
-
-/// Where the runner wants our outputs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ActionsEnv {
-    /// `GITHUB_OUTPUT`.
-    pub output: Option<PathBuf>,
-    /// `GITHUB_STEP_SUMMARY`.
-    pub summary: Option<PathBuf>,
-    /// `GITHUB_SERVER_URL/owner/repo` of the metadata repository, for commit links.
-    pub repo_url: Option<String>,
-}
+pub use crate::settings::ActionsEnv;
 
 /// `%`, CR and LF escaped, as workflow command data requires.
 pub fn escape_data(text: &str) -> String {

@@ -35,6 +35,34 @@ pub enum Command {
         #[arg(long, env = "GCRSYNC_COUNT", default_value_t = 1)]
         count: u64,
     },
+    /// Work with a configuration file.
+    Config {
+        /// What to do with it.
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Regenerate the README options table, .env.example and action.yml's inputs and env
+    /// map from these option definitions (for maintainers).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Write nothing; fail when a file is out of date.
+        #[arg(long)]
+        check: bool,
+        /// The repository root.
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+    },
+}
+
+/// `gcrsync config ...`.
+#[derive(Debug, Clone, Subcommand, PartialEq, Eq)]
+pub enum ConfigAction {
+    /// Check a configuration file: every key, value and source, with its line (exit 2 on
+    /// any error).
+    Check {
+        /// The YAML file.
+        file: PathBuf,
+    },
 }
 
 /// Options shared by every command.
@@ -112,7 +140,8 @@ pub struct Options {
     /// GitHub repository (OWNER/NAME) the metadata is committed to (default: GITHUB_REPOSITORY when a token is set).
     #[arg(long, env = "GCRSYNC_GITHUB_REPO", global = true, alias = "githubrepo")]
     pub github_repo: Option<String>,
-    /// GitHub token with contents: write (also GITHUB_TOKEN).
+    /// GitHub token with contents: write (also GITHUB_TOKEN); the action defaults to the
+    /// workflow's token (give the job `permissions: contents: write`).
     #[arg(
         long,
         env = "GCRSYNC_GITHUB_TOKEN",
@@ -130,7 +159,7 @@ pub struct Options {
     /// GitHub API root (also GITHUB_API_URL), e.g. https://ghe.example.com/api/v3.
     #[arg(long, env = "GCRSYNC_GITHUB_API_URL", global = true)]
     pub github_api_url: Option<String>,
-    /// Commit author, "NAME <EMAIL>".
+    /// Commit author, "NAME <EMAIL>" (the seed's --githubuser/--githubemail set its parts).
     #[arg(
         long,
         env = "GCRSYNC_COMMIT_AUTHOR",
@@ -280,10 +309,11 @@ pub struct Options {
         default_value = "text"
     )]
     pub log_format: String,
-    /// More logging (-v debug, -vv trace; as a variable, the count); RUNNER_DEBUG=1 means -v.
+    /// More logging (-v debug, -vv trace; as a variable or action input, the count: 1 or 2);
+    /// RUNNER_DEBUG=1 (a job re-run with debug logging) means -v.
     #[arg(short, long, env = "GCRSYNC_VERBOSE", global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Less logging (warnings and errors only).
+    /// Less logging (warnings and errors only; true or false as a variable or action input).
     #[arg(short, long, env = "GCRSYNC_QUIET", global = true)]
     pub quiet: bool,
 }

@@ -5,14 +5,12 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use gcrsync::app::{self, AppError};
-use gcrsync::cli::Cli;
+use gcrsync::app;
+use gcrsync::cli::{Cli, Command, ConfigAction};
+use gcrsync::exit::{Exit, Failure};
 use gcrsync::report::Report;
 use gcrsync::run::StopFlag;
 use gcrsync::settings::{self, LogFormat, Settings};
-
-const EXIT_CONFIG: u8 = 2;
-const EXIT_FATAL: u8 = 3;
 
 /// Variables that GitHub Actions and CI templates pass empty when unset: empty means unset.
 fn is_ours(name: &str) -> bool {
@@ -21,12 +19,12 @@ fn is_ours(name: &str) -> bool {
 
 /// Loads `.env` (never overriding the real environment) and drops empty values. Runs
 /// before any thread exists, which is what makes changing the environment sound.
-fn prepare_environment() -> Result<(), String> {
+fn prepare_environment() -> Result<(), Failure> {
     // Only the working directory's .env (dotenv() would also search parent directories).
     match dotenvy::from_path(".env") {
         Ok(_) => {}
         Err(e) if e.not_found() => {}
-        Err(e) => return Err(format!(".env: {e}; fix the line or remove the file")),
+        Err(e) => return Err(Failure::DotEnv(e)),
     }
     let empty: Vec<String> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v)))
@@ -89,7 +87,7 @@ fn watch_signals(stop: StopFlag) {
                 stop.cancel();
             } else {
                 eprintln!("error: second signal: exiting now, without committing or reporting");
-                std::process::exit(1);
+                std::process::exit(Exit::Failed as i32);
             }
         }
     });
@@ -101,18 +99,14 @@ fn write_report(path: &std::path::Path, report: &gcrsync::report::Report) -> any
 }
 
 /// `--report` must be writable: a missing directory is found before anything is copied.
-fn check_report_path(path: &std::path::Path) -> Result<(), String> {
+fn check_report_path(path: &std::path::Path) -> Result<(), Failure> {
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
     match parent {
-        Some(dir) if !dir.is_dir() => Err(format!(
-            "--report {}: the directory {} does not exist; create it or choose another path (GCRSYNC_REPORT)",
-            path.display(),
-            dir.display()
-        )),
-        _ if path.is_dir() => Err(format!(
-            "--report {} is a directory; give a file path (GCRSYNC_REPORT)",
-            path.display()
-        )),
+        Some(dir) if !dir.is_dir() => Err(Failure::ReportNoDirectory {
+            path: path.to_path_buf(),
+            dir: dir.to_path_buf(),
+        }),
+        _ if path.is_dir() => Err(Failure::ReportIsDirectory(path.to_path_buf())),
         _ => Ok(()),
     }
 }
@@ -120,42 +114,71 @@ fn check_report_path(path: &std::path::Path) -> Result<(), String> {
 /// Every ending, success or not, writes the report, the summary and the Actions outputs.
 fn finish(
     report: &Report,
-    code: u8,
+    exit: Exit,
     report_path: Option<&std::path::Path>,
     actions: Option<&gcrsync::actions::ActionsEnv>,
 ) -> ExitCode {
-    let mut code = code;
+    let mut exit = exit;
     if let Some(path) = report_path
         && let Err(e) = write_report(path, report)
     {
-        eprintln!(
-            "error: the run ended with exit {code}, but its report could not be written: {e:#}"
-        );
-        code = code.max(EXIT_FATAL);
+        exit = exit.max(fail(Failure::ReportWrite {
+            exit,
+            detail: format!("{e:#}"),
+        }));
     }
     if let Some(actions) = actions
         && let Err(e) = actions.finish(report, report_path)
     {
-        eprintln!("error: writing the GitHub Actions outputs: {e}");
-        code = code.max(EXIT_FATAL);
+        exit = exit.max(fail(Failure::Outputs(e.to_string())));
     }
-    ExitCode::from(code)
+    exit.into()
+}
+
+/// Prints `failure` and gives its code.
+fn fail(failure: Failure) -> Exit {
+    eprintln!("error: {failure}");
+    failure.exit()
 }
 
 fn main() -> ExitCode {
     if let Err(e) = prepare_environment() {
-        eprintln!("error: {e}");
-        return ExitCode::from(EXIT_CONFIG);
+        return fail(e).into();
     }
     let cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
+    if let Some(Command::Config {
+        action: ConfigAction::Check { file },
+    }) = &cli.command
+    {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        return match settings::file::check_file(file, env) {
+            Ok(config) => {
+                eprintln!(
+                    "{}: valid ({} sources)",
+                    file.display(),
+                    config.sources.len().max(1)
+                );
+                Exit::Success.into()
+            }
+            Err(e) => fail(e.into()).into(),
+        };
+    }
+    if let Some(Command::GenerateDocs { check, root }) = &cli.command {
+        return match gcrsync::docs::generate(root, *check) {
+            Ok(changed) => {
+                for file in changed {
+                    eprintln!("updated {file}");
+                }
+                Exit::Success.into()
+            }
+            Err(e) => fail(e.into()).into(),
+        };
+    }
     let settings = match settings::resolve(cli, |name| {
         std::env::var(name).ok().filter(|v| !v.is_empty())
     }) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(e) => return fail(e.into()).into(),
     };
     if settings.actions.is_some() {
         // Before anything else is printed, so no later line can show a secret.
@@ -168,8 +191,7 @@ fn main() -> ExitCode {
     if let Some(path) = &settings.report
         && let Err(e) = check_report_path(path)
     {
-        eprintln!("error: {e}");
-        return ExitCode::from(EXIT_CONFIG);
+        return fail(e).into();
     }
     init_logging(&settings);
     tracing::debug!(
@@ -185,10 +207,7 @@ fn main() -> ExitCode {
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_FATAL);
-        }
+        Err(e) => return fail(Failure::Runtime(e)).into(),
     };
     let outcome = runtime.block_on(async {
         let stop = StopFlag::new();
@@ -197,22 +216,17 @@ fn main() -> ExitCode {
     });
     // In-flight work was cancelled; do not wait for blocking tasks to wind down.
     runtime.shutdown_background();
-    let (report, code) = match outcome {
+    let (report, exit) = match outcome {
         Ok(finished) => {
-            let code = finished.exit_code();
+            let exit = finished.exit();
             eprint!("{}", finished.report.summary());
-            (finished.report, code)
+            (finished.report, exit)
         }
         Err(e) => {
-            eprintln!("error: {e}");
-            let code = match e {
-                AppError::Config(_) => EXIT_CONFIG,
-                AppError::Fatal(_) => EXIT_FATAL,
-            };
             let mut report = blank;
             report.error = Some(e.to_string());
-            (report, code)
+            (report, fail(e))
         }
     };
-    finish(&report, code, report_path.as_deref(), actions.as_ref())
+    finish(&report, exit, report_path.as_deref(), actions.as_ref())
 }

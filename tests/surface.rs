@@ -1,39 +1,96 @@
-//! The option surface cannot drift: every CLI option is an action.yml input with the same
-//! default mapped to the same variable, a row of the README's option table, and a line of
-//! `.env.example` (which must parse as a `.env`).
+//! The option surface cannot drift: README's option table, `.env.example` and action.yml's
+//! inputs and `env:` map are generated from the clap definitions by `gcrsync
+//! generate-docs`; the committed files must be what it generates, and what it generates
+//! must be a valid action (every option an input mapped to its variable) and a valid `.env`.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use clap::CommandFactory;
-use gcrsync::cli::Cli;
+use gcrsync::docs;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-/// (long name, env var, default) of every visible option that has a variable.
-fn cli_options() -> Vec<(String, String, String)> {
-    Cli::command()
-        .get_arguments()
-        .filter(|a| !a.is_hide_set())
-        .filter_map(|a| {
-            let env = a.get_env()?.to_str()?.to_string();
-            let default = a
-                .get_default_values()
-                .iter()
-                .map(|v| v.to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join(",");
-            Some((a.get_long()?.to_string(), env, default))
-        })
-        .collect()
-}
+const FILES: [&str; 3] = ["README.md", ".env.example", "action.yml"];
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(Path::new(ROOT).join(path)).unwrap()
 }
 
 #[test]
-fn every_option_is_an_action_input_with_the_same_default_and_variable() {
+fn the_committed_docs_are_what_generate_docs_writes() {
+    let out = common::gcrsync(Path::new(ROOT))
+        .args(["generate-docs", "--check", "--root", ROOT])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn generate_docs_finds_and_repairs_stale_files() {
+    let dir = tempfile::tempdir().unwrap();
+    for file in FILES {
+        std::fs::copy(Path::new(ROOT).join(file), dir.path().join(file)).unwrap();
+    }
+    let stale = [
+        (
+            "README.md",
+            "| `--retries` | `GCRSYNC_RETRIES` | `4` |",
+            "| `--retries` | `GCRSYNC_RETRIES` | `3` |",
+        ),
+        (".env.example", "GCRSYNC_SHARD='1/1'\n", ""),
+        (
+            "action.yml",
+            "GCRSYNC_PROXY: ${{ inputs.proxy }}",
+            "GCRSYNC_PROXY: ${{ inputs.proxies }}",
+        ),
+    ];
+    for (file, from, to) in stale {
+        let path = dir.path().join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{file} lacks {from:?}");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    }
+    let root = dir.path().to_str().unwrap();
+    let run = |check: bool| {
+        let mut args = vec!["generate-docs", "--root", root];
+        if check {
+            args.push("--check");
+        }
+        common::gcrsync(dir.path()).args(args).output().unwrap()
+    };
+    let checked = run(true);
+    let stderr = String::from_utf8_lossy(&checked.stderr);
+    assert_eq!(checked.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("out of date with src/cli.rs: README.md, .env.example, action.yml"),
+        "{stderr}"
+    );
+    assert!(run(false).status.success());
+    for file in FILES {
+        let repaired = std::fs::read_to_string(dir.path().join(file)).unwrap();
+        assert_eq!(repaired, read(file), "{file} after generate-docs");
+    }
+    assert!(run(true).status.success());
+    // Without its markers a file is refused, never rewritten wholesale.
+    let readme = dir.path().join("README.md");
+    let text = std::fs::read_to_string(&readme).unwrap();
+    std::fs::write(&readme, text.replace("<!-- END options -->\n", "")).unwrap();
+    let refused = run(false);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("README.md: no marker line \"<!-- END options -->\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn every_option_is_an_action_input_mapped_to_its_variable() {
     let action: serde_yaml::Value = serde_yaml::from_str(&read("action.yml")).unwrap();
     let inputs = action["inputs"].as_mapping().unwrap();
     let run_step = action["runs"]["steps"]
@@ -46,42 +103,35 @@ fn every_option_is_an_action_input_with_the_same_default_and_variable() {
         .as_mapping()
         .unwrap()
         .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().unwrap().to_string(),
-                v.as_str().unwrap().to_string(),
-            )
-        })
+        .map(|(k, v)| (k.as_str().unwrap().into(), v.as_str().unwrap().into()))
         .collect();
-    let options = cli_options();
+    let options = docs::options();
     assert!(options.len() > 40, "{}", options.len());
-    for (long, var, default) in &options {
-        let input = &inputs[long.as_str()];
-        assert!(input.is_mapping(), "--{long} has no action input");
+    for o in &options {
+        let input = &inputs[o.long.as_str()];
         assert!(
             input["description"].as_str().is_some_and(|d| d.len() > 10),
-            "input {long} needs a description"
+            "input {} needs a description",
+            o.long
         );
-        let action_default = input["default"].as_str().unwrap_or("");
-        if long == "github-token" {
-            assert_eq!(
-                action_default, "${{ github.token }}",
-                "the workflow's token is the action's default"
-            );
-        } else {
-            assert_eq!(action_default, default, "default of input {long}");
+        let default = input["default"].as_str().unwrap_or("");
+        match o.long.as_str() {
+            "github-token" => assert_eq!(default, "${{ github.token }}"),
+            _ => assert_eq!(default, o.default.as_deref().unwrap_or(""), "{}", o.long),
         }
         assert_eq!(
-            env.get(var).map(String::as_str),
-            Some(format!("${{{{ inputs.{long} }}}}").as_str()),
-            "input {long} → {var}"
+            env.get(&o.env).map(String::as_str),
+            Some(format!("${{{{ inputs.{} }}}}", o.long).as_str()),
+            "input {} → {}",
+            o.long,
+            o.env
         );
     }
     let action_only = ["command", "version"];
     for (name, _) in inputs {
         let name = name.as_str().unwrap();
         assert!(
-            action_only.contains(&name) || options.iter().any(|(l, _, _)| l == name),
+            action_only.contains(&name) || options.iter().any(|o| o.long == name),
             "input {name} is not a CLI option"
         );
     }
@@ -96,47 +146,14 @@ fn every_option_is_an_action_input_with_the_same_default_and_variable() {
 }
 
 #[test]
-fn every_option_is_in_the_readme_and_the_env_example() {
-    let readme = read("README.md");
-    let table = readme
-        .split("## Options")
-        .nth(1)
-        .unwrap()
-        .split("\n## ")
-        .next()
-        .unwrap();
-    let example = read(".env.example");
-    for (long, var, default) in cli_options() {
-        let row = table
-            .lines()
-            .find(|l| l.starts_with(&format!("| `--{long}` |")))
-            .unwrap_or_else(|| panic!("README lacks a row for --{long}"));
-        let default_cell = if default.is_empty() {
-            "—".to_string()
-        } else {
-            format!("`{default}`")
-        };
-        assert!(
-            row.contains(&format!("| `{var}` | {default_cell} |")),
-            "README row of --{long} disagrees: {row}"
-        );
-        let line = format!("{var}='{default}'");
-        assert!(
-            example.contains(&line)
-                || (default.is_empty() && example.contains(&format!("# {var}="))),
-            ".env.example lacks {line}"
-        );
-    }
-    // The example must be a valid .env once uncommented as shipped.
-    let parsed: Vec<(String, String)> =
+fn the_env_example_is_a_valid_env_file_with_every_default() {
+    let parsed: BTreeMap<String, String> =
         dotenvy::from_path_iter(Path::new(ROOT).join(".env.example"))
             .unwrap()
             .map(Result::unwrap)
             .collect();
-    assert!(
-        parsed
-            .iter()
-            .any(|(k, v)| k == "GCRSYNC_NAME_TEMPLATE" && v == "{{ image }}"),
-        "{parsed:?}"
-    );
+    for o in docs::options() {
+        assert_eq!(parsed.get(&o.env), o.default.as_ref(), "{}", o.env);
+    }
+    assert_eq!(parsed["GCRSYNC_NAME_TEMPLATE"], "{{ image }}");
 }

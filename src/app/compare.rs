@@ -1,7 +1,8 @@
 //! `gcrsync compare`: rebuild the records from what the target actually holds.
 
 use super::connect::Registries;
-use super::{AppError, Finished, list_all, names};
+use super::{Finished, list_all, names};
+use crate::exit::Failure;
 use crate::metadata::record::{Outcome, TagRecord};
 use crate::metadata::{MetadataStore, Recorder};
 use crate::oci::manifest::is_index;
@@ -15,13 +16,12 @@ pub(super) async fn compare<M: MetadataStore>(
     settings: &Settings,
     registries: &Registries,
     recorder: &Recorder<M>,
-) -> Result<Finished, AppError> {
+) -> Result<Finished, Failure> {
     let records = recorder.load_all().await?;
     let (candidates, mut stats) = list_all(settings, registries).await?;
     let all: Vec<&Candidate> = candidates.iter().collect();
-    let checked = listing::target_heads(registries.target.as_ref(), &all, settings.limits.queries)
-        .await
-        .map_err(|e| AppError::Fatal(e.to_string()))?;
+    let checked =
+        listing::target_heads(registries.target.as_ref(), &all, settings.limits.queries).await?;
     // A tag whose HEAD failed is unknown, neither found nor missing: its record stays.
     for (source, failed) in checked.failures {
         stats[source].failures.push(failed);

@@ -13,44 +13,19 @@ use connect::{Registries, http_clients, recorder};
 
 use crate::cli::Command;
 use crate::copy::Copier;
-use crate::listing::{self, ListStats, SourceError, SourceSpec};
+use crate::exit::{Exit, Failure};
+use crate::listing::{self, ListStats, SourceSpec};
 use crate::mapping::collisions;
 use crate::metadata::github::GitHubStore;
 use crate::metadata::local::LocalStore;
 use crate::metadata::record::{Outcome, now_utc};
-use crate::metadata::{Committed, MetadataStore, Recorder, StoreError};
+use crate::metadata::{Committed, MetadataStore, Recorder};
 use crate::oci::Registry;
 use crate::plan::{self, Candidate, Plan, Reason};
 use crate::progress::Progress;
 use crate::report::{self, Report};
 use crate::run::{self, RunOptions, StopFlag};
 use crate::settings::Settings;
-
-/// Why a run could not do its work (the exit code follows from the variant).
-#[derive(Debug, thiserror::Error)]
-pub enum AppError {
-    /// Configuration found wrong once the sources were listed (exit 2).
-    #[error("{0}")]
-    Config(String),
-    /// A source, the target or the metadata store is unusable (exit 3).
-    #[error("{0}")]
-    Fatal(String),
-}
-
-impl From<StoreError> for AppError {
-    fn from(e: StoreError) -> Self {
-        AppError::Fatal(e.to_string())
-    }
-}
-
-impl From<SourceError> for AppError {
-    fn from(e: SourceError) -> Self {
-        match e {
-            SourceError::List(e) => AppError::Fatal(e.to_string()),
-            SourceError::Mapping(e) => AppError::Config(e.to_string()),
-        }
-    }
-}
 
 /// The outcome of a command that got as far as a report.
 pub struct Finished {
@@ -59,17 +34,9 @@ pub struct Finished {
 }
 
 impl Finished {
-    /// SPEC §8: 3 when the run could not go on (store, credentials), 1 when some tags
-    /// failed or a signal stopped the run, else 0.
-    pub fn exit_code(&self) -> u8 {
-        if self.report.error.is_some() {
-            3
-        } else if self.report.totals.failed > 0 || self.report.stopped.as_deref() == Some("signal")
-        {
-            1
-        } else {
-            0
-        }
+    /// Its exit code (see [`Exit::of_report`]).
+    pub fn exit(&self) -> Exit {
+        Exit::of_report(&self.report)
     }
 }
 
@@ -79,7 +46,7 @@ impl Finished {
 async fn list_all(
     settings: &Settings,
     registries: &Registries,
-) -> Result<(Vec<Candidate>, Vec<ListStats>), AppError> {
+) -> Result<(Vec<Candidate>, Vec<ListStats>), Failure> {
     let mut candidates = Vec::new();
     let mut stats = Vec::new();
     let mut mapped = Vec::new();
@@ -129,14 +96,7 @@ async fn list_all(
     }
     let clashes = collisions(&mapped);
     if !clashes.is_empty() {
-        let lines: Vec<String> = clashes
-            .iter()
-            .map(|(t, s)| format!("{} ← {}", t, s.join(", ")))
-            .collect();
-        return Err(AppError::Config(format!(
-            "--name-template maps several source images to one target repository (checked across every --shard); include {{{{ namespace }}}} or {{{{ registry }}}} in the template:\n  {}",
-            lines.join("\n  ")
-        )));
+        return Err(Failure::Collisions(clashes));
     }
     Ok((candidates, stats))
 }
@@ -147,7 +107,7 @@ async fn make_plan<M: MetadataStore>(
     settings: &Settings,
     registries: &Registries,
     recorder: &Recorder<M>,
-) -> Result<(Plan, Vec<ListStats>), AppError> {
+) -> Result<(Plan, Vec<ListStats>), Failure> {
     let records = recorder.load_all().await?;
     let (candidates, mut stats) = list_all(settings, registries).await?;
     let to_check = plan::needs_target_check(&candidates, &records);
@@ -156,8 +116,7 @@ async fn make_plan<M: MetadataStore>(
         &to_check,
         settings.limits.queries,
     )
-    .await
-    .map_err(|e| AppError::Fatal(e.to_string()))?;
+    .await?;
     let mut unknown = HashSet::new();
     for (source, failed) in checked.failures {
         unknown.insert((source, failed.image.clone(), failed.tag.clone()));
@@ -180,6 +139,8 @@ pub fn blank_report(settings: &Settings) -> Report {
         Command::Test => "test",
         Command::Compare => "compare",
         Command::Monitor { .. } => "monitor",
+        Command::Config { .. } => "config",
+        Command::GenerateDocs { .. } => "generate-docs",
     };
     Report::empty(command, &names(settings))
 }
@@ -189,7 +150,7 @@ pub fn blank_report(settings: &Settings) -> Report {
 async fn record_listing_failures<M: MetadataStore>(
     stats: &[ListStats],
     recorder: &Recorder<M>,
-) -> Result<Option<Committed>, AppError> {
+) -> Result<Option<Committed>, Failure> {
     let at = now_utc();
     let outcomes: Vec<(usize, Outcome)> = stats
         .iter()
@@ -220,7 +181,7 @@ fn names(settings: &Settings) -> Vec<(String, String)> {
 }
 
 /// Runs the configured command against the configured metadata store.
-pub async fn run(settings: Settings, stop: StopFlag) -> Result<Finished, AppError> {
+pub async fn run(settings: Settings, stop: StopFlag) -> Result<Finished, Failure> {
     let started = Instant::now();
     let http = http_clients(&settings, true)?;
     let registries = Registries::new(&settings, &http)?;
@@ -228,7 +189,7 @@ pub async fn run(settings: Settings, stop: StopFlag) -> Result<Finished, AppErro
         Some(config) => {
             let writes =
                 matches!(settings.command, Command::Sync | Command::Compare) && !settings.dry_run;
-            let client = http.general().map_err(AppError::Config)?;
+            let client = http.general().map_err(Failure::HttpSetup)?;
             let store = GitHubStore::connect(config, client, writes).await?;
             tracing::info!("metadata: {} branch {}", config.repo, store.branch());
             let recorder = recorder(&settings, store)?;
@@ -247,7 +208,7 @@ async fn command<M: MetadataStore>(
     recorder: &Recorder<M>,
     started: Instant,
     stop: StopFlag,
-) -> Result<Finished, AppError> {
+) -> Result<Finished, Failure> {
     match &settings.command {
         Command::Sync => sync(settings, registries, recorder, started, &stop).await,
         Command::Test => {
@@ -282,6 +243,10 @@ async fn command<M: MetadataStore>(
             }
         }
         Command::Monitor { .. } => monitor(settings, registries, recorder, &stop).await,
+        // `main` runs these before any settings exist; nothing to do against registries.
+        Command::Config { .. } | Command::GenerateDocs { .. } => Ok(Finished {
+            report: Report::empty("maintenance", &names(settings)),
+        }),
     }
 }
 
@@ -291,7 +256,7 @@ async fn sync<M: MetadataStore>(
     recorder: &Recorder<M>,
     started: Instant,
     stop: &StopFlag,
-) -> Result<Finished, AppError> {
+) -> Result<Finished, Failure> {
     let Some((mut plan, stats)) =
         until_stopped(stop, make_plan(settings, registries, recorder)).await?
     else {
@@ -348,7 +313,7 @@ async fn monitor<M: MetadataStore>(
     registries: &Registries,
     recorder: &Recorder<M>,
     stop: &StopFlag,
-) -> Result<Finished, AppError> {
+) -> Result<Finished, Failure> {
     let mut round = 0;
     loop {
         let Some((plan, stats)) =
@@ -382,8 +347,8 @@ async fn monitor<M: MetadataStore>(
 /// Actions kills the step 10 s after its SIGINT.
 async fn until_stopped<T>(
     stop: &StopFlag,
-    work: impl std::future::Future<Output = Result<T, AppError>>,
-) -> Result<Option<T>, AppError> {
+    work: impl std::future::Future<Output = Result<T, Failure>>,
+) -> Result<Option<T>, Failure> {
     tokio::select! {
         biased;
         _ = stop.cancelled() => Ok(None),

@@ -5,7 +5,7 @@
 mod api;
 pub mod pace;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use api::{Answer, Api, github};
 use base64::Engine as _;
@@ -15,39 +15,7 @@ use serde_json::{Value, json};
 
 use super::{FileChange, MetadataStore, StoreError, WriteOutcome};
 use crate::retry::RetryPolicy;
-
-/// Where and as whom to commit.
-#[derive(Clone)]
-pub struct GitHubConfig {
-    /// API root, e.g. `https://api.github.com` or `https://ghe.example.com/api/v3`.
-    pub api_url: String,
-    /// `owner/name`.
-    pub repo: String,
-    /// The token; sent only in the `Authorization` header.
-    pub token: String,
-    /// Branch to commit to; `None` = the repository's default branch.
-    pub branch: Option<String>,
-    /// Create a missing branch from the default branch.
-    pub create_branch: bool,
-    /// Commit author name.
-    pub author_name: String,
-    /// Commit author e-mail.
-    pub author_email: String,
-    /// Retries per request (`--retries`).
-    pub retries: usize,
-    /// Rate-limit and pacing waits must end within this long of connecting (`--deadline`).
-    pub deadline: Option<Duration>,
-}
-
-impl std::fmt::Debug for GitHubConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "GitHubConfig({} at {}, branch {:?})",
-            self.repo, self.api_url, self.branch
-        )
-    }
-}
+pub use crate::settings::GitHubConfig;
 
 /// The branch head a batch is read at and committed onto; `None` in an empty repository.
 #[derive(Debug, Clone, PartialEq, Eq)]

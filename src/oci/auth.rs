@@ -9,21 +9,7 @@ use serde::Deserialize;
 
 use super::clients::Clients;
 use super::error::{Error, Result};
-
-/// A username and password (or token) for one registry. `Debug` never shows the password.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    /// The user name (`oauth2accesstoken`, `_json_key`, a Docker Hub user, ...).
-    pub username: String,
-    /// The secret.
-    pub password: String,
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Credentials({}, <redacted>)", self.username)
-    }
-}
+pub use crate::settings::Credentials;
 
 impl Credentials {
     fn basic_header(&self) -> HeaderValue {

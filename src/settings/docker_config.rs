@@ -7,7 +7,7 @@ use std::path::Path;
 use base64::Engine as _;
 use serde::Deserialize;
 
-use crate::oci::auth::{Credentials, Login};
+use super::Credentials;
 use crate::reference::RegistryHost;
 
 /// Why a docker config cannot be used.
@@ -36,10 +36,19 @@ struct Entry {
     identitytoken: Option<String>,
 }
 
+/// A login docker's config.json holds for one registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerLogin {
+    /// A user name and password (`auth` or `username`/`password`).
+    Basic(Credentials),
+    /// An `identitytoken`: an OAuth2 refresh token exchanged at the token realm.
+    IdentityToken(String),
+}
+
 /// Logins by registry host.
 #[derive(Debug, Default, Clone)]
 pub struct DockerConfig {
-    logins: BTreeMap<RegistryHost, Login>,
+    logins: BTreeMap<RegistryHost, DockerLogin>,
 }
 
 /// `https://index.docker.io/v1/` → `docker.io`; `https://host:5000` → `host:5000`.
@@ -91,15 +100,15 @@ impl DockerConfig {
                     let (user, password) = decoded.split_once(':').ok_or_else(|| {
                         error(format!("auths.{key}.auth is not base64 of user:password"))
                     })?;
-                    Login::Static(Credentials {
+                    DockerLogin::Basic(Credentials {
                         username: user.into(),
                         password: password.into(),
                     })
                 }
                 (_, Some(username), Some(password), _) => {
-                    Login::Static(Credentials { username, password })
+                    DockerLogin::Basic(Credentials { username, password })
                 }
-                (_, _, _, Some(token)) if !token.is_empty() => Login::IdentityToken(token),
+                (_, _, _, Some(token)) if !token.is_empty() => DockerLogin::IdentityToken(token),
                 _ => continue,
             };
             logins.insert(host, credentials);
@@ -109,15 +118,14 @@ impl DockerConfig {
 
     /// Every password and token, for masking.
     pub fn passwords(&self) -> impl Iterator<Item = String> + '_ {
-        self.logins.values().filter_map(|login| match login {
-            Login::Static(c) => Some(c.password.clone()),
-            Login::IdentityToken(token) => Some(token.clone()),
-            Login::Dynamic(_) => None,
+        self.logins.values().map(|login| match login {
+            DockerLogin::Basic(c) => c.password.clone(),
+            DockerLogin::IdentityToken(token) => token.clone(),
         })
     }
 
     /// The login for `host`, if any.
-    pub fn get(&self, host: &RegistryHost) -> Option<&Login> {
+    pub fn get(&self, host: &RegistryHost) -> Option<&DockerLogin> {
         self.logins.get(host)
     }
 }
@@ -138,8 +146,8 @@ mod tests {
         std::fs::write(dir.path().join("config.json"), config).unwrap();
         let c = DockerConfig::load(dir.path()).unwrap();
         let get = |h: &str| match c.get(&h.parse().unwrap()) {
-            Some(Login::Static(c)) => Some((c.username.clone(), c.password.clone())),
-            Some(Login::IdentityToken(t)) => Some(("<identity token>".into(), t.clone())),
+            Some(DockerLogin::Basic(c)) => Some((c.username.clone(), c.password.clone())),
+            Some(DockerLogin::IdentityToken(t)) => Some(("<identity token>".into(), t.clone())),
             _ => None,
         };
         assert_eq!(get("docker.io"), Some(("user".into(), "pa:ss".into())));

@@ -1,0 +1,172 @@
+//! Settings: the parsed options resolved once into validated, typed values (exit 2 on any
+//! bad value, before any network call). The bottom layer: it reads the options and the
+//! environment, and depends on nothing in the pipeline (no `actions`, `report`,
+//! `metadata`, `oci`, `copy`, `run` or `listing`); `app::connect` turns it into clients.
+
+mod credentials;
+mod docker_config;
+pub mod file;
+mod outside;
+mod resolve;
+#[cfg(test)]
+mod tests;
+mod transport;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use credentials::{Credentials, GcpKey};
+pub use docker_config::{DockerConfig, DockerConfigError, DockerLogin};
+pub use outside::{ActionsEnv, GitHubConfig};
+pub use resolve::{parse_duration, resolve};
+pub use transport::{Insecure, Transport, transport};
+
+use crate::cli::Command;
+use crate::filter::Filters;
+use crate::mapping::NameMapper;
+use crate::reference::{Namespace, RegistryHost, RepoPath, Scheme};
+
+/// A bad option value: names the flag and its variable, and says what is expected.
+#[derive(Debug, thiserror::Error)]
+#[error("--{flag} (GCRSYNC_{}): {message}", flag.to_ascii_uppercase().replace('-', "_"))]
+pub struct ConfigError {
+    /// The flag, without dashes.
+    pub flag: &'static str,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+fn bad(flag: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        flag,
+        message: message.into(),
+    }
+}
+
+/// Concurrency limits of a run, declared here and nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Tags copied at once (`--process-limit`).
+    pub tags: usize,
+    /// Blob transfers at once across all tags; as many as tags, since one transfer keeps
+    /// one connection to each side busy.
+    pub transfers: usize,
+    /// Listing and HEAD requests at once (`--query-limit`).
+    pub queries: usize,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything a run needs, validated.
+pub struct Settings {
+    /// The command.
+    pub command: Command,
+    /// Source namespaces.
+    pub sources: Vec<Namespace>,
+    /// `--images`: explicit image list.
+    pub images: Option<Vec<RepoPath>>,
+    /// Target namespace.
+    pub target: Namespace,
+    /// Compiled `--name-template`.
+    pub mapper: NameMapper,
+    /// Source credentials given as options.
+    pub source_credentials: Option<Credentials>,
+    /// Target credentials given as options.
+    pub target_credentials: Option<Credentials>,
+    /// Logins from docker's config.json.
+    pub docker_config: DockerConfig,
+    /// A GCP service-account key.
+    pub gcp_key: Option<GcpKey>,
+    /// Set when running in GitHub Actions.
+    pub actions: Option<ActionsEnv>,
+    /// The GitHub repository metadata is committed to; `None`: `metadata_dir`.
+    pub github: Option<GitHubConfig>,
+    /// Local metadata directory.
+    pub metadata_dir: PathBuf,
+    /// Layout prefix inside the store.
+    pub metadata_path: String,
+    /// Max tags copied (`None`: no limit).
+    pub budget: Option<usize>,
+    /// Concurrency.
+    pub limits: Limits,
+    /// Stop starting copies after this long.
+    pub deadline: Option<Duration>,
+    /// Tags per commit.
+    pub commit_every: usize,
+    /// Compiled filters.
+    pub filters: Filters,
+    /// Connect/idle timeout.
+    pub http_timeout: Duration,
+    /// Retries per request.
+    pub retries: usize,
+    /// Proxy URL.
+    pub proxy: Option<String>,
+    /// Registries reached without TLS verification (`--insecure-registry`).
+    pub insecure: Vec<(RegistryHost, Insecure)>,
+    /// Schemes written before `--source`/`--target` registries (`http://`, `https://`).
+    pub schemes: Vec<(RegistryHost, Scheme)>,
+    /// Extra CA certificate (PEM bytes).
+    pub ca_cert: Option<Vec<u8>>,
+    /// Shard `K-1` of `N`.
+    pub shard: (u64, u64),
+    /// CHANGELOG time zone.
+    pub timezone: jiff::tz::TimeZone,
+    /// README template override.
+    pub readme_template: Option<PathBuf>,
+    /// CHANGELOG template override.
+    pub changelog_template: Option<PathBuf>,
+    /// Plan only.
+    pub dry_run: bool,
+    /// JSON report path.
+    pub report: Option<PathBuf>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// -v count minus -q.
+    pub verbosity: i8,
+    /// `monitor --interval`.
+    pub monitor_interval: Duration,
+    /// `monitor --count` (0 = forever).
+    pub monitor_count: u64,
+}
+
+impl Settings {
+    /// How `host` is reached: `None` for verified HTTPS.
+    pub fn insecure_mode(&self, host: &RegistryHost) -> Option<Insecure> {
+        self.insecure
+            .iter()
+            .find(|(h, _)| h == host)
+            .map(|(_, mode)| *mode)
+    }
+
+    /// How `host` is spoken to (see [`transport`]).
+    pub fn transport(&self, host: &RegistryHost) -> Transport {
+        let scheme = self
+            .schemes
+            .iter()
+            .find(|(h, _)| h == host)
+            .map(|(_, s)| *s);
+        transport(host, self.insecure_mode(host), scheme)
+    }
+}
+
+impl Settings {
+    /// Every secret value of the run, for masking in CI logs.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut secrets: Vec<String> = [&self.source_credentials, &self.target_credentials]
+            .into_iter()
+            .flatten()
+            .map(|c| c.password.clone())
+            .collect();
+        secrets.extend(self.github.as_ref().map(|g| g.token.clone()));
+        secrets.extend(self.gcp_key.iter().flat_map(|k| k.secrets()));
+        secrets.extend(self.docker_config.passwords());
+        secrets
+    }
+}

@@ -1,0 +1,409 @@
+//! `resolve`: every option, its variable and its fallbacks, checked and turned into
+//! [`Settings`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use regex::Regex;
+
+use super::transport::{insecure_registry, note_scheme};
+use super::{
+    ActionsEnv, ConfigError, Credentials, DockerConfig, GcpKey, GitHubConfig, Insecure, Limits,
+    LogFormat, Settings, bad,
+};
+use crate::cli::{Cli, Command};
+use crate::filter::Filters;
+use crate::mapping::NameMapper;
+use crate::reference::{Namespace, RegistryHost, RepoPath};
+
+/// GitHub Actions' files and links, when `GITHUB_ACTIONS=true`.
+fn actions_env(
+    env: &impl Fn(&str) -> Option<String>,
+    github: Option<&GitHubConfig>,
+) -> Option<ActionsEnv> {
+    if env("GITHUB_ACTIONS").as_deref() != Some("true") {
+        return None;
+    }
+    let server = env("GITHUB_SERVER_URL").unwrap_or_else(|| "https://github.com".into());
+    Some(ActionsEnv {
+        output: env("GITHUB_OUTPUT").map(PathBuf::from),
+        summary: env("GITHUB_STEP_SUMMARY").map(PathBuf::from),
+        repo_url: github.map(|g| format!("{}/{}", server.trim_end_matches('/'), g.repo)),
+    })
+}
+
+/// `--gcp-credentials` (JSON text or a path), else `GOOGLE_APPLICATION_CREDENTIALS` (a path).
+fn gcp_key(
+    option: Option<&str>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<GcpKey>, ConfigError> {
+    let given = match (option, env("GOOGLE_APPLICATION_CREDENTIALS")) {
+        (Some(text), _) => text.to_string(),
+        (None, Some(path)) => path,
+        (None, None) => return Ok(None),
+    };
+    let json = if given.trim_start().starts_with('{') {
+        given
+    } else {
+        let path = given.trim();
+        std::fs::read_to_string(path).map_err(|e| {
+            bad(
+                "gcp-credentials",
+                format!("cannot read the key file {path}: {e}"),
+            )
+        })?
+    };
+    GcpKey::parse(&json)
+        .map(Some)
+        .map_err(|why| bad("gcp-credentials", why))
+}
+
+/// Parses `45m`, `1h30m`, `30s`, or a number of seconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let parsed: jiff::SignedDuration = text.parse().ok()?;
+    Duration::try_from(parsed).ok()
+}
+
+fn duration(flag: &'static str, text: &str) -> Result<Duration, ConfigError> {
+    parse_duration(text).ok_or_else(|| {
+        bad(
+            flag,
+            format!("{text:?} is not a duration; write e.g. 30s, 45m or 1h30m"),
+        )
+    })
+}
+
+fn positive(flag: &'static str, value: i64, max: i64) -> Result<usize, ConfigError> {
+    if value < 1 || value > max {
+        return Err(bad(
+            flag,
+            format!("{value} is out of range; give a number from 1 to {max}"),
+        ));
+    }
+    Ok(value as usize)
+}
+
+fn regex(flag: &'static str, pattern: &Option<String>) -> Result<Option<Regex>, ConfigError> {
+    pattern
+        .as_deref()
+        .map(|p| Regex::new(p).map_err(|e| bad(flag, format!("invalid regex: {e}"))))
+        .transpose()
+}
+
+fn credentials(
+    flag: &'static str,
+    user: Option<String>,
+    password: Option<String>,
+) -> Result<Option<Credentials>, ConfigError> {
+    match (user, password) {
+        (Some(username), Some(password)) => Ok(Some(Credentials { username, password })),
+        (None, None) => Ok(None),
+        _ => Err(bad(
+            flag,
+            "give both the user name and the password, or neither",
+        )),
+    }
+}
+
+fn shard(text: &str) -> Result<(u64, u64), ConfigError> {
+    let parsed = text
+        .split_once('/')
+        .and_then(|(k, n)| Some((k.trim().parse::<u64>().ok()?, n.trim().parse::<u64>().ok()?)));
+    match parsed {
+        Some((k, n)) if n >= 1 && (1..=n).contains(&k) => Ok((k - 1, n)),
+        _ => Err(bad(
+            "shard",
+            format!("{text:?} is not K/N with 1 <= K <= N, e.g. 2/4"),
+        )),
+    }
+}
+
+/// `NAME <EMAIL>`.
+fn author(text: &str) -> Result<(String, String), ConfigError> {
+    let parsed = text
+        .trim()
+        .strip_suffix('>')
+        .and_then(|t| t.split_once('<'));
+    match parsed {
+        Some((name, email)) if !name.trim().is_empty() && email.contains('@') => {
+            Ok((name.trim().into(), email.trim().into()))
+        }
+        _ => Err(bad(
+            "commit-author",
+            format!("{text:?} is not NAME <EMAIL>"),
+        )),
+    }
+}
+
+/// The GitHub store: `--github-repo`, or `GITHUB_REPOSITORY` when a token is available
+/// (as in GitHub Actions); otherwise the local directory.
+fn github(
+    o: &crate::cli::Options,
+    env: &impl Fn(&str) -> Option<String>,
+    deadline: Option<Duration>,
+) -> Result<Option<GitHubConfig>, ConfigError> {
+    let token = o.github_token.clone().or_else(|| env("GITHUB_TOKEN"));
+    let repo = match (&o.github_repo, &token) {
+        (Some(repo), _) => repo.clone(),
+        (None, Some(_)) => match env("GITHUB_REPOSITORY") {
+            Some(repo) => repo,
+            None => return Ok(None),
+        },
+        (None, None) => return Ok(None),
+    };
+    let valid = repo.split_once('/').is_some_and(|(o, n)| {
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        };
+        ok(o) && ok(n)
+    });
+    if !valid {
+        return Err(bad("github-repo", format!("{repo:?} is not OWNER/NAME")));
+    }
+    let token = token.ok_or_else(|| {
+        bad(
+            "github-token",
+            format!(
+                "no token for {repo}; set GITHUB_TOKEN or --github-token (needs contents: write)"
+            ),
+        )
+    })?;
+    let api_url = o
+        .github_api_url
+        .clone()
+        .or_else(|| env("GITHUB_API_URL"))
+        .unwrap_or_else(|| "https://api.github.com".into());
+    if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
+        return Err(bad(
+            "github-api-url",
+            format!("{api_url:?} is not an http(s) URL"),
+        ));
+    }
+    let (mut author_name, mut author_email) = author(&o.commit_author)?;
+    author_name = o.githubuser.clone().unwrap_or(author_name);
+    author_email = o.githubemail.clone().unwrap_or(author_email);
+    Ok(Some(GitHubConfig {
+        api_url: api_url.trim_end_matches('/').to_string(),
+        repo,
+        token,
+        branch: o.github_branch.clone(),
+        create_branch: o.github_create_branch,
+        author_name,
+        author_email,
+        // --retries governs GitHub calls too; rate-limit waits end within --deadline.
+        retries: o.retries.clamp(0, 20) as usize,
+        deadline,
+    }))
+}
+
+/// Resolves `cli`; `env` looks up the fallback variables (`DOCKER_USERNAME`, ...).
+pub fn resolve(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+    let o = cli.options;
+    let deadline = o
+        .deadline
+        .as_deref()
+        .map(|d| duration("deadline", d))
+        .transpose()?;
+    let github = github(&o, &env, deadline)?;
+    let gcp_key = gcp_key(o.gcp_credentials.as_deref(), &env)?;
+    let docker_dir = o
+        .docker_config
+        .clone()
+        .or_else(|| env("DOCKER_CONFIG").map(PathBuf::from))
+        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".docker")));
+    let docker_config = match docker_dir {
+        Some(dir) => DockerConfig::load(&dir).map_err(|e| bad("docker-config", e.to_string()))?,
+        None => DockerConfig::default(),
+    };
+    let command = match (cli.command.unwrap_or(Command::Sync), o.dry_run) {
+        (Command::Sync, true) => Command::Test,
+        (command, _) => command,
+    };
+    let insecure: Vec<(RegistryHost, Insecure)> = o
+        .insecure_registry
+        .iter()
+        .filter(|h| !h.trim().is_empty())
+        .map(|h| insecure_registry(h.trim()))
+        .collect::<Result<_, _>>()?;
+    let mut schemes = Vec::new();
+    let mut sources = Vec::new();
+    let seed_sources = o.namespace.iter().map(|ns| format!("gcr.io/{}", ns.trim()));
+    for text in o
+        .source
+        .iter()
+        .flat_map(|s| s.lines())
+        .map(str::to_string)
+        .chain(seed_sources)
+    {
+        if text.trim().is_empty() {
+            continue;
+        }
+        let (ns, scheme) =
+            Namespace::parse_with_scheme(&text).map_err(|e| bad("source", format!("{e}")))?;
+        note_scheme(&mut schemes, &insecure, "source", &ns, scheme)?;
+        if !sources.contains(&ns) {
+            sources.push(ns);
+        }
+    }
+    if sources.is_empty() {
+        return Err(bad(
+            "source",
+            "no source given; e.g. --source gcr.io/google-containers",
+        ));
+    }
+    let target_text = o
+        .target
+        .ok_or_else(|| bad("target", "no target given; e.g. --target docker.io/myuser"))?;
+    let (target, scheme) =
+        Namespace::parse_with_scheme(&target_text).map_err(|e| bad("target", format!("{e}")))?;
+    note_scheme(&mut schemes, &insecure, "target", &target, scheme)?;
+    if sources.contains(&target) {
+        return Err(bad(
+            "target",
+            format!("{target} is also a source; mirror into another namespace"),
+        ));
+    }
+    let images = if o.images.is_empty() {
+        None
+    } else {
+        let parsed: Result<Vec<RepoPath>, _> = o.images.iter().map(|i| i.trim().parse()).collect();
+        Some(parsed.map_err(|e| bad("images", format!("{e}")))?)
+    };
+    let mapper = NameMapper::new(&o.name_template, &o.flatten_separator)
+        .map_err(|e| bad("name-template", e.to_string()))?;
+    let legacy = match o.filter_preset.as_deref() {
+        None => false,
+        Some("legacy") => true,
+        Some(other) => {
+            return Err(bad(
+                "filter-preset",
+                format!("unknown preset {other:?}; the only preset is `legacy`"),
+            ));
+        }
+    };
+    let filters = Filters {
+        include_images: regex("include-images", &o.include_images)?,
+        exclude_images: regex("exclude-images", &o.exclude_images)?,
+        include_tags: regex("include-tags", &o.include_tags)?,
+        exclude_tags: regex("exclude-tags", &o.exclude_tags)?,
+        legacy,
+        latest: o
+            .latest
+            .map(|n| positive("latest", n, 100_000))
+            .transpose()?,
+    };
+    let budget = match o.process_count {
+        -1 => None,
+        n => Some(positive("process-count", n, 1_000_000)?),
+    };
+    let tags = positive("process-limit", o.process_limit, 256)?;
+    let limits = Limits {
+        tags,
+        transfers: tags,
+        queries: positive("query-limit", o.query_limit, 1024)?,
+    };
+    let retries = if (0..=20).contains(&o.retries) {
+        o.retries as usize
+    } else {
+        return Err(bad(
+            "retries",
+            format!("{} is out of range; give a number from 0 to 20", o.retries),
+        ));
+    };
+    if let Some(proxy) = &o.proxy {
+        reqwest::Proxy::all(proxy)
+            .map_err(|e| bad("proxy", format!("{proxy:?} is not a proxy URL: {e}")))?;
+    }
+    let ca_cert = o
+        .ca_cert
+        .as_ref()
+        .map(|p| {
+            std::fs::read(p)
+                .map_err(|e| bad("ca-cert", format!("cannot read {}: {e}", p.display())))
+        })
+        .transpose()?;
+    if let Some(pem) = &ca_cert {
+        reqwest::Certificate::from_pem(pem)
+            .map_err(|e| bad("ca-cert", format!("not a PEM certificate: {e}")))?;
+    }
+    let timezone = jiff::tz::TimeZone::get(&o.timezone).map_err(|_| {
+        bad(
+            "timezone",
+            format!(
+                "unknown time zone {:?}; give an IANA name such as UTC or Asia/Shanghai",
+                o.timezone
+            ),
+        )
+    })?;
+    for (flag, path) in [
+        ("readme-template", &o.readme_template),
+        ("changelog-template", &o.changelog_template),
+    ] {
+        if let Some(p) = path.as_ref().filter(|p| !p.is_file()) {
+            return Err(bad(flag, format!("{} is not a readable file", p.display())));
+        }
+    }
+    let log_format = match o.log_format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => return Err(bad("log-format", format!("{other:?} is not text or json"))),
+    };
+    let (monitor_interval, monitor_count) = match &command {
+        Command::Monitor { interval, count } => (duration("interval", interval)?, *count),
+        _ => (Duration::ZERO, 1),
+    };
+    Ok(Settings {
+        command,
+        sources,
+        images,
+        target,
+        mapper,
+        source_credentials: credentials("source-username", o.source_username, o.source_password)?,
+        target_credentials: credentials(
+            "target-username",
+            o.target_username.or_else(|| env("DOCKER_USERNAME")),
+            o.target_password.or_else(|| env("DOCKER_PASSWORD")),
+        )?,
+        actions: actions_env(&env, github.as_ref()),
+        github,
+        docker_config,
+        gcp_key,
+        metadata_dir: o.metadata_dir,
+        metadata_path: o.metadata_path,
+        budget,
+        limits,
+        deadline: o
+            .deadline
+            .as_deref()
+            .map(|d| duration("deadline", d))
+            .transpose()?,
+        commit_every: positive("commit-every", o.commit_every, 1_000_000)?,
+        filters,
+        http_timeout: duration("http-timeout", &o.http_timeout)?,
+        retries,
+        proxy: o.proxy,
+        insecure,
+        schemes,
+        ca_cert,
+        shard: shard(&o.shard)?,
+        timezone,
+        readme_template: o.readme_template,
+        changelog_template: o.changelog_template,
+        dry_run: o.dry_run,
+        report: o.report,
+        log_format,
+        // GitHub's "re-run with debug logging" sets RUNNER_DEBUG=1: debug logs, even if quiet.
+        verbosity: match env("RUNNER_DEBUG").as_deref() {
+            Some("1") => (o.verbose.min(3) as i8).max(1),
+            _ => o.verbose.min(3) as i8 - i8::from(o.quiet),
+        },
+        monitor_interval,
+        monitor_count,
+    })
+}
