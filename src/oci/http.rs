@@ -214,6 +214,10 @@ impl Registry for HttpRegistry {
         *self.quota.lock().expect("quota lock")
     }
 
+    async fn prepare(&self, repos: &[RepoPath]) {
+        self.auth.prepare(repos.iter().map(|r| self.scope(r))).await;
+    }
+
     async fn catalog(&self) -> Result<Vec<RepoPath>> {
         let first = format!("/v2/_catalog?n={PAGE_SIZE}");
         let names = self
