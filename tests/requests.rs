@@ -152,3 +152,32 @@ async fn repository_tokens_are_fetched_many_scopes_at_a_time_or_one_by_one_where
     assert!(last_batch < first_single, "{tokens:?}");
     assert!(tokens.len() <= 1 + 2 + 30, "{tokens:?}");
 }
+
+#[tokio::test]
+async fn a_no_op_run_reuses_a_few_connections_to_a_registry() {
+    use common::faults::FaultProxy;
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let p = Pusher::new(&src.addr);
+    for i in 0..12 {
+        push_tags(&p, &format!("team/r{i:02}"), &["1", "2", "3"]).await;
+    }
+    let source = FaultProxy::start(&src.addr);
+    let work = tempfile::tempdir().unwrap();
+    let args = args_for(&source.addr, &dst.addr, &work.path().join("meta"));
+    assert_eq!(run(gcrsync(work.path()).args(&args)).status.code(), Some(0));
+
+    let (requests, connections) = (source.log().len(), source.connections());
+    assert_eq!(run(gcrsync(work.path()).args(&args)).status.code(), Some(0));
+    let requests = source.log().len() - requests;
+    let connections = source.connections() - connections;
+    eprintln!("no-op: {requests} requests on {connections} connections");
+    // The catalog, 12 listings and 36 HEADs (and the namespace probe, where it is sent).
+    assert!(requests <= 1 + 12 + 36 + 1, "{requests} requests");
+    assert!(connections <= MAX_CONNECTIONS, "{connections} connections");
+}
+
+/// Connections a run may open to one plain-HTTP registry for its listings and HEADs: 8
+/// queries in flight (the first contact's connection among them), and a couple more where
+/// a request starts just before the connection of one that ended is back in the pool.
+/// Before the bound, this no-op opened 24.
+const MAX_CONNECTIONS: usize = 8 + 3;
