@@ -151,6 +151,14 @@ async fn repository_tokens_are_fetched_many_scopes_at_a_time_or_one_by_one_where
     let first_single = tokens.iter().skip(1).position(|t| !many(t)).unwrap() + 1;
     assert!(last_batch < first_single, "{tokens:?}");
     assert!(tokens.len() <= 1 + 2 + 30, "{tokens:?}");
+
+    // And one whose registry answers such a token with 403 rather than 401.
+    gcr.multi_scope(MultiScope::FirstOnlyDenied);
+    let tokens = plan_from(&gcr, &dst, work.path());
+    let last_batch = tokens.iter().rposition(many).expect("a batch was asked");
+    let first_single = tokens.iter().skip(1).position(|t| !many(t)).unwrap() + 1;
+    assert!(last_batch < first_single, "{tokens:?}");
+    assert!(tokens.len() <= 1 + 2 + 30, "{tokens:?}");
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! Registry authentication: the `WWW-Authenticate` challenge, Basic, and Bearer tokens cached
 //! per scope, fetched for several prepared scopes at once where the token service allows.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -134,6 +134,9 @@ pub const SCOPES_PER_TOKEN: usize = 25;
 struct Cache {
     tokens: HashMap<String, Token>,
     pending: VecDeque<String>,
+    /// Every `Authorization` value of a token fetched for several scopes, to recognise
+    /// one refused after it left the cache.
+    batched: HashSet<HeaderValue>,
 }
 
 impl Cache {
@@ -212,10 +215,17 @@ impl Authenticator {
         }
     }
 
-    /// Whether the token cached for `scopes` was fetched for several scopes at once.
-    pub async fn batched(&self, scopes: &[String]) -> bool {
-        let cache = self.cache.lock().await;
-        cache.valid(&scopes.join(" ")).is_some_and(|t| t.batched)
+    /// Whether `authorization` carries a token fetched for several scopes at once.
+    pub async fn batched(&self, authorization: &HeaderValue) -> bool {
+        self.cache.lock().await.batched.contains(authorization)
+    }
+
+    /// A token fetched for several scopes was refused for one of them: from then on
+    /// each scope gets its own token.
+    pub async fn refused_batch(&self, scopes: &[String]) {
+        let mut cache = self.cache.lock().await;
+        cache.tokens.remove(&scopes.join(" "));
+        self.single_scopes(&mut cache, "a token fetched for several scopes was refused");
     }
 
     /// Announces the scopes the next requests will need: the next token fetched also
@@ -294,6 +304,9 @@ impl Authenticator {
                     other => other?,
                 };
                 let header = token.header.clone();
+                if token.batched {
+                    cache.batched.insert(header.clone());
+                }
                 if batch.len() > 1 {
                     for scope in &batch[1..] {
                         let copy = Token {
@@ -455,6 +468,31 @@ mod tests {
         );
         assert_eq!(parse_challenge("Negotiate"), None);
         assert_eq!(parse_challenge(r#"Bearer service="x""#), None);
+    }
+
+    #[tokio::test]
+    async fn prepared_scopes_are_asked_together_until_the_service_refuses() {
+        let auth = Authenticator::new("r".into(), "source", None);
+        let scope = |i: usize| format!("repository:r{i}:pull");
+        auth.prepare((0..30).map(scope)).await;
+        let mut cache = auth.cache.lock().await;
+        let first = auth.batch(&mut cache, &[scope(3)]);
+        assert_eq!(first.len(), SCOPES_PER_TOKEN);
+        assert_eq!(first[0], scope(3), "the scope asked for comes first");
+        assert!(!first[1..].contains(&scope(3)), "and only once");
+        let second = auth.batch(&mut cache, &["repository:x:pull".into()]);
+        assert_eq!(second[1..], (25..30).map(scope).collect::<Vec<_>>());
+        let mount = ["repository:a:pull,push".to_string(), scope(40)];
+        assert_eq!(
+            auth.batch(&mut cache, &mount),
+            mount,
+            "several scopes: as asked"
+        );
+        auth.single_scopes(&mut cache, "refused");
+        drop(cache);
+        auth.prepare((50..60).map(scope)).await;
+        let mut cache = auth.cache.lock().await;
+        assert_eq!(auth.batch(&mut cache, &[scope(50)]), [scope(50)]);
     }
 
     #[test]

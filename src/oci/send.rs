@@ -203,10 +203,10 @@ impl HttpRegistry {
             // A 403 to a token fetched for several scopes: the service issued it without
             // granting them all; ask again for this scope alone (once: that falls back).
             if response.status() == reqwest::StatusCode::FORBIDDEN
-                && authorization.is_some()
-                && self.auth.batched(scopes).await
+                && let Some(value) = &authorization
+                && self.auth.batched(value).await
             {
-                self.auth.forget(scopes).await;
+                self.auth.refused_batch(scopes).await;
                 authorization = self.authorize(scopes).await?;
                 continue;
             }

@@ -54,8 +54,12 @@ pub enum MultiScope {
     Honour,
     /// 400 to a request with more than one scope.
     Refuse,
-    /// A token that opens only the first scope (services that ignore the others).
+    /// A token that opens only the first scope (services that ignore the others); other
+    /// repositories answer it with 401 and a challenge.
     FirstOnly,
+    /// The same, but other repositories answer it with 403 `DENIED`, as registries do for
+    /// a valid token short of a repository's scope.
+    FirstOnlyDenied,
 }
 
 /// The repositories of `repository:NAME:ACTIONS` scopes.
@@ -130,7 +134,10 @@ impl HeldManifest {
 impl State {
     /// A new Bearer token opening `repos`, valid for the current lifetime: (token, seconds).
     fn issue(&mut self, mut repos: Vec<String>) -> (String, u64) {
-        if self.multi_scope == MultiScope::FirstOnly {
+        if matches!(
+            self.multi_scope,
+            MultiScope::FirstOnly | MultiScope::FirstOnlyDenied
+        ) {
             repos.truncate(1);
         }
         self.issued += 1;
@@ -488,7 +495,27 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string);
-    let valid = bearer.is_some_and(|t| state.lock().unwrap().opens(&t, &path));
+    let valid = bearer
+        .as_ref()
+        .is_some_and(|t| state.lock().unwrap().opens(t, &path));
+    let denied = !valid && {
+        let state = state.lock().unwrap();
+        state.multi_scope == MultiScope::FirstOnlyDenied
+            && bearer.is_some_and(|t| {
+                state
+                    .tokens
+                    .get(&t)
+                    .is_some_and(|(e, _)| *e > Instant::now())
+            })
+    };
+    if denied {
+        state
+            .lock()
+            .unwrap()
+            .log
+            .push((entry.0, format!("denied {}", entry.1)));
+        return refusal(403, repo_of(&path), &me);
+    }
     state.lock().unwrap().log.push((
         entry.0,
         if valid {
