@@ -1,7 +1,10 @@
 //! Listing: the images and tags of each source, their digests (HEAD, never GET), and the
 //! target's digests for tags without a record. I/O only; the decisions are in `plan`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+mod target;
+pub use target::{TargetHeads, target_heads};
 
 use futures_util::{StreamExt, stream};
 
@@ -9,7 +12,7 @@ use crate::filter::Filters;
 use crate::mapping::NameMapper;
 use crate::oci::taglist::TagList;
 use crate::oci::{self, ManifestRef, Registry};
-use crate::plan::{Candidate, TargetHead, TargetKey};
+use crate::plan::Candidate;
 use crate::reference::{Digest, Namespace, RepoPath, Repository, Tag};
 
 /// Listing a source failed as a whole: fatal (exit 3), never read as "zero images".
@@ -140,6 +143,9 @@ async fn list_many<R: Registry>(
     strict: bool,
     queries: usize,
 ) -> Lists {
+    // Their tokens are fetched together, several scopes per token request.
+    let repos: Vec<RepoPath> = images.iter().map(|image| ns.repo(image)).collect();
+    registry.prepare(&repos).await;
     let results: Vec<_> = stream::iter(images)
         .map(|image| async move {
             let result = registry.list_tags(&ns.repo(&image)).await;
@@ -433,84 +439,6 @@ pub async fn list_source<R: Registry>(
         .sort_by(|a, b| (&a.image, &a.tag).cmp(&(&b.image, &b.tag)));
     out.candidates = candidates;
     Ok(out)
-}
-
-/// What the target serves under each checked candidate's tag, and the candidates whose
-/// HEAD failed (each a failure of its source; they are left out of the plan).
-#[derive(Debug, Default)]
-pub struct TargetHeads {
-    /// Per candidate: what the target serves (`None`: absent).
-    pub heads: HashMap<TargetKey, Option<TargetHead>>,
-    /// (source index, failure) of each HEAD that failed after retries.
-    pub failures: Vec<(usize, ListFailure)>,
-}
-
-/// HEADs each candidate's tag on the target, for adoption and for records without digests.
-/// When no HEAD succeeds and the target refused the credentials or could not be reached,
-/// the target is unusable (exit 3); otherwise a failed HEAD fails its tag alone.
-pub async fn target_heads<R: Registry>(
-    target: &R,
-    candidates: &[&Candidate],
-    queries: usize,
-) -> Result<TargetHeads, ListError> {
-    let results: Vec<_> = stream::iter(candidates)
-        .map(|c| async move {
-            let head = target
-                .head_manifest(&c.target.path, &ManifestRef::Tag(c.tag.clone()))
-                .await;
-            (*c, head)
-        })
-        .buffer_unordered(queries)
-        .collect()
-        .await;
-    let mut out = TargetHeads::default();
-    let mut refused = None;
-    for (c, head) in results {
-        let key = (c.source, c.image.clone(), c.tag.clone());
-        match head {
-            Ok(head) => {
-                let head = head.map(|h| TargetHead {
-                    digest: h.digest,
-                    media_type: h.media_type,
-                });
-                out.heads.insert(key, head);
-            }
-            Err(error) => {
-                let what = format!("{}:{}", c.target, c.tag);
-                tracing::error!("{what}: {error}");
-                let text = if denied(&error) {
-                    format!("no access to {what} on the target: {error}")
-                } else {
-                    format!("{what} (target): {error}")
-                };
-                // Refused credentials, or a target never reached (TLS, DNS, connection).
-                let unusable = matches!(
-                    error,
-                    oci::Error::Auth { .. } | oci::Error::Transport { .. } | oci::Error::Tls { .. }
-                );
-                if unusable && refused.is_none() {
-                    refused = Some(ListError {
-                        source_ref: what,
-                        error,
-                    });
-                }
-                let failed = ListFailure {
-                    image: c.image.clone(),
-                    tag: Some(c.tag.clone()),
-                    error: text,
-                };
-                out.failures.push((c.source, failed));
-            }
-        }
-    }
-    match refused {
-        Some(e) if out.heads.is_empty() => Err(e),
-        _ => {
-            out.failures
-                .sort_by(|a, b| (a.0, &a.1.image, &a.1.tag).cmp(&(b.0, &b.1.image, &b.1.tag)));
-            Ok(out)
-        }
-    }
 }
 
 /// Listing a source failed: the registry failed, or a listed name does not map.

@@ -133,6 +133,62 @@ async fn a_tls_registry_with_a_private_ca_is_trusted_only_when_told() {
     assert_eq!(target.head("unverified/app", "1").await, Some(digest));
 }
 
+/// A TLS registry that speaks HTTP/2 (as gcr.io, Artifact Registry, Docker Hub and
+/// ghcr.io do) carries a run's concurrent listings and HEADs over one connection: counted
+/// by a SOCKS5 proxy, which sees each TCP connection. Over HTTP/1.1 each request in
+/// flight takes a connection of its own (a plain-HTTP no-op of this size opened 24).
+#[tokio::test]
+async fn a_tls_registry_is_reached_over_one_multiplexed_connection() {
+    let certs = tempfile::tempdir().unwrap();
+    certificates(certs.path());
+    let src = TestRegistry::start_tls(
+        &certs.path().join("server.pem"),
+        &certs.path().join("server.key"),
+    );
+    let dst = TestRegistry::start();
+    let ca = certs.path().join("ca.pem");
+    let p = Pusher::tls(&src.addr, &std::fs::read(&ca).unwrap());
+    for i in 0..12 {
+        let repo = format!("team/r{i:02}");
+        let (digest, _) = p
+            .image(&repo, "1", Format::Oci, "amd64", &[random_bytes(200)])
+            .await;
+        let manifest = p.get_manifest(&repo, &digest).await;
+        for tag in ["2", "3"] {
+            p.manifest(&repo, tag, images::OCI_MANIFEST, &manifest)
+                .await;
+        }
+    }
+    let work = tempfile::tempdir().unwrap();
+    let args = [
+        "--source".to_string(),
+        format!("https://{}/team", src.addr),
+        "--target".into(),
+        format!("{}/mirror", dst.addr),
+        "--metadata-dir".into(),
+        work.path().join("meta").display().to_string(),
+        "--ca-cert".into(),
+        ca.display().to_string(),
+    ];
+    assert_eq!(
+        run(gcrsync(work.path()).args(args.clone())).status.code(),
+        Some(0)
+    );
+    let before = src.accesses().len();
+    let socks = socks5_proxy();
+    let out = run(gcrsync(work.path())
+        .args(args)
+        .args(["--proxy", &format!("socks5://{}", socks.addr)]));
+    assert_eq!(out.status.code(), Some(0));
+    let requests = src.accesses().len() - before;
+    assert!(requests >= 1 + 12 + 36, "{requests} requests");
+    assert_eq!(
+        socks.count(),
+        1,
+        "{requests} requests of a no-op over one connection"
+    );
+}
+
 #[tokio::test]
 async fn every_registry_request_goes_through_the_configured_proxy() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());

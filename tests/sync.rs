@@ -390,6 +390,8 @@ async fn a_repository_or_head_that_keeps_failing_fails_alone_and_excluded_images
     // The catalog lists `broken`, whose listing then fails every time.
     source.inject(fail("/v2/team/broken/tags/list", "GET", 500));
     source.inject(fail("/v2/team/app/manifests/2", "HEAD", 500));
+    // The target's listing of `new` fails too, so its tag is HEADed as before listings.
+    target.inject(fail("/v2/mirror/new/tags/list", "GET", 500));
     target.inject(fail("/v2/mirror/new/manifests/1", "HEAD", 503));
     let report = work.path().join("report.json");
     let out = run(gcrsync(work.path())

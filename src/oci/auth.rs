@@ -1,7 +1,9 @@
-//! Registry authentication: the `WWW-Authenticate` challenge, Basic, and Bearer tokens cached per scope.
+//! Registry authentication: the `WWW-Authenticate` challenge, Basic, and Bearer tokens cached
+//! per scope, fetched for several prepared scopes at once where the token service allows.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderValue;
@@ -105,6 +107,28 @@ struct TokenResponse {
 struct Token {
     header: HeaderValue,
     expires: Instant,
+    /// Fetched for several scopes at once (cached under each of them).
+    batched: bool,
+}
+
+/// Scopes asked of the token service in one request: 25 repository scopes make a query
+/// of about 2 KB, well under any server's URL limit, and 300 repositories cost 12 tokens.
+pub const SCOPES_PER_TOKEN: usize = 25;
+
+/// The tokens, and the scopes announced by `prepare` whose tokens are not fetched yet.
+#[derive(Default)]
+struct Cache {
+    tokens: HashMap<String, Token>,
+    pending: VecDeque<String>,
+    /// Every `Authorization` value of a token fetched for several scopes, to recognise
+    /// one refused after it left the cache.
+    batched: HashSet<HeaderValue>,
+}
+
+impl Cache {
+    fn valid(&self, key: &str) -> Option<&Token> {
+        self.tokens.get(key).filter(|t| t.expires > Instant::now())
+    }
 }
 
 /// Tokens without `expires_in` live 60 s by the token spec; renew a little early.
@@ -118,7 +142,10 @@ pub struct Authenticator {
     login: Option<Login>,
     challenge: std::sync::Mutex<Option<Challenge>>,
     /// Held across a token fetch so concurrent requests for one scope fetch it once.
-    tokens: tokio::sync::Mutex<HashMap<String, Token>>,
+    cache: tokio::sync::Mutex<Cache>,
+    /// Whether the token service grants several scopes in one token; cleared for good
+    /// when it refuses such a request or its token does not open every scope.
+    multi_scope: AtomicBool,
 }
 
 impl Authenticator {
@@ -129,7 +156,8 @@ impl Authenticator {
             role,
             login,
             challenge: std::sync::Mutex::new(None),
-            tokens: tokio::sync::Mutex::new(HashMap::new()),
+            cache: tokio::sync::Mutex::new(Cache::default()),
+            multi_scope: AtomicBool::new(true),
         }
     }
 
@@ -162,9 +190,67 @@ impl Authenticator {
         self.login.is_some()
     }
 
-    /// Drops a token the registry refused, so the next call fetches a fresh one.
+    /// Drops a token the registry refused, so the next call fetches a fresh one. A token
+    /// fetched for several scopes that is refused means the token service does not really
+    /// grant several at once: from then on each scope gets its own token.
     pub async fn forget(&self, scopes: &[String]) {
-        self.tokens.lock().await.remove(&scopes.join(" "));
+        let mut cache = self.cache.lock().await;
+        let refused = cache.tokens.remove(&scopes.join(" "));
+        if refused.is_some_and(|t| t.batched) {
+            self.single_scopes(&mut cache, "a token fetched for several scopes was refused");
+        }
+    }
+
+    /// Whether `authorization` carries a token fetched for several scopes at once.
+    pub async fn batched(&self, authorization: &HeaderValue) -> bool {
+        self.cache.lock().await.batched.contains(authorization)
+    }
+
+    /// A token fetched for several scopes was refused for one of them: from then on
+    /// each scope gets its own token.
+    pub async fn refused_batch(&self, scopes: &[String]) {
+        let mut cache = self.cache.lock().await;
+        cache.tokens.remove(&scopes.join(" "));
+        self.single_scopes(&mut cache, "a token fetched for several scopes was refused");
+    }
+
+    /// Announces the scopes the next requests will need: the next token fetched also
+    /// covers up to [`SCOPES_PER_TOKEN`] of them. No request is sent here.
+    pub async fn prepare(&self, scopes: impl IntoIterator<Item = String>) {
+        if !self.multi_scope.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut cache = self.cache.lock().await;
+        let fresh: Vec<String> = scopes
+            .into_iter()
+            .filter(|s| cache.valid(s).is_none() && !cache.pending.contains(s))
+            .collect();
+        cache.pending.extend(fresh);
+    }
+
+    /// Falls back to one scope per token for good, dropping the tokens fetched for several.
+    fn single_scopes(&self, cache: &mut Cache, why: &str) {
+        if self.multi_scope.swap(false, Ordering::Relaxed) {
+            tracing::debug!("{}: {why}; asking one scope per token", self.registry);
+        }
+        cache.pending.clear();
+        cache.tokens.retain(|_, t| !t.batched);
+    }
+
+    /// The scopes of one token fetch: `key`'s, with pending ones when it is a single scope.
+    fn batch(&self, cache: &mut Cache, scopes: &[String]) -> Vec<String> {
+        let mut batch = scopes.to_vec();
+        if scopes.len() != 1 || !self.multi_scope.load(Ordering::Relaxed) {
+            return batch;
+        }
+        while batch.len() < SCOPES_PER_TOKEN
+            && let Some(next) = cache.pending.pop_front()
+        {
+            if next != scopes[0] && cache.valid(&next).is_none() {
+                batch.push(next);
+            }
+        }
+        batch
     }
 
     /// The `Authorization` value for `scopes`, fetching a token if the scheme needs one.
@@ -182,15 +268,41 @@ impl Authenticator {
             },
             Some(Challenge::Bearer { realm, service }) => {
                 let key = scopes.join(" ");
-                let mut tokens = self.tokens.lock().await;
-                if let Some(t) = tokens.get(&key).filter(|t| t.expires > Instant::now()) {
+                let mut cache = self.cache.lock().await;
+                if let Some(t) = cache.valid(&key) {
                     return Ok(Some(t.header.clone()));
                 }
-                let token = self
-                    .fetch_token(http, &realm, service.as_deref(), scopes)
-                    .await?;
+                let batch = self.batch(&mut cache, scopes);
+                let fetched = self
+                    .fetch_token(http, &realm, service.as_deref(), &batch)
+                    .await;
+                let token = match fetched {
+                    // A service that will not issue one token for several scopes (400,
+                    // 401, 403) may still issue one per scope.
+                    Err(e) if batch.len() > 1 && is_refusal(&e) => {
+                        self.single_scopes(
+                            &mut cache,
+                            &format!("the token service refused several scopes ({e})"),
+                        );
+                        self.fetch_token(http, &realm, service.as_deref(), scopes)
+                            .await?
+                    }
+                    other => other?,
+                };
                 let header = token.header.clone();
-                tokens.insert(key, token);
+                if token.batched {
+                    cache.batched.insert(header.clone());
+                }
+                if batch.len() > 1 {
+                    for scope in &batch[1..] {
+                        let copy = Token {
+                            header: token.header.clone(),
+                            ..token
+                        };
+                        cache.tokens.insert(scope.clone(), copy);
+                    }
+                }
+                cache.tokens.insert(key, token);
                 Ok(Some(header))
             }
         }
@@ -305,12 +417,19 @@ impl Authenticator {
         header.set_sensitive(true);
         Ok(Token {
             header,
+            batched: scopes.len() > 1,
             expires: Instant::now()
                 + lifetime
                     .saturating_sub(RENEW_MARGIN)
                     .max(Duration::from_secs(1)),
         })
     }
+}
+
+/// A token request refused as such (not a service failing): bad credentials, or a
+/// request for several scopes the service will not take.
+fn is_refusal(error: &Error) -> bool {
+    error.is_credentials_refused() || matches!(error.status(), Some(400 | 401 | 403))
 }
 
 #[cfg(test)]
@@ -335,6 +454,31 @@ mod tests {
         );
         assert_eq!(parse_challenge("Negotiate"), None);
         assert_eq!(parse_challenge(r#"Bearer service="x""#), None);
+    }
+
+    #[tokio::test]
+    async fn prepared_scopes_are_asked_together_until_the_service_refuses() {
+        let auth = Authenticator::new("r".into(), "source", None);
+        let scope = |i: usize| format!("repository:r{i}:pull");
+        auth.prepare((0..30).map(scope)).await;
+        let mut cache = auth.cache.lock().await;
+        let first = auth.batch(&mut cache, &[scope(3)]);
+        assert_eq!(first.len(), SCOPES_PER_TOKEN);
+        assert_eq!(first[0], scope(3), "the scope asked for comes first");
+        assert!(!first[1..].contains(&scope(3)), "and only once");
+        let second = auth.batch(&mut cache, &["repository:x:pull".into()]);
+        assert_eq!(second[1..], (25..30).map(scope).collect::<Vec<_>>());
+        let mount = ["repository:a:pull,push".to_string(), scope(40)];
+        assert_eq!(
+            auth.batch(&mut cache, &mount),
+            mount,
+            "several scopes: as asked"
+        );
+        auth.single_scopes(&mut cache, "refused");
+        drop(cache);
+        auth.prepare((50..60).map(scope)).await;
+        let mut cache = auth.cache.lock().await;
+        assert_eq!(auth.batch(&mut cache, &[scope(50)]), [scope(50)]);
     }
 
     #[test]

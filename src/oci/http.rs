@@ -21,6 +21,12 @@ use crate::reference::{Digest, RegistryHost, RepoPath};
 /// Page size asked of `_catalog` and `tags/list`; registries may cap it lower.
 const PAGE_SIZE: usize = 1000;
 
+/// Listings and HEADs in flight at once to a plain-HTTP registry. HTTP/1.1 takes one
+/// connection per request in flight, so `--query-limit` concurrent queries opened as many
+/// connections (33 for a 52-request no-op); a plain-HTTP registry is a local or LAN one,
+/// where a few reused connections answer as fast.
+pub const PLAIN_HTTP_QUERIES: usize = 8;
+
 pub use crate::retry::RetryPolicy;
 
 impl RetryPolicy {
@@ -80,6 +86,8 @@ pub struct HttpRegistry {
     /// Whether `GET /v2/` accepts our credentials: asked once, the first time a
     /// repository refuses them, to tell "no access to REPO" from "bad credentials".
     pub(super) root_accepts: tokio::sync::OnceCell<bool>,
+    /// Bounds the listings and HEADs in flight (plain HTTP only), and so the connections.
+    queries: Option<tokio::sync::Semaphore>,
 }
 
 impl HttpRegistry {
@@ -101,6 +109,17 @@ impl HttpRegistry {
             quota: std::sync::Mutex::new(None),
             first_contact: tokio::sync::Mutex::new(false),
             root_accepts: tokio::sync::OnceCell::new(),
+            queries: endpoint
+                .plain_http
+                .then(|| tokio::sync::Semaphore::new(PLAIN_HTTP_QUERIES)),
+        }
+    }
+
+    /// A turn among the queries in flight, where they are bounded.
+    async fn query_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        match &self.queries {
+            Some(queries) => queries.acquire().await.ok(),
+            None => None,
         }
     }
 
@@ -221,7 +240,12 @@ impl Registry for HttpRegistry {
         *self.quota.lock().expect("quota lock")
     }
 
+    async fn prepare(&self, repos: &[RepoPath]) {
+        self.auth.prepare(repos.iter().map(|r| self.scope(r))).await;
+    }
+
     async fn catalog(&self) -> Result<Vec<RepoPath>> {
+        let _turn = self.query_turn().await;
         let first = format!("/v2/_catalog?n={PAGE_SIZE}");
         let names = self
             .paginate(first, "registry:catalog:*".into(), |p: CatalogPage| {
@@ -233,6 +257,7 @@ impl Registry for HttpRegistry {
     }
 
     async fn list_tags(&self, repo: &RepoPath) -> Result<TagList> {
+        let _turn = self.query_turn().await;
         let first = format!("/v2/{repo}/tags/list?n={PAGE_SIZE}");
         let pages = self
             .paginate(first, self.scope(repo), |p: TagsPage| vec![p])
@@ -245,6 +270,7 @@ impl Registry for HttpRegistry {
         repo: &RepoPath,
         r: &ManifestRef,
     ) -> Result<Option<ManifestHead>> {
+        let _turn = self.query_turn().await;
         let url = self.url(&format!("/v2/{repo}/manifests/{r}"));
         let scopes = [self.scope(repo)];
         let head = self

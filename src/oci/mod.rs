@@ -70,6 +70,12 @@ pub trait Registry: Send + Sync {
     fn pull_quota(&self) -> Option<u64> {
         None
     }
+    /// Says which repositories the next requests will address, so that their tokens can
+    /// be fetched together (several scopes in one token request); a no-op by default.
+    fn prepare(&self, repos: &[RepoPath]) -> impl Future<Output = ()> + Send {
+        let _ = repos;
+        std::future::ready(())
+    }
     /// Every repository the registry lists in `/v2/_catalog`, following pagination.
     fn catalog(&self) -> impl Future<Output = Result<Vec<RepoPath>>> + Send;
     /// Every tag of `repo` (with gcr's children and digests where served), following pagination.

@@ -200,6 +200,16 @@ impl HttpRegistry {
             if let Some(left) = remaining_quota(response.headers()) {
                 *self.quota.lock().expect("quota lock") = Some(left);
             }
+            // A 403 to a token fetched for several scopes: the service issued it without
+            // granting them all; ask again for this scope alone (once: that falls back).
+            if response.status() == reqwest::StatusCode::FORBIDDEN
+                && let Some(value) = &authorization
+                && self.auth.batched(value).await
+            {
+                self.auth.refused_batch(scopes).await;
+                authorization = self.authorize(scopes).await?;
+                continue;
+            }
             if response.status() != reqwest::StatusCode::UNAUTHORIZED {
                 return self
                     .follow(&method, url, response, &build, authorization.as_ref())

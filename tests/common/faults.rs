@@ -41,6 +41,8 @@ struct State {
     headers: Vec<(String, String)>,
     rules: Vec<Rule>,
     log: Vec<(String, String, String)>,
+    /// The client ends of every connection requests came on.
+    peers: std::collections::HashSet<server::Peer>,
 }
 
 pub struct FaultProxy {
@@ -107,6 +109,11 @@ impl FaultProxy {
         self.state.lock().unwrap().rules.push(rule);
     }
 
+    /// How many connections requests came on so far.
+    pub fn connections(&self) -> usize {
+        self.state.lock().unwrap().peers.len()
+    }
+
     /// (method, path, what happened) of every request so far.
     pub fn log(&self) -> Vec<(String, String, String)> {
         self.state.lock().unwrap().log.clone()
@@ -128,6 +135,9 @@ async fn handle(
     );
     let fault = {
         let mut state = state.lock().unwrap();
+        if let Some(peer) = req.extensions().get::<server::Peer>() {
+            state.peers.insert(*peer);
+        }
         let rule = state
             .rules
             .iter_mut()

@@ -1,5 +1,6 @@
 //! A fake gcr.io in front of a real distribution registry: gcr's token endpoint
-//! (anonymous, `_json_key` and `oauth2accesstoken` logins; Bearer tokens that expire),
+//! (anonymous, `_json_key` and `oauth2accesstoken` logins; Bearer tokens that expire and
+//! open only the repositories of their `scope` parameters, several per token if asked),
 //! the `WWW-Authenticate: Bearer` challenge on every API call, and gcr's `tags/list`
 //! with `child` and `manifest` (numbers as strings). Everything else is forwarded, except
 //! the signed schema-1 manifests it keeps itself (as gcr.io still serves for pre-2017
@@ -21,7 +22,9 @@ use super::storage::FakeStorage;
 #[derive(Default)]
 struct State {
     failing_tokens: usize,
-    tokens: HashMap<String, Instant>,
+    /// Token → (expiry, the repositories its scopes open).
+    tokens: HashMap<String, (Instant, HashSet<String>)>,
+    multi_scope: MultiScope,
     issued: usize,
     lifetime: Duration,
     anonymous: bool,
@@ -41,6 +44,31 @@ struct State {
     /// Repositories the credentials may not read (401 or 403), and ones deleted (404),
     /// though their parent's `child` list still names them.
     refused: HashMap<String, u16>,
+}
+
+/// How the token endpoint treats several `scope` parameters in one request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MultiScope {
+    /// One token opening every scope asked (gcr.io, Docker Hub, distribution's auth).
+    #[default]
+    Honour,
+    /// 400 to a request with more than one scope.
+    Refuse,
+    /// A token that opens only the first scope (services that ignore the others); other
+    /// repositories answer it with 401 and a challenge.
+    FirstOnly,
+    /// The same, but other repositories answer it with 403 `DENIED`, as registries do for
+    /// a valid token short of a repository's scope.
+    FirstOnlyDenied,
+}
+
+/// The repositories of `repository:NAME:ACTIONS` scopes.
+fn scoped_repos<'a>(scopes: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    scopes
+        .into_iter()
+        .filter_map(|s| s.strip_prefix("repository:")?.rsplit_once(':'))
+        .map(|(repo, _)| repo.to_string())
+        .collect()
 }
 
 /// A manifest the front serves itself: a signed schema-1 one as gcr.io serves it, or a
@@ -104,13 +132,40 @@ impl HeldManifest {
 }
 
 impl State {
-    /// A new Bearer token valid for the current lifetime: (token, seconds).
-    fn issue(&mut self) -> (String, u64) {
+    /// A new Bearer token opening `repos`, valid for the current lifetime: (token, seconds).
+    fn issue(&mut self, mut repos: Vec<String>) -> (String, u64) {
+        if matches!(
+            self.multi_scope,
+            MultiScope::FirstOnly | MultiScope::FirstOnlyDenied
+        ) {
+            repos.truncate(1);
+        }
         self.issued += 1;
         let token = format!("fake-gcr-token-{}", self.issued);
+        let expiry = Instant::now() + self.lifetime;
         self.tokens
-            .insert(token.clone(), Instant::now() + self.lifetime);
+            .insert(token.clone(), (expiry, repos.into_iter().collect()));
         (token, self.lifetime.as_secs())
+    }
+
+    /// The answer to a token request for `scopes` scopes the service will not take.
+    fn refuse_scopes(&self, scopes: usize) -> Option<Response<Body>> {
+        (self.multi_scope == MultiScope::Refuse && scopes > 1).then(|| {
+            json_answer(
+                400,
+                json!({"errors": [{"code": "UNSUPPORTED", "message": "one scope per request"}]}),
+            )
+        })
+    }
+
+    /// Whether `token` is valid and opens the repository `path` addresses (any valid
+    /// token opens `/v2/` and the catalog).
+    fn opens(&self, token: &str, path: &str) -> bool {
+        let repo = repo_of(path);
+        self.tokens.get(token).is_some_and(|(expiry, repos)| {
+            *expiry > Instant::now()
+                && (repo.is_empty() || repo == "_catalog" || repos.contains(repo))
+        })
     }
 }
 
@@ -193,6 +248,11 @@ impl FakeGcr {
     /// a signed URL on `storage`, as gcr.io sends them to Cloud Storage.
     pub fn redirect_blobs(&self, storage: &FakeStorage, status: u16) {
         self.state.lock().unwrap().storage = Some((status, storage.clone()));
+    }
+
+    /// How the token endpoint answers several scopes in one request.
+    pub fn multi_scope(&self, mode: MultiScope) {
+        self.state.lock().unwrap().multi_scope = mode;
     }
 
     pub fn tokens_issued(&self) -> usize {
@@ -364,9 +424,16 @@ async fn handle(
             .await
             .unwrap()
             .to_bytes();
-        let form: HashMap<String, String> = url::form_urlencoded::parse(&body)
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(&body)
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
+        let scopes: Vec<&str> = pairs
+            .iter()
+            .filter(|(k, _)| k == "scope")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        let repos = scoped_repos(scopes);
+        let form: HashMap<String, String> = pairs.iter().cloned().collect();
         let mut state = state.lock().unwrap();
         state.log.push(entry);
         let refresh = form.get("refresh_token").cloned().unwrap_or_default();
@@ -374,11 +441,22 @@ async fn handle(
         if form.get("grant_type").map(String::as_str) != Some("refresh_token") || !known {
             return json_answer(401, json!({"error": "invalid_grant"}));
         }
-        let (token, lifetime) = state.issue();
+        if let Some(refused) = state.refuse_scopes(repos.len()) {
+            return refused;
+        }
+        let (token, lifetime) = state.issue(repos);
         return json_answer(200, json!({"access_token": token, "expires_in": lifetime}));
     }
     if path == "/v2/token" {
         state.lock().unwrap().log.push(entry);
+        let repos = scoped_repos(
+            url::form_urlencoded::parse(query.as_bytes())
+                .filter(|(k, _)| k == "scope")
+                .map(|(_, v)| v.into_owned())
+                .collect::<Vec<_>>()
+                .iter()
+                .map(String::as_str),
+        );
         let login = basic_login(&req);
         let mut state = state.lock().unwrap();
         if state.failing_tokens > 0 {
@@ -405,7 +483,10 @@ async fn handle(
                 json!({"errors": [{"code": "UNAUTHORIZED", "message": "bad login"}]}),
             );
         }
-        let (token, lifetime) = state.issue();
+        if let Some(refused) = state.refuse_scopes(repos.len()) {
+            return refused;
+        }
+        let (token, lifetime) = state.issue(repos);
         return json_answer(200, json!({"token": token, "expires_in": lifetime}));
     }
     let bearer = req
@@ -414,14 +495,27 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string);
-    let valid = bearer.is_some_and(|t| {
+    let valid = bearer
+        .as_ref()
+        .is_some_and(|t| state.lock().unwrap().opens(t, &path));
+    let denied = !valid && {
+        let state = state.lock().unwrap();
+        state.multi_scope == MultiScope::FirstOnlyDenied
+            && bearer.is_some_and(|t| {
+                state
+                    .tokens
+                    .get(&t)
+                    .is_some_and(|(e, _)| *e > Instant::now())
+            })
+    };
+    if denied {
         state
             .lock()
             .unwrap()
-            .tokens
-            .get(&t)
-            .is_some_and(|expiry| *expiry > Instant::now())
-    });
+            .log
+            .push((entry.0, format!("denied {}", entry.1)));
+        return refusal(403, repo_of(&path), &me);
+    }
     state.lock().unwrap().log.push((
         entry.0,
         if valid {

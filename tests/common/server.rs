@@ -46,6 +46,11 @@ where
     rx.recv().unwrap()
 }
 
+/// The client end of the connection a request came on (a request extension), to count
+/// the connections a client opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Peer(pub std::net::SocketAddr);
+
 /// Serves `handler` over HTTP/1.1 on a free loopback port; returns `host:port`.
 pub fn serve<F, Fut>(handler: F) -> String
 where
@@ -54,8 +59,12 @@ where
 {
     listen(move |socket| {
         let handler = handler.clone();
+        let peer = socket.peer_addr().ok().map(Peer);
         async move {
-            let service = hyper::service::service_fn(move |req| {
+            let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                if let Some(peer) = peer {
+                    req.extensions_mut().insert(peer);
+                }
                 let answer = handler(req);
                 async move { Ok::<_, Infallible>(answer.await) }
             });
