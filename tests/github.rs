@@ -6,38 +6,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use common::github::{FakeGitHub, Fault, Options, READ_TOKEN, WRITE_TOKEN};
 use common::images::random_bytes;
 use common::*;
-
-fn github_args(gh: &FakeGitHub, token: &str) -> Vec<String> {
-    [
-        "--github-repo",
-        "owner/repo",
-        "--github-api-url",
-        &gh.api_url,
-        "--github-token",
-        token,
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
-/// Runs a sync from `src/team` to `dst/mirror` recorded in the fake repository.
-fn sync(
-    work: &Path,
-    src: &TestRegistry,
-    dst: &TestRegistry,
-    gh: &FakeGitHub,
-    extra: &[&str],
-) -> Output {
-    let mut args = mirror_args(src, dst, &work.join("unused-local-dir"));
-    args.extend(github_args(gh, WRITE_TOKEN));
-    run(gcrsync(work).args(&args).args(extra))
-}
 
 fn assert_token_only_in_authorization(gh: &FakeGitHub, token: &str, outputs: &[&Output]) {
     for request in gh.log() {
@@ -77,7 +50,7 @@ async fn a_sync_commits_the_metadata_once_and_a_noop_run_commits_nothing() {
         .await;
     let work = tempfile::tempdir().unwrap();
     let before = gh.history("main").len();
-    let first = sync(work.path(), &src, &dst, &gh, &["--commit-every", "1"]);
+    let first = gh.sync(work.path(), &src, &dst, &["--commit-every", "1"]);
     assert_eq!(first.status.code(), Some(0));
     let history = gh.history("main");
     assert_eq!(history.len(), before + 2, "one commit per batch of one tag");
@@ -111,7 +84,7 @@ async fn a_sync_commits_the_metadata_once_and_a_noop_run_commits_nothing() {
     );
 
     let requests = gh.log().len();
-    let second = sync(work.path(), &src, &dst, &gh, &[]);
+    let second = gh.sync(work.path(), &src, &dst, &[]);
     assert_eq!(second.status.code(), Some(0));
     assert_eq!(gh.history("main"), history, "a no-op run makes no commit");
     let writes: Vec<_> = gh
@@ -147,10 +120,7 @@ async fn every_stored_object_hashes_as_git_would() {
         )
         .await;
     let work = tempfile::tempdir().unwrap();
-    assert_eq!(
-        sync(work.path(), &src, &dst, &gh, &[]).status.code(),
-        Some(0)
-    );
+    assert_eq!(gh.sync(work.path(), &src, &dst, &[]).status.code(), Some(0));
     let objects = gh.objects();
     assert!(objects.iter().any(|(_, kind, _)| *kind == "commit") && objects.len() > 8);
     for (sha, kind, raw) in objects {
@@ -181,14 +151,11 @@ async fn a_commit_landing_during_ours_is_merged_not_overwritten() {
     p.image("team/app", "1", Format::Oci, "amd64", &[random_bytes(1000)])
         .await;
     let work = tempfile::tempdir().unwrap();
-    assert_eq!(
-        sync(work.path(), &src, &dst, &gh, &[]).status.code(),
-        Some(0)
-    );
+    assert_eq!(gh.sync(work.path(), &src, &dst, &[]).status.code(), Some(0));
     p.image("team/app", "2", Format::Oci, "amd64", &[random_bytes(1000)])
         .await;
     gh.race_next_ref_updates(2);
-    let out = sync(work.path(), &src, &dst, &gh, &[]);
+    let out = gh.sync(work.path(), &src, &dst, &[]);
     assert_eq!(out.status.code(), Some(0));
     let files = gh.files("main");
     assert!(
@@ -239,7 +206,7 @@ async fn four_concurrent_shards_all_land() {
     }
     let work = tempfile::tempdir().unwrap();
     let mut args = mirror_args(&src, &dst, &work.path().join("unused"));
-    args.extend(github_args(&gh, WRITE_TOKEN));
+    args.extend(gh.args(WRITE_TOKEN));
     let children: Vec<_> = (1..=4)
         .map(|k| {
             gcrsync(work.path())
@@ -281,7 +248,7 @@ async fn an_empty_repository_gets_its_first_commit() {
         .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(1000)])
         .await;
     let work = tempfile::tempdir().unwrap();
-    let out = sync(work.path(), &src, &dst, &gh, &[]);
+    let out = gh.sync(work.path(), &src, &dst, &[]);
     assert_eq!(out.status.code(), Some(0));
     let files = gh.files("main");
     for file in [
@@ -315,7 +282,7 @@ async fn server_errors_and_secondary_rate_limits_are_waited_out() {
     gh.inject(Fault::ServerError(500));
     gh.inject(Fault::PrimaryLimit(1));
     let work = tempfile::tempdir().unwrap();
-    let out = sync(work.path(), &src, &dst, &gh, &[]);
+    let out = gh.sync(work.path(), &src, &dst, &[]);
     assert_eq!(out.status.code(), Some(0));
     assert!(
         stderr(&out).contains("HTTP 403, rate limited"),
@@ -338,9 +305,9 @@ async fn permission_and_configuration_problems_are_fatal_and_say_what_to_do() {
     let work = tempfile::tempdir().unwrap();
     let base = mirror_args(&src, &dst, &work.path().join("unused"));
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (github_args(&gh, READ_TOKEN), "contents: write"),
+        (gh.args(READ_TOKEN), "contents: write"),
         (
-            github_args(&gh, "ghp_unknown_token_value_123456789"),
+            gh.args("ghp_unknown_token_value_123456789"),
             "rejected the token (401)",
         ),
         (
@@ -358,7 +325,7 @@ async fn permission_and_configuration_problems_are_fatal_and_say_what_to_do() {
         ),
         (
             [
-                github_args(&gh, WRITE_TOKEN),
+                gh.args(WRITE_TOKEN),
                 vec!["--github-branch".into(), "mirror".into()],
             ]
             .concat(),
@@ -382,11 +349,10 @@ async fn permission_and_configuration_problems_are_fatal_and_say_what_to_do() {
         "nothing copied before the store was usable"
     );
     // With --github-create-branch the branch is made from the default branch.
-    let out = sync(
+    let out = gh.sync(
         work.path(),
         &src,
         &dst,
-        &gh,
         &["--github-branch", "mirror", "--github-create-branch"],
     );
     assert_eq!(out.status.code(), Some(0));
@@ -430,11 +396,10 @@ async fn the_seed_tools_lists_are_imported_and_checked_on_the_target() {
     );
     let before = dst.accesses().len();
     let report = work.path().join("report.json");
-    let out = sync(
+    let out = gh.sync(
         work.path(),
         &src,
         &dst,
-        &gh,
         &["--report", report.to_str().unwrap()],
     );
     assert_eq!(out.status.code(), Some(0));
@@ -498,7 +463,7 @@ async fn github_enterprise_paths_work_and_its_web_ui_gets_a_hint() {
         "nothing written"
     );
     let before = ghe.log().len();
-    let out = sync(work.path(), &src, &dst, &ghe, &[]);
+    let out = ghe.sync(work.path(), &src, &dst, &[]);
     assert_eq!(out.status.code(), Some(0));
     assert!(
         ghe.log()
@@ -513,7 +478,7 @@ async fn github_enterprise_paths_work_and_its_web_ui_gets_a_hint() {
         prefix: "",
         ..Options::default()
     });
-    let out = sync(work.path(), &src, &dst, &dotcom, &[]);
+    let out = dotcom.sync(work.path(), &src, &dst, &[]);
     assert_eq!(out.status.code(), Some(0));
     assert!(
         dotcom
@@ -534,7 +499,7 @@ async fn directories_where_files_are_read_are_handled() {
     // a legacy list it answers 200 with a listing, which is no list: it is skipped.
     let gh = FakeGitHub::start(false);
     gh.seed("main", "team/notes.md", "the seeds' directory\n");
-    let out = sync(work.path(), &src, &dst, &gh, &[]);
+    let out = gh.sync(work.path(), &src, &dst, &[]);
     assert_eq!(out.status.code(), Some(0));
     let record = gh
         .file("main", &format!("{}/team/images.json", src.addr))
@@ -551,7 +516,7 @@ async fn directories_where_files_are_read_are_handled() {
     let path = format!("{}/team/images.json", src.addr);
     gh.seed("main", &format!("{path}/stray.txt"), "not a record\n");
     let history = gh.history("main");
-    let out = sync(work.path(), &src, &dst, &gh, &[]);
+    let out = gh.sync(work.path(), &src, &dst, &[]);
     assert_eq!(out.status.code(), Some(3));
     assert!(
         stderr(&out).contains(&format!("{path} is a directory")),
@@ -574,11 +539,10 @@ async fn a_branch_creation_whose_answer_was_lost_is_not_an_error() {
     // The branch is created, the answer is a 502; the retry finds it exists (422).
     gh.inject_on("POST /git/refs", Fault::ServerErrorAfterApplying(502));
     let work = tempfile::tempdir().unwrap();
-    let out = sync(
+    let out = gh.sync(
         work.path(),
         &src,
         &dst,
-        &gh,
         &["--github-branch", "mirror", "--github-create-branch"],
     );
     assert_eq!(out.status.code(), Some(0));

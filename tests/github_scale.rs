@@ -5,38 +5,11 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::github::{FakeGitHub, Fault, Options, WRITE_TOKEN};
 use common::images::random_bytes;
 use common::*;
-
-fn github_args(gh: &FakeGitHub) -> Vec<String> {
-    [
-        "--github-repo",
-        "owner/repo",
-        "--github-api-url",
-        &gh.api_url,
-        "--github-token",
-        WRITE_TOKEN,
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
-fn sync(
-    work: &Path,
-    src: &TestRegistry,
-    dst: &TestRegistry,
-    gh: &FakeGitHub,
-    extra: &[&str],
-) -> Output {
-    let mut args = mirror_args(src, dst, &work.join("unused-local-dir"));
-    args.extend(github_args(gh));
-    run(gcrsync(work).args(&args).args(extra))
-}
 
 /// Tags `repo`'s manifest `digest` as each of `tags`, the way distribution's filesystem
 /// driver stores a tag (what a manifest PUT by tag writes), without 15,000 uploads.
@@ -117,11 +90,10 @@ async fn fifteen_thousand_adopted_tags_land_in_a_few_commits() {
     let before = gh.history("main").len();
     let started = Instant::now();
     let report = work.path().join("report.json");
-    let out = sync(
+    let out = gh.sync(
         work.path(),
         &src,
         &dst,
-        &gh,
         &["--commit-every", "50", "--report", report.to_str().unwrap()],
     );
     eprintln!(
@@ -175,7 +147,7 @@ async fn compare_records_in_bulk_not_per_commit_every() {
     assert_eq!(copied.status.code(), Some(0));
     let before = gh.history("main").len();
     let mut args = mirror_args(&src, &dst, &work.path().join("unused"));
-    args.extend(github_args(&gh));
+    args.extend(gh.args(WRITE_TOKEN));
     let out = run(gcrsync(work.path())
         .arg("compare")
         .args(&args)
@@ -196,7 +168,7 @@ async fn secondary_limits_are_waited_out_and_every_batch_lands() {
     let work = tempfile::tempdir().unwrap();
     three_tags(&src).await;
     let before = gh.history("main").len();
-    let out = sync(work.path(), &src, &dst, &gh, &["--commit-every", "1"]);
+    let out = gh.sync(work.path(), &src, &dst, &["--commit-every", "1"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(gh.limited() > 0, "the limit was reached");
     assert!(
@@ -235,7 +207,7 @@ async fn server_errors_on_blob_tree_commit_and_ref_calls_are_retried_and_nothing
     gh.inject_on("PATCH /git/refs", Fault::ServerErrorAfterApplying(502));
     gh.inject_on("POST /git/blobs", Fault::ServerError(504));
     let before = gh.history("main").len();
-    let out = sync(work.path(), &src, &dst, &gh, &["--commit-every", "2"]);
+    let out = gh.sync(work.path(), &src, &dst, &["--commit-every", "2"]);
     assert_eq!(out.status.code(), Some(0));
     let statuses: Vec<(String, u16)> = gh
         .log()
@@ -264,11 +236,10 @@ async fn a_rate_limit_wait_past_the_deadline_fails_clearly_saying_what_was_commi
     three_tags(&src).await;
     let before = gh.history("main").len();
     let started = Instant::now();
-    let out = sync(
+    let out = gh.sync(
         work.path(),
         &src,
         &dst,
-        &gh,
         &["--commit-every", "1", "--deadline", "2m"],
     );
     assert!(

@@ -444,17 +444,8 @@ async fn signal_while_github_holds_the_commit(second: bool) -> (std::process::Ou
             &dst.addr,
             &work.path().join("unused"),
         ))
-        .args([
-            "--github-repo",
-            "owner/repo",
-            "--github-api-url",
-            &gh.api_url,
-            "--github-token",
-            common::github::WRITE_TOKEN,
-            "--process-limit",
-            "4",
-            "--report",
-        ])
+        .args(gh.args(common::github::WRITE_TOKEN))
+        .args(["--process-limit", "4", "--report"])
         .arg(&report)
         .stderr(Stdio::piped())
         .spawn()

@@ -241,6 +241,33 @@ fn answer(status: u16, body: Value, remaining: u64) -> Response<Body> {
 }
 
 impl FakeGitHub {
+    /// The options that record a run's metadata in this fake's `owner/repo` with `token`.
+    pub fn args(&self, token: &str) -> Vec<String> {
+        [
+            "--github-repo",
+            "owner/repo",
+            "--github-api-url",
+            &self.api_url,
+            "--github-token",
+            token,
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    /// Runs a sync from `src/team` to `dst/mirror` recorded in this fake (write token).
+    pub fn sync(
+        &self,
+        work: &std::path::Path,
+        src: &super::TestRegistry,
+        dst: &super::TestRegistry,
+        extra: &[&str],
+    ) -> std::process::Output {
+        let mut args = super::mirror_args(src, dst, &work.join("unused-local-dir"));
+        args.extend(self.args(WRITE_TOKEN));
+        super::run(super::gcrsync(work).args(&args).args(extra))
+    }
+
     /// A repository `owner/repo` with default branch `main`; empty when `empty`.
     pub fn start(empty: bool) -> Self {
         Self::start_with(Options {
