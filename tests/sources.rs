@@ -171,6 +171,9 @@ async fn a_private_gcr_source_takes_a_json_key_login_and_tokens_are_renewed_mid_
     );
 
     gcr.token_lifetime(Duration::from_secs(1));
+    // Six images one at a time, each manifest answer 300 ms late: the run lasts well past
+    // several token lifetimes however fast the machine is.
+    gcr.delay_manifests(Duration::from_millis(300));
     let out = run(gcrsync(work.path()).args(&args).args([
         "--process-limit",
         "1",

@@ -49,6 +49,8 @@ struct State {
     /// Repositories the credentials may not read (401 or 403), and ones deleted (404),
     /// though their parent's `child` list still names them.
     refused: HashMap<String, u16>,
+    /// Added before every manifest answer, so a run outlives short-lived tokens.
+    manifest_delay: Duration,
 }
 
 /// How the token endpoint treats several `scope` parameters in one request.
@@ -198,6 +200,11 @@ impl FakeGcr {
     /// How the token endpoint answers several scopes in one request.
     pub fn multi_scope(&self, mode: MultiScope) {
         self.state.lock().unwrap().multi_scope = mode;
+    }
+
+    /// Every manifest answer from now on waits `delay` first.
+    pub fn delay_manifests(&self, delay: Duration) {
+        self.state.lock().unwrap().manifest_delay = delay;
     }
 
     pub fn tokens_issued(&self) -> usize {
@@ -436,6 +443,10 @@ async fn handle(
             format!("challenged {}", entry.1)
         },
     ));
+    let delay = state.lock().unwrap().manifest_delay;
+    if valid && path.contains("/manifests/") && !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     if !valid {
         let name = path
             .trim_start_matches("/v2/")
