@@ -63,11 +63,19 @@ pub enum ConfigAction {
         /// The YAML file.
         file: PathBuf,
     },
+    /// Print the resolved configuration (of --config, flags, variables and `.env`), each
+    /// value with where it came from; secrets are never printed.
+    Show,
 }
 
 /// Options shared by every command.
 #[derive(Debug, Args)]
 pub struct Options {
+    /// YAML file of global defaults and a list of `sources:`, each with its own target,
+    /// filters, mapping, budget share and credentials by reference; flags and variables
+    /// override its globals.
+    #[arg(long, env = "GCRSYNC_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
     /// Source namespace(s), e.g. gcr.io/google-containers (repeatable, or a comma/newline list).
     #[arg(long, env = "GCRSYNC_SOURCE", global = true, value_delimiter = ',')]
     pub source: Vec<String>,

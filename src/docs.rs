@@ -96,14 +96,18 @@ fn env_example(options: &[OptionDoc]) -> String {
     for o in options {
         out += &format!("# --{}: {}\n", o.long, o.help);
         match &o.default {
-            // Single quotes: dotenvy takes the text verbatim (`{{ image }}` included).
-            Some(d) => out += &format!("{}='{}'\n\n", o.env, d),
+            // Commented out: the binary has the same default, and a set variable would
+            // override a --config file's top level. Single quotes: dotenvy takes the
+            // text verbatim (`{{ image }}` included).
+            Some(d) => out += &format!("# {}='{}'\n\n", o.env, d),
             None => out += &format!("# {}=\n\n", o.env),
         }
     }
     out
 }
 
+/// Inputs default to empty (unset): the binary applies its own default, and an input
+/// that always set its variable would override a `config` file's top level.
 fn action_inputs(options: &[OptionDoc]) -> String {
     let mut out = String::new();
     for o in options {
@@ -111,12 +115,15 @@ fn action_inputs(options: &[OptionDoc]) -> String {
             .iter()
             .find(|(long, _)| *long == o.long)
             .map(|(_, d)| d.to_string())
-            .or_else(|| o.default.clone())
             .unwrap_or_default();
+        let help = match o.default.as_deref() {
+            Some(d) if !d.is_empty() => format!("{} (default: {d})", o.help),
+            _ => o.help.clone(),
+        };
         out += &format!(
             "  {}:\n    description: {}\n    required: false\n    default: {}\n",
             o.long,
-            quoted(&o.help),
+            quoted(&help),
             quoted(&default)
         );
     }

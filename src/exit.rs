@@ -139,6 +139,15 @@ impl Failure {
     }
 }
 
+impl From<crate::settings::LoadError> for Failure {
+    fn from(e: crate::settings::LoadError) -> Self {
+        match e {
+            crate::settings::LoadError::Option(e) => Failure::Settings(e),
+            crate::settings::LoadError::File(e) => Failure::ConfigFile(e),
+        }
+    }
+}
+
 impl From<ListError> for Failure {
     fn from(e: ListError) -> Self {
         Failure::List(Box::new(e))

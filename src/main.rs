@@ -1,28 +1,40 @@
 //! The `gcrsync` binary: environment and options in, one exit code out (SPEC §8).
 
+use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use gcrsync::app;
 use gcrsync::cli::{Cli, Command, ConfigAction};
 use gcrsync::exit::{Exit, Failure};
 use gcrsync::report::Report;
 use gcrsync::run::StopFlag;
-use gcrsync::settings::{self, LogFormat, Settings};
+use gcrsync::settings::{self, Given, LogFormat, Settings};
 
 /// Variables that GitHub Actions and CI templates pass empty when unset: empty means unset.
 fn is_ours(name: &str) -> bool {
     name.starts_with("GCRSYNC_") || matches!(name, "DOCKER_USERNAME" | "DOCKER_PASSWORD")
 }
 
-/// Loads `.env` (never overriding the real environment) and drops empty values. Runs
-/// before any thread exists, which is what makes changing the environment sound.
-fn prepare_environment() -> Result<(), Failure> {
+/// Loads `.env` (never overriding the real environment) and drops empty values; returns
+/// the names `.env` set (for `config show`). Runs before any thread exists, which is what
+/// makes changing the environment sound.
+fn prepare_environment() -> Result<HashSet<String>, Failure> {
+    let mut from_dotenv = HashSet::new();
     // Only the working directory's .env (dotenv() would also search parent directories).
-    match dotenvy::from_path(".env") {
-        Ok(_) => {}
+    match dotenvy::from_path_iter(".env") {
+        Ok(items) => {
+            for item in items {
+                let (name, value) = item.map_err(Failure::DotEnv)?;
+                if std::env::var_os(&name).is_none() {
+                    // SAFETY: called from `main` before the runtime or any other thread starts.
+                    unsafe { std::env::set_var(&name, value) };
+                    from_dotenv.insert(name);
+                }
+            }
+        }
         Err(e) if e.not_found() => {}
         Err(e) => return Err(Failure::DotEnv(e)),
     }
@@ -35,7 +47,7 @@ fn prepare_environment() -> Result<(), Failure> {
         // SAFETY: called from `main` before the runtime or any other thread starts.
         unsafe { std::env::remove_var(name) };
     }
-    Ok(())
+    Ok(from_dotenv)
 }
 
 fn init_logging(settings: &Settings) {
@@ -141,27 +153,50 @@ fn fail(failure: Failure) -> Exit {
     failure.exit()
 }
 
-fn main() -> ExitCode {
-    if let Err(e) = prepare_environment() {
-        return fail(e).into();
-    }
-    let cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
-    if let Some(Command::Config {
-        action: ConfigAction::Check { file },
-    }) = &cli.command
-    {
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        return match settings::file::check_file(file, env) {
-            Ok(config) => {
-                eprintln!(
-                    "{}: valid ({} sources)",
-                    file.display(),
-                    config.sources.len().max(1)
-                );
+/// A variable, empty meaning unset.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// `config check FILE` and `config show`: settings only, no network.
+fn config_command(action: &ConfigAction, cli: Cli, given: &Given) -> ExitCode {
+    match action {
+        ConfigAction::Check { file } => {
+            let mut cli = cli;
+            cli.options.config = Some(file.clone());
+            match settings::load(cli, given, env, true) {
+                Ok((settings, _)) => {
+                    eprintln!(
+                        "{}: valid ({} sources)",
+                        file.display(),
+                        settings.sources.len()
+                    );
+                    Exit::Success.into()
+                }
+                Err(e) => fail(e.into()).into(),
+            }
+        }
+        ConfigAction::Show => match settings::load(cli, given, env, true) {
+            Ok((settings, description)) => {
+                print!("{}", settings::show(&settings, &description, env));
                 Exit::Success.into()
             }
             Err(e) => fail(e.into()).into(),
-        };
+        },
+    }
+}
+
+fn main() -> ExitCode {
+    let dotenv = match prepare_environment() {
+        Ok(names) => names,
+        Err(e) => return fail(e).into(),
+    };
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let given = Given::new(&cli, &matches, &dotenv);
+    if let Some(Command::Config { action }) = &cli.command {
+        let action = action.clone();
+        return config_command(&action, cli, &given);
     }
     if let Some(Command::GenerateDocs { check, root }) = &cli.command {
         return match gcrsync::docs::generate(root, *check) {
@@ -174,10 +209,8 @@ fn main() -> ExitCode {
             Err(e) => fail(e.into()).into(),
         };
     }
-    let settings = match settings::resolve(cli, |name| {
-        std::env::var(name).ok().filter(|v| !v.is_empty())
-    }) {
-        Ok(s) => s,
+    let settings = match settings::load(cli, &given, env, false) {
+        Ok((s, _)) => s,
         Err(e) => return fail(e.into()).into(),
     };
     if settings.actions.is_some() {

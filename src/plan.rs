@@ -6,6 +6,9 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+mod share;
+pub use share::share;
+
 use crate::metadata::record::NamespaceRecord;
 use crate::oci::manifest::skip_reason;
 use crate::reference::{Digest, RepoPath, Repository, Tag};

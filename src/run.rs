@@ -235,13 +235,14 @@ fn stops_the_run(error: &CopyError) -> bool {
     matches!(error, CopyError::Registry(e) if e.is_credentials_refused())
 }
 
-/// Runs `plan`: adopted tags are recorded, planned copies are made. A store that fails
+/// Runs `plan`: adopted tags are recorded, planned copies are made (each by the copier of
+/// its source's target, `copiers[source]`). A store that fails
 /// after its retries, or credentials a registry refuses, end the run early with
 /// `RunResult::fatal` set; what was committed before stays committed.
 pub async fn execute<S, T, M>(
     plan: &Plan,
     sources: &[Arc<S>],
-    copier: Arc<Copier<T>>,
+    copiers: &[Arc<Copier<T>>],
     recorder: &Recorder<M>,
     options: &RunOptions,
     stop: &StopFlag,
@@ -286,7 +287,8 @@ where
                 break;
             }
             let Some(step) = queue.next() else { break };
-            let (copier, src) = (copier.clone(), sources[step.candidate.source].clone());
+            let source = step.candidate.source;
+            let (copier, src) = (copiers[source].clone(), sources[source].clone());
             let (step, cancel) = (step.clone(), cancel.clone());
             running.spawn(async move {
                 let c = &step.candidate;

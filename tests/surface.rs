@@ -42,7 +42,7 @@ fn generate_docs_finds_and_repairs_stale_files() {
             "| `--retries` | `GCRSYNC_RETRIES` | `4` |",
             "| `--retries` | `GCRSYNC_RETRIES` | `3` |",
         ),
-        (".env.example", "GCRSYNC_SHARD='1/1'\n", ""),
+        (".env.example", "# GCRSYNC_SHARD='1/1'\n", ""),
         (
             "action.yml",
             "GCRSYNC_PROXY: ${{ inputs.proxy }}",
@@ -114,10 +114,20 @@ fn every_option_is_an_action_input_mapped_to_its_variable() {
             "input {} needs a description",
             o.long
         );
+        // Empty (unset) by default: the binary applies its own default, and an input that
+        // always set its variable would override the top level of a `config` file.
         let default = input["default"].as_str().unwrap_or("");
         match o.long.as_str() {
             "github-token" => assert_eq!(default, "${{ github.token }}"),
-            _ => assert_eq!(default, o.default.as_deref().unwrap_or(""), "{}", o.long),
+            _ => assert_eq!(default, "", "{}", o.long),
+        }
+        if let Some(d) = o.default.as_deref().filter(|d| !d.is_empty()) {
+            let description = input["description"].as_str().unwrap_or("");
+            assert!(
+                description.ends_with(&format!("(default: {d})")),
+                "{}: {description}",
+                o.long
+            );
         }
         assert_eq!(
             env.get(&o.env).map(String::as_str),
@@ -146,14 +156,33 @@ fn every_option_is_an_action_input_mapped_to_its_variable() {
 }
 
 #[test]
-fn the_env_example_is_a_valid_env_file_with_every_default() {
-    let parsed: BTreeMap<String, String> =
-        dotenvy::from_path_iter(Path::new(ROOT).join(".env.example"))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+fn the_env_example_sets_nothing_and_uncommented_is_a_valid_env_file_with_every_default() {
+    let path = Path::new(ROOT).join(".env.example");
+    // As shipped it sets no variable: a set one would override a --config file's top level.
+    let parsed: Vec<(String, String)> = dotenvy::from_path_iter(&path)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(parsed, []);
+    let dir = tempfile::tempdir().unwrap();
+    let uncommented: String = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            l.strip_prefix("# GCRSYNC_")
+                .map_or(l.to_string(), |v| format!("GCRSYNC_{v}"))
+        })
+        .map(|l| l + "\n")
+        .collect();
+    std::fs::write(dir.path().join(".env"), uncommented).unwrap();
+    let parsed: BTreeMap<String, String> = dotenvy::from_path_iter(dir.path().join(".env"))
+        .unwrap()
+        .map(Result::unwrap)
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
     for o in docs::options() {
-        assert_eq!(parsed.get(&o.env), o.default.as_ref(), "{}", o.env);
+        let default = o.default.clone().filter(|d| !d.is_empty());
+        assert_eq!(parsed.get(&o.env), default.as_ref(), "{}", o.env);
     }
     assert_eq!(parsed["GCRSYNC_NAME_TEMPLATE"], "{{ image }}");
 }

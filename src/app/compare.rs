@@ -9,7 +9,7 @@ use crate::oci::manifest::is_index;
 use crate::oci::{ManifestRef, Registry};
 use crate::plan::{Candidate, Plan, TargetHead};
 use crate::settings::Settings;
-use crate::{listing, report, run};
+use crate::{report, run};
 
 /// HEADs every mapped tag on the target and records what is there (and drops what is not).
 pub(super) async fn compare<M: MetadataStore>(
@@ -20,8 +20,7 @@ pub(super) async fn compare<M: MetadataStore>(
     let records = recorder.load_all().await?;
     let (candidates, mut stats) = list_all(settings, registries).await?;
     let all: Vec<&Candidate> = candidates.iter().collect();
-    let checked =
-        listing::target_heads(registries.target.as_ref(), &all, settings.limits.queries).await?;
+    let checked = super::target_heads(registries, &all, settings.limits.queries).await?;
     // A tag whose HEAD failed is unknown, neither found nor missing: its record stays.
     for (source, failed) in checked.failures {
         stats[source].failures.push(failed);
@@ -38,7 +37,7 @@ pub(super) async fn compare<M: MetadataStore>(
                 let platforms = if is_index(&media_type) {
                     let reference = ManifestRef::Digest(digest.clone());
                     let manifest = registries
-                        .target
+                        .target(c.source)
                         .get_manifest(&c.target.path, &reference)
                         .await;
                     manifest

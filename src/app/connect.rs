@@ -12,12 +12,15 @@ use crate::oci::clients::{ClientOptions, Clients};
 use crate::oci::http::{Access, Endpoint, HttpRegistry, RetryPolicy};
 use crate::reference::Namespace;
 use crate::reference::RegistryHost;
-use crate::settings::{DockerLogin, Insecure, Settings, Transport};
+use crate::settings::{Credentials, DockerLogin, GcpKey, Insecure, Logins, Settings, Transport};
 
 /// Every registry a run talks to, sharing one connection pool.
 pub(super) struct Registries {
     pub(super) sources: Vec<Arc<HttpRegistry>>,
-    pub(super) target: Arc<HttpRegistry>,
+    /// Each distinct target: a registry and the login its sources reach it with.
+    pub(super) targets: Vec<Arc<HttpRegistry>>,
+    /// The index in `targets` of each source's target.
+    pub(super) target_of: Vec<usize>,
     pub(super) retry: RetryPolicy,
 }
 
@@ -37,7 +40,8 @@ pub(super) fn http_clients(settings: &Settings, verify: bool) -> Result<Clients,
 
 impl Registries {
     /// One client per registry over the shared pool `http` (or `unverified` for
-    /// `--insecure-registry https://HOST`).
+    /// `--insecure-registry https://HOST`). Sources sharing a target registry and login
+    /// share its client, so blobs are mounted and deduplicated across them.
     pub(super) fn new(settings: &Settings, http: &Clients) -> Result<Self, Failure> {
         let retry = RetryPolicy::new(settings.retries);
         let unverified = match settings
@@ -48,31 +52,51 @@ impl Registries {
             true => Some(http_clients(settings, false)?),
             false => None,
         };
-        let registry = |ns: &Namespace, access, side| -> Result<Arc<HttpRegistry>, Failure> {
-            let mode = settings.transport(&ns.registry);
-            let endpoint = Endpoint {
-                host: ns.registry.clone(),
-                plain_http: mode == Transport::Http,
-                login: login_for(settings, &ns.registry, side).map_err(Failure::Login)?,
-                access,
+        let registry =
+            |ns: &Namespace, access, choice: &Choice<'_>| -> Result<Arc<HttpRegistry>, Failure> {
+                let mode = settings.transport(&ns.registry);
+                let endpoint = Endpoint {
+                    host: ns.registry.clone(),
+                    plain_http: mode == Transport::Http,
+                    login: choice.login().map_err(Failure::Login)?,
+                    access,
+                };
+                let client = match (mode, &unverified) {
+                    (Transport::HttpsUnverified, Some(client)) => client.clone(),
+                    _ => http.clone(),
+                };
+                Ok(Arc::new(HttpRegistry::new(endpoint, client, retry)))
             };
-            let client = match (mode, &unverified) {
-                (Transport::HttpsUnverified, Some(client)) => client.clone(),
-                _ => http.clone(),
-            };
-            Ok(Arc::new(HttpRegistry::new(endpoint, client, retry)))
-        };
-        let sources = settings
-            .sources
-            .iter()
-            .map(|ns| registry(ns, Access::Pull, Side::Source))
-            .collect::<Result<_, _>>()?;
-        let target = registry(&settings.target, Access::Push, Side::Target)?;
+        let mut sources = Vec::new();
+        let mut targets = Vec::new();
+        let mut chosen: Vec<(&RegistryHost, Choice<'_>)> = Vec::new();
+        let mut target_of = Vec::new();
+        for source in &settings.sources {
+            let host = &source.namespace.registry;
+            let choice = choose(&source.logins, host, Side::Source);
+            sources.push(registry(&source.namespace, Access::Pull, &choice)?);
+            let host = &source.target.registry;
+            let choice = choose(&source.logins, host, Side::Target);
+            match chosen.iter().position(|(h, c)| *h == host && *c == choice) {
+                Some(known) => target_of.push(known),
+                None => {
+                    targets.push(registry(&source.target, Access::Push, &choice)?);
+                    target_of.push(chosen.len());
+                    chosen.push((host, choice));
+                }
+            }
+        }
         Ok(Registries {
             sources,
-            target,
+            targets,
+            target_of,
             retry,
         })
+    }
+
+    /// The target client of source `source`.
+    pub(super) fn target(&self, source: usize) -> &Arc<HttpRegistry> {
+        &self.targets[self.target_of[source]]
     }
 }
 
@@ -85,32 +109,65 @@ enum Side {
     Target,
 }
 
+/// The login chosen for one registry, comparable so that sources with the same target
+/// and login share one client.
+enum Choice<'a> {
+    /// The side's options.
+    Options(&'a Credentials),
+    /// The GCP key.
+    Gcp(&'a GcpKey),
+    /// Docker's config.json.
+    Docker(&'a DockerLogin),
+    /// None.
+    Anonymous,
+}
+
+impl PartialEq for Choice<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Choice::Options(a), Choice::Options(b)) => a == b,
+            (Choice::Gcp(a), Choice::Gcp(b)) => a.json == b.json,
+            (Choice::Docker(a), Choice::Docker(b)) => a == b,
+            (Choice::Anonymous, Choice::Anonymous) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Choice<'_> {
+    fn login(&self) -> Result<Option<Login>, String> {
+        Ok(match self {
+            Choice::Options(c) => Some(Login::Static((*c).clone())),
+            Choice::Gcp(key) => Some(key.login()?),
+            Choice::Docker(DockerLogin::Basic(c)) => Some(Login::Static(c.clone())),
+            Choice::Docker(DockerLogin::IdentityToken(t)) => Some(Login::IdentityToken(t.clone())),
+            Choice::Anonymous => None,
+        })
+    }
+}
+
 /// The login for `host`, in this order: the side's options (flags, `GCRSYNC_*`,
-/// `DOCKER_*` for the target); the GCP key (any source; gcr.io and `*-docker.pkg.dev`
-/// targets); docker's config.json; else anonymous.
-fn login_for(
-    settings: &Settings,
-    host: &RegistryHost,
-    side: Side,
-) -> Result<Option<Login>, String> {
+/// `DOCKER_*` for the target, a source's own in a config file); the GCP key (any source;
+/// gcr.io and `*-docker.pkg.dev` targets); docker's config.json; else anonymous.
+fn choose<'a>(logins: &'a Logins, host: &RegistryHost, side: Side) -> Choice<'a> {
     let explicit = match side {
-        Side::Source => &settings.source_credentials,
-        Side::Target => &settings.target_credentials,
+        Side::Source => &logins.source,
+        Side::Target => &logins.target,
     };
     if let Some(c) = explicit {
-        return Ok(Some(Login::Static(c.clone())));
+        return Choice::Options(c);
     }
-    if let Some(key) = settings
+    if let Some(key) = logins
         .gcp_key
         .as_ref()
         .filter(|_| side == Side::Source || is_google_registry(host))
     {
-        return key.login().map(Some);
+        return Choice::Gcp(key);
     }
-    Ok(settings.docker_config.get(host).map(|login| match login {
-        DockerLogin::Basic(c) => Login::Static(c.clone()),
-        DockerLogin::IdentityToken(token) => Login::IdentityToken(token.clone()),
-    }))
+    match logins.docker_config.get(host) {
+        Some(login) => Choice::Docker(login),
+        None => Choice::Anonymous,
+    }
 }
 
 pub(super) fn recorder<M: MetadataStore>(
@@ -124,7 +181,7 @@ pub(super) fn recorder<M: MetadataStore>(
     let pairs = settings
         .sources
         .iter()
-        .map(|s| (s.clone(), settings.target.clone()))
+        .map(|s| (s.namespace.clone(), s.target.clone()))
         .collect();
     Ok(Recorder::new(
         store,

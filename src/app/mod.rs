@@ -50,12 +50,13 @@ async fn list_all(
     let mut candidates = Vec::new();
     let mut stats = Vec::new();
     let mut mapped = Vec::new();
-    for (index, namespace) in settings.sources.iter().enumerate() {
+    for (index, source) in settings.sources.iter().enumerate() {
+        let namespace = &source.namespace;
         let spec = SourceSpec {
             index,
             namespace,
-            images: settings.images.as_deref(),
-            target: &settings.target,
+            images: source.images.as_deref(),
+            target: &source.target,
             shard: settings.shard,
         };
         let registry = registries.sources[index].as_ref();
@@ -68,8 +69,8 @@ async fn list_all(
         let listing = listing::list_source(
             registry,
             &spec,
-            &settings.filters,
-            &settings.mapper,
+            &source.filters,
+            &source.mapper,
             settings.limits.queries,
         )
         .await?;
@@ -111,12 +112,7 @@ async fn make_plan<M: MetadataStore>(
     let records = recorder.load_all().await?;
     let (candidates, mut stats) = list_all(settings, registries).await?;
     let to_check = plan::needs_target_check(&candidates, &records);
-    let checked = listing::target_heads(
-        registries.target.as_ref(),
-        &to_check,
-        settings.limits.queries,
-    )
-    .await?;
+    let checked = target_heads(registries, &to_check, settings.limits.queries).await?;
     let mut unknown = HashSet::new();
     for (source, failed) in checked.failures {
         unknown.insert((source, failed.image.clone(), failed.tag.clone()));
@@ -126,10 +122,33 @@ async fn make_plan<M: MetadataStore>(
         .into_iter()
         .filter(|c| !unknown.contains(&(c.source, c.image.clone(), Some(c.tag.clone()))))
         .collect();
-    Ok((
-        plan::plan(&candidates, &records, &checked.heads, settings.budget),
-        stats,
-    ))
+    let mut plan = plan::plan(&candidates, &records, &checked.heads, None);
+    let caps: Vec<Option<usize>> = settings.sources.iter().map(|s| s.share).collect();
+    plan::share(&mut plan, settings.budget, &caps);
+    Ok((plan, stats))
+}
+
+/// What each source's target serves for `candidates`: one pass per target client.
+async fn target_heads(
+    registries: &Registries,
+    candidates: &[&Candidate],
+    queries: usize,
+) -> Result<listing::TargetHeads, Failure> {
+    let mut all = listing::TargetHeads::default();
+    for (index, target) in registries.targets.iter().enumerate() {
+        let mine: Vec<&Candidate> = candidates
+            .iter()
+            .copied()
+            .filter(|c| registries.target_of[c.source] == index)
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let checked = listing::target_heads(target.as_ref(), &mine, queries).await?;
+        all.heads.extend(checked.heads);
+        all.failures.extend(checked.failures);
+    }
+    Ok(all)
 }
 
 /// The report of a run that ends before it has one (an error): zero counts per source.
@@ -176,7 +195,7 @@ fn names(settings: &Settings) -> Vec<(String, String)> {
     settings
         .sources
         .iter()
-        .map(|s| (s.to_string(), settings.target.to_string()))
+        .map(|s| (s.namespace.to_string(), s.target.to_string()))
         .collect()
 }
 
@@ -279,11 +298,23 @@ async fn sync<M: MetadataStore>(
         plan.adopt.len(),
         plan.pending.len()
     );
-    let copier = Arc::new(Copier::new(
-        registries.target.clone(),
-        settings.limits.transfers,
-        registries.retry,
-    ));
+    // One copier per target client, so blob deduplication spans the sources sharing it.
+    let per_target: Vec<_> = registries
+        .targets
+        .iter()
+        .map(|t| {
+            Arc::new(Copier::new(
+                t.clone(),
+                settings.limits.transfers,
+                registries.retry,
+            ))
+        })
+        .collect();
+    let copiers: Vec<_> = registries
+        .target_of
+        .iter()
+        .map(|&t| per_target[t].clone())
+        .collect();
     let options = RunOptions {
         concurrency: settings.limits.tags,
         deadline: settings.deadline.map(|d| started + d),
@@ -293,7 +324,7 @@ async fn sync<M: MetadataStore>(
     let mut result = run::execute(
         &plan,
         &registries.sources,
-        copier,
+        &copiers,
         recorder,
         &options,
         stop,

@@ -6,21 +6,18 @@
 //! YAML is read with `saphyr` (maintained, pure Rust, YAML 1.2), whose marked nodes give
 //! every key its line, which serde-based readers only give for syntax errors.
 
-use std::path::Path;
-
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
 
-use super::ConfigError;
 use crate::cli::Cli;
 
 /// One wrong thing in the file, with its place.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: {message}")]
+#[error("{file}:{}{message}", if *line == 0 { String::from(" ") } else { format!("{line}: ") })]
 pub struct FileError {
     /// The file as given.
     pub file: String,
-    /// 1-based line.
+    /// 1-based line; 0 for the file as a whole (or a value set outside it).
     pub line: usize,
     /// What is wrong and what to do.
     pub message: String,
@@ -61,7 +58,7 @@ pub struct ConfigFile {
 }
 
 /// Options that only a source entry (or the globals) may set.
-const PER_SOURCE: &[&str] = &[
+pub const PER_SOURCE: &[&str] = &[
     "source",
     "target",
     "images",
@@ -81,7 +78,7 @@ const PER_SOURCE: &[&str] = &[
 ];
 
 /// Secret options: the file names the variable that holds them instead.
-const SECRETS: &[&str] = &["source-password", "target-password", "github-token"];
+pub const SECRETS: &[&str] = &["source-password", "target-password", "github-token"];
 
 /// Options that make no sense in a file.
 const NOT_IN_FILE: &[&str] = &["config", "namespace", "verbose", "quiet"];
@@ -150,6 +147,13 @@ impl Reader<'_> {
             if let Some(var_key) = key.strip_suffix("-env")
                 && (SECRETS.contains(&var_key) || var_key == "gcp-credentials")
             {
+                if source_level && var_key == "github-token" {
+                    self.error(
+                        line,
+                        format!("{key} applies to the whole run; set it at the top of the file"),
+                    );
+                    continue;
+                }
                 match scalar_text(v) {
                     Some(name)
                         if !name.is_empty()
@@ -268,145 +272,4 @@ pub fn parse(file: &str, text: &str) -> Result<ConfigFile, FileErrors> {
     } else {
         Err(FileErrors(reader.errors))
     }
-}
-
-/// The command line one source stands for: the globals, overridden by its own entries;
-/// `*-env` entries become the secret they name (a placeholder when unset, for checking).
-fn argv(globals: &[Entry], own: &[Entry], env: &impl Fn(&str) -> Option<String>) -> Vec<String> {
-    let mut argv = vec!["gcrsync".to_string()];
-    let own_keys: Vec<&str> = own.iter().map(|e| e.key.as_str()).collect();
-    let chosen = globals
-        .iter()
-        .filter(|e| !own_keys.contains(&e.key.as_str()))
-        .chain(own);
-    for e in chosen {
-        let (key, value) = match e.key.strip_suffix("-env") {
-            Some(option) => {
-                let Value::One(var) = &e.value else { continue };
-                let secret = match env(var) {
-                    Some(secret) => secret,
-                    // Unset where the file is checked (CI without the secret): a key cannot
-                    // be checked, a password only pairs with its user name.
-                    None if option == "gcp-credentials" => continue,
-                    None => format!("<{var} unset>"),
-                };
-                (option.to_string(), Value::One(secret))
-            }
-            None => (e.key.clone(), e.value.clone()),
-        };
-        match value {
-            Value::One(v) => argv.extend([format!("--{key}"), v]),
-            Value::List(vs) => {
-                for v in vs {
-                    argv.extend([format!("--{key}"), v]);
-                }
-            }
-        }
-    }
-    argv
-}
-
-/// The line of `flag` in a source's entries, else in the globals, else the source's own.
-fn line_of(flag: &str, globals: &[Entry], own: &[Entry], fallback: usize) -> usize {
-    let is = |e: &&Entry| e.key == flag || e.key.strip_suffix("-env") == Some(flag);
-    own.iter()
-        .find(is)
-        .or_else(|| globals.iter().find(is))
-        .map_or(fallback, |e| e.line)
-}
-
-/// Checks every source as the run would resolve it, with the checks of the flags.
-pub fn check(
-    file: &str,
-    text: &str,
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<ConfigFile, FileErrors> {
-    let config = parse(file, text)?;
-    let mut errors = Vec::new();
-    let mut targets: Vec<(usize, String, String, String)> = Vec::new();
-    let sources: Vec<(usize, Vec<Entry>)> = if config.sources.is_empty() {
-        vec![(1, Vec::new())]
-    } else {
-        config.sources.clone()
-    };
-    for (line, own) in &sources {
-        let args = argv(&config.globals, own, &env);
-        let at = |flag: &str| line_of(flag, &config.globals, own, *line);
-        let error = |line, message: String| FileError {
-            file: file.to_string(),
-            line,
-            message,
-        };
-        let cli = match Cli::try_parse_from(&args) {
-            Ok(cli) => cli,
-            Err(e) => {
-                let flag = e
-                    .get(clap::error::ContextKind::InvalidArg)
-                    .map(|a| a.to_string())
-                    .and_then(|a| {
-                        a.strip_prefix("--")
-                            .map(|s| s.split(' ').next().unwrap_or(s).to_string())
-                    })
-                    .unwrap_or_default();
-                let why = e.kind().as_str().unwrap_or("invalid value").to_lowercase();
-                errors.push(error(at(&flag), format!("{flag}: {why}")));
-                continue;
-            }
-        };
-        match super::resolve(cli, &env) {
-            Ok(s) => {
-                // Two sources into one target under one template that keeps only the image
-                // name map their images to the same names: refused, naming both.
-                let template = own
-                    .iter()
-                    .chain(&config.globals)
-                    .find(|e| e.key == "name-template")
-                    .and_then(|e| match &e.value {
-                        Value::One(t) => Some(t.trim().to_string()),
-                        Value::List(_) => None,
-                    })
-                    .unwrap_or_else(|| "{{ image }}".to_string());
-                let spread = template.contains("namespace") || template.contains("registry");
-                let target = s.target.to_string();
-                let names: Vec<String> = s.sources.iter().map(ToString::to_string).collect();
-                let names = names.join(", ");
-                if let Some((other, _, _, other_names)) = targets
-                    .iter()
-                    .find(|(_, t, tpl, _)| !spread && *t == target && *tpl == template)
-                {
-                    errors.push(error(
-                        *line,
-                        format!(
-                            "{names} and {other_names} (line {other}) both map into {target} with name-template {template:?}: their images would take the same names; give each its own target, or a name-template with {{{{ namespace }}}}"
-                        ),
-                    ));
-                }
-                targets.push((*line, target, template, names));
-            }
-            Err(ConfigError { flag, message }) => {
-                errors.push(error(at(flag), format!("{flag}: {message}")));
-            }
-        }
-    }
-    if errors.is_empty() {
-        Ok(config)
-    } else {
-        Err(FileErrors(errors))
-    }
-}
-
-/// Reads `path` and [`check`]s it.
-pub fn check_file(
-    path: &Path,
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<ConfigFile, FileErrors> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        FileErrors(vec![FileError {
-            file: file.clone(),
-            line: 0,
-            message: format!("cannot read it: {e}"),
-        }])
-    })?;
-    check(&file, &text, env)
 }

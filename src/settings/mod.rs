@@ -6,8 +6,11 @@
 mod credentials;
 mod docker_config;
 pub mod file;
+pub mod layers;
+mod load;
 mod outside;
 mod resolve;
+mod show;
 #[cfg(test)]
 mod tests;
 mod transport;
@@ -17,8 +20,11 @@ use std::time::Duration;
 
 pub use credentials::{Credentials, GcpKey};
 pub use docker_config::{DockerConfig, DockerConfigError, DockerLogin};
+pub use layers::{Given, Origin};
+pub use load::{Described, Description, LoadError, load};
 pub use outside::{ActionsEnv, GitHubConfig};
 pub use resolve::{parse_duration, resolve};
+pub use show::show;
 pub use transport::{Insecure, Transport, transport};
 
 use crate::cli::Command;
@@ -64,26 +70,47 @@ pub enum LogFormat {
     Json,
 }
 
+/// The logins a source's registries are reached with, as the options give them (the
+/// source's own, from a config file, or the run's flags and variables).
+#[derive(Debug, Clone, Default)]
+pub struct Logins {
+    /// Source credentials given as options.
+    pub source: Option<Credentials>,
+    /// Target credentials given as options.
+    pub target: Option<Credentials>,
+    /// A GCP service-account key.
+    pub gcp_key: Option<GcpKey>,
+    /// Logins from docker's config.json.
+    pub docker_config: DockerConfig,
+}
+
+/// One source of the run with everything that may differ between sources: its target,
+/// images, filters, name mapping, budget share and logins. Without a config file every
+/// `--source` gets the same ones.
+pub struct SourceSettings {
+    /// The source namespace.
+    pub namespace: Namespace,
+    /// `images`: explicit image list.
+    pub images: Option<Vec<RepoPath>>,
+    /// Its target namespace.
+    pub target: Namespace,
+    /// Compiled `name-template`.
+    pub mapper: NameMapper,
+    /// Compiled filters.
+    pub filters: Filters,
+    /// Its own `process-count` (a source entry of a config file): the most it copies in a
+    /// run; `None`: a fair share of the run's budget.
+    pub share: Option<usize>,
+    /// Its logins.
+    pub logins: Logins,
+}
+
 /// Everything a run needs, validated.
 pub struct Settings {
     /// The command.
     pub command: Command,
-    /// Source namespaces.
-    pub sources: Vec<Namespace>,
-    /// `--images`: explicit image list.
-    pub images: Option<Vec<RepoPath>>,
-    /// Target namespace.
-    pub target: Namespace,
-    /// Compiled `--name-template`.
-    pub mapper: NameMapper,
-    /// Source credentials given as options.
-    pub source_credentials: Option<Credentials>,
-    /// Target credentials given as options.
-    pub target_credentials: Option<Credentials>,
-    /// Logins from docker's config.json.
-    pub docker_config: DockerConfig,
-    /// A GCP service-account key.
-    pub gcp_key: Option<GcpKey>,
+    /// The sources, each with its target, filters, mapping, share and logins.
+    pub sources: Vec<SourceSettings>,
     /// Set when running in GitHub Actions.
     pub actions: Option<ActionsEnv>,
     /// The GitHub repository metadata is committed to; `None`: `metadata_dir`.
@@ -92,7 +119,7 @@ pub struct Settings {
     pub metadata_dir: PathBuf,
     /// Layout prefix inside the store.
     pub metadata_path: String,
-    /// Max tags copied (`None`: no limit).
+    /// Max tags copied in the run, over every source (`None`: no limit).
     pub budget: Option<usize>,
     /// Concurrency.
     pub limits: Limits,
@@ -100,12 +127,12 @@ pub struct Settings {
     pub deadline: Option<Duration>,
     /// Tags per commit.
     pub commit_every: usize,
-    /// Compiled filters.
-    pub filters: Filters,
     /// Connect/idle timeout.
     pub http_timeout: Duration,
     /// Retries per request.
     pub retries: usize,
+    /// The config file the run was read from.
+    pub config: Option<PathBuf>,
     /// Proxy URL.
     pub proxy: Option<String>,
     /// Registries reached without TLS verification (`--insecure-registry`).
@@ -159,14 +186,15 @@ impl Settings {
 impl Settings {
     /// Every secret value of the run, for masking in CI logs.
     pub fn secrets(&self) -> Vec<String> {
-        let mut secrets: Vec<String> = [&self.source_credentials, &self.target_credentials]
-            .into_iter()
-            .flatten()
-            .map(|c| c.password.clone())
-            .collect();
-        secrets.extend(self.github.as_ref().map(|g| g.token.clone()));
-        secrets.extend(self.gcp_key.iter().flat_map(|k| k.secrets()));
-        secrets.extend(self.docker_config.passwords());
+        let mut secrets: Vec<String> = self.github.iter().map(|g| g.token.clone()).collect();
+        for logins in self.sources.iter().map(|s| &s.logins) {
+            let passwords = [&logins.source, &logins.target].into_iter().flatten();
+            secrets.extend(passwords.map(|c| c.password.clone()));
+            secrets.extend(logins.gcp_key.iter().flat_map(|k| k.secrets()));
+            secrets.extend(logins.docker_config.passwords());
+        }
+        secrets.sort();
+        secrets.dedup();
         secrets
     }
 }

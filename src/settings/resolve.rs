@@ -9,12 +9,12 @@ use regex::Regex;
 use super::transport::{insecure_registry, note_scheme};
 use super::{
     ActionsEnv, ConfigError, Credentials, DockerConfig, GcpKey, GitHubConfig, Insecure, Limits,
-    LogFormat, Settings, bad,
+    LogFormat, Logins, Settings, SourceSettings, bad,
 };
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, Options};
 use crate::filter::Filters;
 use crate::mapping::NameMapper;
-use crate::reference::{Namespace, RegistryHost, RepoPath};
+use crate::reference::{Namespace, RegistryHost, RepoPath, Scheme};
 
 /// GitHub Actions' files and links, when `GITHUB_ACTIONS=true`.
 fn actions_env(
@@ -202,37 +202,67 @@ fn github(
     }))
 }
 
-/// Resolves `cli`; `env` looks up the fallback variables (`DOCKER_USERNAME`, ...).
+/// Resolves `cli` (no config file); `env` looks up the fallback variables
+/// (`DOCKER_USERNAME`, ...). Every `--source` gets the same target, filters and logins.
 pub fn resolve(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
-    let o = cli.options;
-    let deadline = o
-        .deadline
-        .as_deref()
-        .map(|d| duration("deadline", d))
-        .transpose()?;
-    let github = github(&o, &env, deadline)?;
-    let gcp_key = gcp_key(o.gcp_credentials.as_deref(), &env)?;
+    let mut schemes = Vec::new();
+    let sources = sources(&cli.options, &env, &mut schemes)?;
+    if sources.is_empty() {
+        return Err(bad(
+            "source",
+            "no source given; e.g. --source gcr.io/google-containers",
+        ));
+    }
+    run(cli, &env, sources, schemes)
+}
+
+/// `--insecure-registry`, parsed.
+fn insecure(o: &Options) -> Result<Vec<(RegistryHost, Insecure)>, ConfigError> {
+    o.insecure_registry
+        .iter()
+        .filter(|h| !h.trim().is_empty())
+        .map(|h| insecure_registry(h.trim()))
+        .collect()
+}
+
+/// The logins `o` gives: the sides' options (and `DOCKER_*` for the target), the GCP key,
+/// docker's config.json.
+fn logins(o: &Options, env: &impl Fn(&str) -> Option<String>) -> Result<Logins, ConfigError> {
     let docker_dir = o
         .docker_config
         .clone()
         .or_else(|| env("DOCKER_CONFIG").map(PathBuf::from))
         .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".docker")));
-    let docker_config = match docker_dir {
-        Some(dir) => DockerConfig::load(&dir).map_err(|e| bad("docker-config", e.to_string()))?,
-        None => DockerConfig::default(),
-    };
-    let command = match (cli.command.unwrap_or(Command::Sync), o.dry_run) {
-        (Command::Sync, true) => Command::Test,
-        (command, _) => command,
-    };
-    let insecure: Vec<(RegistryHost, Insecure)> = o
-        .insecure_registry
-        .iter()
-        .filter(|h| !h.trim().is_empty())
-        .map(|h| insecure_registry(h.trim()))
-        .collect::<Result<_, _>>()?;
-    let mut schemes = Vec::new();
-    let mut sources = Vec::new();
+    Ok(Logins {
+        source: credentials(
+            "source-username",
+            o.source_username.clone(),
+            o.source_password.clone(),
+        )?,
+        target: credentials(
+            "target-username",
+            o.target_username.clone().or_else(|| env("DOCKER_USERNAME")),
+            o.target_password.clone().or_else(|| env("DOCKER_PASSWORD")),
+        )?,
+        gcp_key: gcp_key(o.gcp_credentials.as_deref(), env)?,
+        docker_config: match docker_dir {
+            Some(dir) => {
+                DockerConfig::load(&dir).map_err(|e| bad("docker-config", e.to_string()))?
+            }
+            None => DockerConfig::default(),
+        },
+    })
+}
+
+/// The sources `o` names (`--source`, seed `--namespace`), each with the target, images,
+/// filters, mapping and logins of `o`; the schemes written before them go to `schemes`.
+pub(super) fn sources(
+    o: &Options,
+    env: &impl Fn(&str) -> Option<String>,
+    schemes: &mut Vec<(RegistryHost, Scheme)>,
+) -> Result<Vec<SourceSettings>, ConfigError> {
+    let insecure = insecure(o)?;
+    let mut namespaces = Vec::new();
     let seed_sources = o.namespace.iter().map(|ns| format!("gcr.io/{}", ns.trim()));
     for text in o
         .source
@@ -246,24 +276,22 @@ pub fn resolve(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Setting
         }
         let (ns, scheme) =
             Namespace::parse_with_scheme(&text).map_err(|e| bad("source", format!("{e}")))?;
-        note_scheme(&mut schemes, &insecure, "source", &ns, scheme)?;
-        if !sources.contains(&ns) {
-            sources.push(ns);
+        note_scheme(schemes, &insecure, "source", &ns, scheme)?;
+        if !namespaces.contains(&ns) {
+            namespaces.push(ns);
         }
     }
-    if sources.is_empty() {
-        return Err(bad(
-            "source",
-            "no source given; e.g. --source gcr.io/google-containers",
-        ));
+    if namespaces.is_empty() {
+        return Ok(Vec::new());
     }
     let target_text = o
         .target
+        .clone()
         .ok_or_else(|| bad("target", "no target given; e.g. --target docker.io/myuser"))?;
     let (target, scheme) =
         Namespace::parse_with_scheme(&target_text).map_err(|e| bad("target", format!("{e}")))?;
-    note_scheme(&mut schemes, &insecure, "target", &target, scheme)?;
-    if sources.contains(&target) {
+    note_scheme(schemes, &insecure, "target", &target, scheme)?;
+    if namespaces.contains(&target) {
         return Err(bad(
             "target",
             format!("{target} is also a source; mirror into another namespace"),
@@ -275,8 +303,6 @@ pub fn resolve(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Setting
         let parsed: Result<Vec<RepoPath>, _> = o.images.iter().map(|i| i.trim().parse()).collect();
         Some(parsed.map_err(|e| bad("images", format!("{e}")))?)
     };
-    let mapper = NameMapper::new(&o.name_template, &o.flatten_separator)
-        .map_err(|e| bad("name-template", e.to_string()))?;
     let legacy = match o.filter_preset.as_deref() {
         None => false,
         Some("legacy") => true,
@@ -298,10 +324,53 @@ pub fn resolve(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Setting
             .map(|n| positive("latest", n, 100_000))
             .transpose()?,
     };
-    let budget = match o.process_count {
-        -1 => None,
-        n => Some(positive("process-count", n, 1_000_000)?),
+    let logins = logins(o, env)?;
+    namespaces
+        .into_iter()
+        .map(|namespace| {
+            Ok(SourceSettings {
+                namespace,
+                images: images.clone(),
+                target: target.clone(),
+                mapper: NameMapper::new(&o.name_template, &o.flatten_separator)
+                    .map_err(|e| bad("name-template", e.to_string()))?,
+                filters: filters.clone(),
+                share: None,
+                logins: logins.clone(),
+            })
+        })
+        .collect()
+}
+
+/// `--process-count`: `None` for -1 (no limit).
+pub(super) fn budget(process_count: i64) -> Result<Option<usize>, ConfigError> {
+    match process_count {
+        -1 => Ok(None),
+        n => positive("process-count", n, 1_000_000).map(Some),
+    }
+}
+
+/// The run-wide settings of `cli`, around `sources` (resolved from the same options, or
+/// from each source of a config file).
+pub(super) fn run(
+    cli: Cli,
+    env: &impl Fn(&str) -> Option<String>,
+    sources: Vec<SourceSettings>,
+    schemes: Vec<(RegistryHost, Scheme)>,
+) -> Result<Settings, ConfigError> {
+    let o = cli.options;
+    let deadline = o
+        .deadline
+        .as_deref()
+        .map(|d| duration("deadline", d))
+        .transpose()?;
+    let github = github(&o, env, deadline)?;
+    let command = match (cli.command.unwrap_or(Command::Sync), o.dry_run) {
+        (Command::Sync, true) => Command::Test,
+        (command, _) => command,
     };
+    let insecure = insecure(&o)?;
+    let budget = budget(o.process_count)?;
     let tags = positive("process-limit", o.process_limit, 256)?;
     let limits = Limits {
         tags,
@@ -361,32 +430,17 @@ pub fn resolve(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Setting
     Ok(Settings {
         command,
         sources,
-        images,
-        target,
-        mapper,
-        source_credentials: credentials("source-username", o.source_username, o.source_password)?,
-        target_credentials: credentials(
-            "target-username",
-            o.target_username.or_else(|| env("DOCKER_USERNAME")),
-            o.target_password.or_else(|| env("DOCKER_PASSWORD")),
-        )?,
-        actions: actions_env(&env, github.as_ref()),
+        actions: actions_env(env, github.as_ref()),
         github,
-        docker_config,
-        gcp_key,
         metadata_dir: o.metadata_dir,
         metadata_path: o.metadata_path,
         budget,
         limits,
-        deadline: o
-            .deadline
-            .as_deref()
-            .map(|d| duration("deadline", d))
-            .transpose()?,
+        deadline,
         commit_every: positive("commit-every", o.commit_every, 1_000_000)?,
-        filters,
         http_timeout: duration("http-timeout", &o.http_timeout)?,
         retries,
+        config: o.config,
         proxy: o.proxy,
         insecure,
         schemes,

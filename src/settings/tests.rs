@@ -48,7 +48,7 @@ fn seed_namespace_and_sources_merge() {
         "u",
     ])
     .unwrap();
-    let names: Vec<String> = s.sources.iter().map(|s| s.to_string()).collect();
+    let names: Vec<String> = s.sources.iter().map(|s| s.namespace.to_string()).collect();
     assert_eq!(names, ["quay.io/x", "gcr.io/google-containers"]);
     assert_eq!(s.budget, Some(100));
 }
