@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::error::Error;
+use crate::settings::{CaBundle, ProxyUrl};
 
 /// What every client of a run shares.
 #[derive(Debug, Clone)]
@@ -14,9 +15,9 @@ pub struct ClientOptions {
     /// Idle connections kept per host.
     pub pool_per_host: usize,
     /// `--proxy`, else the `*_PROXY` variables.
-    pub proxy: Option<String>,
-    /// `--ca-cert` (PEM), trusted besides the system roots.
-    pub ca_cert: Option<Vec<u8>>,
+    pub proxy: Option<ProxyUrl>,
+    /// `--ca-cert`, trusted besides the system roots.
+    pub ca_cert: Option<CaBundle>,
     /// `false` only for `--insecure-registry https://HOST`.
     pub verify: bool,
 }
@@ -122,33 +123,29 @@ fn build(
         builder = builder.read_timeout(timeout);
     }
     if let Some(proxy) = &options.proxy {
-        let proxy = reqwest::Proxy::all(proxy).map_err(|e| format!("--proxy: {e}"))?;
+        let proxy = reqwest::Proxy::all(proxy.url().clone())
+            .map_err(|e| format!("--proxy {proxy}: {e}"))?;
         builder = builder.proxy(proxy.no_proxy(reqwest::NoProxy::from_env()));
     }
     builder = match roots {
         Roots::Nothing => builder.tls_certs_only(Vec::new()),
         Roots::Trusted if !options.verify => builder.tls_danger_accept_invalid_certs(true),
-        Roots::Trusted => trust(builder, options.ca_cert.as_deref())?,
+        Roots::Trusted => trust(builder, options.ca_cert.as_ref()),
     };
     builder
         .build()
         .map_err(|e| format!("cannot set up HTTP: {}", super::error::causes(&e)))
 }
 
-fn extra_root(pem: Option<&[u8]>) -> Result<Vec<reqwest::Certificate>, String> {
-    pem.map(|pem| reqwest::Certificate::from_pem(pem).map_err(|e| format!("--ca-cert: {e}")))
-        .into_iter()
-        .collect()
+fn extra_root(ca: Option<&CaBundle>) -> Vec<reqwest::Certificate> {
+    ca.map(|ca| ca.certificates().to_vec()).unwrap_or_default()
 }
 
 /// On Linux the roots are the system bundle (`SSL_CERT_FILE`/`SSL_CERT_DIR` or the
 /// distribution's), read once; a slim container without one gets the bundled Mozilla
 /// roots and a warning rather than no TLS at all.
 #[cfg(all(unix, not(target_vendor = "apple"), not(target_os = "android")))]
-fn trust(
-    builder: reqwest::ClientBuilder,
-    ca: Option<&[u8]>,
-) -> Result<reqwest::ClientBuilder, String> {
+fn trust(builder: reqwest::ClientBuilder, ca: Option<&CaBundle>) -> reqwest::ClientBuilder {
     static SYSTEM: OnceLock<Vec<reqwest::Certificate>> = OnceLock::new();
     let system = SYSTEM.get_or_init(|| {
         let found = rustls_native_certs::load_native_certs();
@@ -173,15 +170,12 @@ fn trust(
             .collect()
     });
     let mut roots = system.clone();
-    roots.extend(extra_root(ca)?);
-    Ok(builder.tls_certs_only(roots))
+    roots.extend(extra_root(ca));
+    builder.tls_certs_only(roots)
 }
 
 /// Elsewhere the platform verifier asks the operating system, which always has roots.
 #[cfg(not(all(unix, not(target_vendor = "apple"), not(target_os = "android"))))]
-fn trust(
-    builder: reqwest::ClientBuilder,
-    ca: Option<&[u8]>,
-) -> Result<reqwest::ClientBuilder, String> {
-    Ok(builder.tls_certs_merge(extra_root(ca)?))
+fn trust(builder: reqwest::ClientBuilder, ca: Option<&CaBundle>) -> reqwest::ClientBuilder {
+    builder.tls_certs_merge(extra_root(ca))
 }

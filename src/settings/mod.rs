@@ -25,7 +25,7 @@ pub use load::{Described, Description, LoadError, load};
 pub use outside::{ActionsEnv, GitHubConfig};
 pub use resolve::{parse_duration, resolve};
 pub use show::show;
-pub use transport::{Insecure, Transport, transport};
+pub use transport::{CaBundle, Insecure, ProxyUrl, Transport, transport};
 
 use crate::cli::Command;
 use crate::filter::Filters;
@@ -133,14 +133,14 @@ pub struct Settings {
     pub retries: usize,
     /// The config file the run was read from.
     pub config: Option<PathBuf>,
-    /// Proxy URL.
-    pub proxy: Option<String>,
+    /// `--proxy`, parsed.
+    pub proxy: Option<ProxyUrl>,
     /// Registries reached without TLS verification (`--insecure-registry`).
     pub insecure: Vec<(RegistryHost, Insecure)>,
     /// Schemes written before `--source`/`--target` registries (`http://`, `https://`).
     pub schemes: Vec<(RegistryHost, Scheme)>,
-    /// Extra CA certificate (PEM bytes).
-    pub ca_cert: Option<Vec<u8>>,
+    /// `--ca-cert`, parsed: the certificates trusted besides the system roots.
+    pub ca_cert: Option<CaBundle>,
     /// Shard `K-1` of `N`.
     pub shard: (u64, u64),
     /// CHANGELOG time zone.

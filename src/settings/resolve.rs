@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use regex::Regex;
 
-use super::transport::{insecure_registry, note_scheme};
+use super::transport::{CaBundle, ProxyUrl, insecure_registry, note_scheme};
 use super::{
     ActionsEnv, ConfigError, Credentials, DockerConfig, GcpKey, GitHubConfig, Insecure, Limits,
     LogFormat, Logins, Settings, SourceSettings, bad,
@@ -385,22 +385,21 @@ pub(super) fn run(
             format!("{} is out of range; give a number from 0 to 20", o.retries),
         ));
     };
-    if let Some(proxy) = &o.proxy {
-        reqwest::Proxy::all(proxy)
-            .map_err(|e| bad("proxy", format!("{proxy:?} is not a proxy URL: {e}")))?;
-    }
+    let proxy = o
+        .proxy
+        .as_deref()
+        .map(|p| ProxyUrl::parse(p).map_err(|why| bad("proxy", why)))
+        .transpose()?;
     let ca_cert = o
         .ca_cert
         .as_ref()
         .map(|p| {
-            std::fs::read(p)
-                .map_err(|e| bad("ca-cert", format!("cannot read {}: {e}", p.display())))
+            let pem = std::fs::read(p)
+                .map_err(|e| bad("ca-cert", format!("cannot read {}: {e}", p.display())))?;
+            CaBundle::from_pem(&pem)
+                .map_err(|why| bad("ca-cert", format!("{}: {why}", p.display())))
         })
         .transpose()?;
-    if let Some(pem) = &ca_cert {
-        reqwest::Certificate::from_pem(pem)
-            .map_err(|e| bad("ca-cert", format!("not a PEM certificate: {e}")))?;
-    }
     let timezone = jiff::tz::TimeZone::get(&o.timezone).map_err(|_| {
         bad(
             "timezone",
@@ -441,7 +440,7 @@ pub(super) fn run(
         http_timeout: duration("http-timeout", &o.http_timeout)?,
         retries,
         config: o.config,
-        proxy: o.proxy,
+        proxy,
         insecure,
         schemes,
         ca_cert,

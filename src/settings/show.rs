@@ -34,13 +34,7 @@ fn shown(long: &str, value: &str) -> String {
         return "<redacted>".into();
     }
     // scheme://user:password@host → scheme://user:<redacted>@host
-    if let Some((scheme, rest)) = value.split_once("://")
-        && let Some((userinfo, host)) = rest.split_once('@')
-        && let Some((user, _)) = userinfo.split_once(':')
-    {
-        return format!("{scheme}://{user}:<redacted>@{host}");
-    }
-    value.to_string()
+    super::transport::redacted(value)
 }
 
 fn line(out: &mut String, long: &str, value: &str, origin: &str) {
