@@ -7,17 +7,19 @@ use crate::exit::Failure;
 use crate::gcp::is_google_registry;
 use crate::metadata::render::Renderer;
 use crate::metadata::{MetadataStore, Recorder};
+use crate::oci::any::AnyRegistry;
 use crate::oci::auth::Login;
 use crate::oci::clients::{ClientOptions, Clients};
 use crate::oci::http::{Access, Endpoint, HttpRegistry, RetryPolicy};
+use crate::oci::layout::{LayoutRegistry, check_dir};
 use crate::reference::Namespace;
 use crate::reference::RegistryHost;
-use crate::settings::{DockerLogin, Insecure, Settings, Transport};
+use crate::settings::{ConfigError, DockerLogin, Insecure, Settings, Transport};
 
 /// Every registry a run talks to, sharing one connection pool.
 pub(super) struct Registries {
-    pub(super) sources: Vec<Arc<HttpRegistry>>,
-    pub(super) target: Arc<HttpRegistry>,
+    pub(super) sources: Vec<Arc<AnyRegistry>>,
+    pub(super) target: Arc<AnyRegistry>,
     pub(super) retry: RetryPolicy,
 }
 
@@ -48,7 +50,20 @@ impl Registries {
             true => Some(http_clients(settings, false)?),
             false => None,
         };
-        let registry = |ns: &Namespace, access, side| -> Result<Arc<HttpRegistry>, Failure> {
+        let registry = |ns: &Namespace, access, side| -> Result<Arc<AnyRegistry>, Failure> {
+            if let Some(dir) = ns.registry.layout_dir() {
+                // `oci:DIR`: a source must exist; a target is created on the first write.
+                let (flag, writes) = match side {
+                    Side::Source => ("source", false),
+                    Side::Target => ("target", true),
+                };
+                check_dir(dir, writes).map_err(|message| ConfigError {
+                    flag,
+                    message: format!("{ns}: {message}"),
+                })?;
+                let layouts = LayoutRegistry::new(dir.to_path_buf());
+                return Ok(Arc::new(AnyRegistry::Layout(layouts)));
+            }
             let mode = settings.transport(&ns.registry);
             let endpoint = Endpoint {
                 host: ns.registry.clone(),
@@ -60,7 +75,8 @@ impl Registries {
                 (Transport::HttpsUnverified, Some(client)) => client.clone(),
                 _ => http.clone(),
             };
-            Ok(Arc::new(HttpRegistry::new(endpoint, client, retry)))
+            let http = HttpRegistry::new(endpoint, client, retry);
+            Ok(Arc::new(AnyRegistry::Http(http)))
         };
         let sources = settings
             .sources
