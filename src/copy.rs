@@ -20,6 +20,7 @@ use crate::oci::manifest::{
     CONFIG_LIMIT, Contents, Descriptor, ManifestError, RawManifest, config_platform,
 };
 use crate::oci::{self, BlobBody, ManifestRef, Registry, Upload};
+use crate::platforms::{PlatformSet, Subset, subset_index};
 use crate::reference::{Digest, RepoPath, Tag};
 
 /// Why a tag could not be copied.
@@ -55,12 +56,16 @@ impl CopyError {
 /// What was copied for one tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Copied {
-    /// The digest pushed (equal to the source's at copy time).
+    /// The digest pushed (the source's, unless `--platforms` rebuilt the index).
     pub digest: Digest,
+    /// The source's digest, when it differs from `digest` (a platform subset).
+    pub source_digest: Option<Digest>,
     /// Its media type.
     pub media_type: String,
     /// Platforms of a multi-arch image, or the one platform its config names.
     pub platforms: Vec<String>,
+    /// Platforms of the source's index left out by `--platforms`.
+    pub dropped: Vec<String>,
 }
 
 /// Per blob digest, the target repositories known to hold it. The per-digest async lock
@@ -89,6 +94,8 @@ pub struct Copier<T> {
     configs: Mutex<HashMap<Digest, Option<String>>>,
     transfers: Semaphore,
     retry: RetryPolicy,
+    /// `--platforms`: `None` copies every platform, verbatim.
+    platforms: Option<PlatformSet>,
 }
 
 impl<T: Registry> Copier<T> {
@@ -100,6 +107,65 @@ impl<T: Registry> Copier<T> {
             configs: Mutex::default(),
             transfers: Semaphore::new(transfers.max(1)),
             retry,
+            platforms: None,
+        }
+    }
+
+    /// Copies only `platforms` of multi-arch images (`--platforms`); `None`: all, verbatim.
+    pub fn with_platforms(mut self, platforms: Option<PlatformSet>) -> Self {
+        self.platforms = platforms;
+        self
+    }
+
+    /// Applies `--platforms` to a source manifest: the manifest to push (the source's,
+    /// or its index rebuilt from the chosen children) and the platforms dropped; a skip
+    /// when nothing of it is chosen. A single image's platform costs one small GET of its
+    /// config (noted, so the copy does not read it again).
+    async fn choose<S: Registry + 'static>(
+        &self,
+        src: &Arc<S>,
+        src_repo: &RepoPath,
+        manifest: RawManifest,
+        contents: Contents,
+    ) -> Result<(RawManifest, Contents, Vec<String>), CopyError> {
+        let Some(chosen) = &self.platforms else {
+            return Ok((manifest, contents, Vec::new()));
+        };
+        let config = match &contents {
+            Contents::Index(_) => None,
+            Contents::Image(blobs) => blobs.first().filter(|c| c.size <= CONFIG_LIMIT),
+        };
+        if let Some(config) = config {
+            return match self.config_platform(src, src_repo, config).await {
+                Some(p) if !chosen.contains(&p) => Err(CopyError::Uncopyable(format!(
+                    "its platform {p} is not in --platforms {chosen}"
+                ))),
+                // An image of a chosen platform, or of none (an artifact): copied.
+                _ => Ok((manifest, contents, Vec::new())),
+            };
+        }
+        if !matches!(contents, Contents::Index(_)) {
+            return Ok((manifest, contents, Vec::new()));
+        }
+        let what = format!("{src_repo}@{}", manifest.digest);
+        let malformed = |e| CopyError::Manifest {
+            reference: what.clone(),
+            source: ManifestError::Malformed(e),
+        };
+        match subset_index(&manifest.bytes, chosen).map_err(malformed)? {
+            Subset::All => Ok((manifest, contents, Vec::new())),
+            Subset::Nothing(had) => Err(CopyError::Uncopyable(format!(
+                "none of its platforms ({}) is in --platforms {chosen}",
+                had.join(", ")
+            ))),
+            Subset::Rebuilt { bytes, dropped } => {
+                let rebuilt = RawManifest::new(Bytes::from(bytes), Some(&manifest.media_type));
+                let contents = rebuilt.contents().map_err(|source| CopyError::Manifest {
+                    reference: what.clone(),
+                    source,
+                })?;
+                Ok((rebuilt, contents, dropped))
+            }
         }
     }
 
@@ -112,8 +178,10 @@ impl<T: Registry> Copier<T> {
         tag: &Tag,
     ) -> Result<Copied, CopyError> {
         let reference = ManifestRef::Tag(tag.clone());
-        let manifest = fetched(src.get_manifest(src_repo, &reference).await, None)?;
-        let contents = parse(&manifest, src_repo, &reference, None)?;
+        let fetched = fetched(src.get_manifest(src_repo, &reference).await, None)?;
+        let source_digest = fetched.digest.clone();
+        let contents = parse(&fetched, src_repo, &reference, None)?;
+        let (manifest, contents, dropped) = self.choose(src, src_repo, fetched, contents).await?;
         let mut platforms = contents.platforms();
         // A single image's platform is in its config, read as it streams past.
         let config = match &contents {
@@ -129,9 +197,11 @@ impl<T: Registry> Copier<T> {
             .put_manifest(dst_repo, &reference, &manifest)
             .await?;
         Ok(Copied {
+            source_digest: (manifest.digest != source_digest).then_some(source_digest),
             digest: manifest.digest,
             media_type: manifest.media_type,
             platforms,
+            dropped,
         })
     }
 

@@ -312,6 +312,7 @@ mod tests {
                 target: format!("{target}/{image}"),
                 record: TagRecord {
                     digest: d.map(digest),
+                    source_digest: None,
                     media_type: String::new(),
                     platforms: vec![],
                     synced_at: "T".into(),
@@ -549,6 +550,7 @@ mod tests {
             target: step.candidate.target.to_string(),
             record: TagRecord {
                 digest: Some(step.candidate.digest.clone()),
+                source_digest: None,
                 media_type: String::new(),
                 platforms: vec![],
                 synced_at: "T2".into(),

@@ -36,6 +36,7 @@ fn synced(
         target: format!("docker.io/myuser/{image}"),
         record: TagRecord {
             digest: Some(digest_of(digest)),
+            source_digest: None,
             media_type: media_type.into(),
             platforms: platforms.iter().map(|p| p.to_string()).collect(),
             synced_at: "2026-11-22T10:00:00Z".into(),

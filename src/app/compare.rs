@@ -49,8 +49,16 @@ pub(super) async fn compare<M: MetadataStore>(
                 } else {
                     Vec::new()
                 };
+                // A platform subset the records know keeps its upstream digest.
+                let source_digest = records[c.source]
+                    .images
+                    .get(&image)
+                    .and_then(|i| i.tags.get(&tag))
+                    .filter(|t| t.digest.as_ref() == Some(&digest))
+                    .and_then(|t| t.source_digest.clone());
                 let record = TagRecord {
                     digest: Some(digest),
+                    source_digest,
                     media_type,
                     platforms,
                     synced_at: at.clone(),

@@ -279,11 +279,14 @@ async fn sync<M: MetadataStore>(
         plan.adopt.len(),
         plan.pending.len()
     );
-    let copier = Arc::new(Copier::new(
-        registries.target.clone(),
-        settings.limits.transfers,
-        registries.retry,
-    ));
+    let copier = Arc::new(
+        Copier::new(
+            registries.target.clone(),
+            settings.limits.transfers,
+            registries.retry,
+        )
+        .with_platforms(settings.platforms.clone()),
+    );
     let options = RunOptions {
         concurrency: settings.limits.tags,
         deadline: settings.deadline.map(|d| started + d),

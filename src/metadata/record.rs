@@ -56,8 +56,13 @@ pub struct ImageRecord {
 /// One tag as it was mirrored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TagRecord {
-    /// The manifest digest on both sides; `None` for entries imported from the seeds' lists.
+    /// The manifest digest on the target (on both sides unless `source_digest` is set);
+    /// `None` for entries imported from the seeds' lists.
     pub digest: Option<Digest>,
+    /// Upstream's digest, when the mirror holds other bytes: an index cut down to
+    /// `--platforms`. Runs compare the listing with this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_digest: Option<Digest>,
     /// The manifest media type.
     #[serde(default)]
     pub media_type: String,
@@ -143,13 +148,15 @@ impl NamespaceRecord {
         }
     }
 
-    /// The recorded digest of `image:tag`, if any. `Some(None)`: recorded with unknown digest.
+    /// The recorded source digest of `image:tag` (what a listing is compared with), if
+    /// any: upstream's digest of a platform subset, else the one digest of both sides.
+    /// `Some(None)`: recorded with unknown digest.
     pub fn digest(&self, image: &str, tag: &str) -> Option<Option<&Digest>> {
         self.images
             .get(image)?
             .tags
             .get(tag)
-            .map(|t| t.digest.as_ref())
+            .map(|t| t.source_digest.as_ref().or(t.digest.as_ref()))
     }
 
     /// Whether `image:tag` was skipped at exactly this source digest: nothing to do.
@@ -272,6 +279,7 @@ impl NamespaceRecord {
             image_record.target = format!("{target}/{image}");
             let legacy = TagRecord {
                 digest: None,
+                source_digest: None,
                 media_type: String::new(),
                 platforms: Vec::new(),
                 synced_at: String::new(),
@@ -297,6 +305,7 @@ mod tests {
                         .parse()
                         .unwrap(),
                 ),
+                source_digest: None,
                 media_type: "m".into(),
                 platforms: vec![],
                 synced_at: at.into(),

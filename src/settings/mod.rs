@@ -102,6 +102,8 @@ pub struct Settings {
     pub commit_every: usize,
     /// Compiled filters.
     pub filters: Filters,
+    /// `--platforms`: the platforms of multi-arch images to copy (`None`: all, verbatim).
+    pub platforms: Option<crate::platforms::PlatformSet>,
     /// Connect/idle timeout.
     pub http_timeout: Duration,
     /// Retries per request.

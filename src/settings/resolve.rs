@@ -385,6 +385,11 @@ pub fn resolve(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Setting
             .transpose()?,
         commit_every: positive("commit-every", o.commit_every, 1_000_000)?,
         filters,
+        platforms: o
+            .platforms
+            .as_deref()
+            .map(|p| p.parse().map_err(|e: String| bad("platforms", e)))
+            .transpose()?,
         http_timeout: duration("http-timeout", &o.http_timeout)?,
         retries,
         proxy: o.proxy,
