@@ -123,6 +123,26 @@ async fn a_subset_is_a_rebuilt_index_recorded_with_upstreams_digest_and_never_re
         children(&list_copy),
         [(list_children[1].clone(), "linux/amd64".to_string())]
     );
+    // Why not upstream's bytes: the registry refuses an index naming a child it lacks.
+    let upstream = p.get_manifest("team/multi", "1.0").await;
+    let refused = reqwest::Client::new()
+        .put(format!(
+            "http://{}/v2/mirror/multi/manifests/verbatim",
+            dst.addr
+        ))
+        .header("content-type", OCI_INDEX)
+        .body(upstream)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("MANIFEST_BLOB_UNKNOWN")
+    );
     // A single image of a chosen platform is copied verbatim; the others are skipped.
     assert_eq!(
         target.head("mirror/solo", "1").await.as_deref(),
