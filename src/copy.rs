@@ -20,7 +20,7 @@ use crate::oci::manifest::{
     CONFIG_LIMIT, Contents, Descriptor, ManifestError, RawManifest, config_platform,
 };
 use crate::oci::{self, BlobBody, ManifestRef, Registry, Upload};
-use crate::platforms::{PlatformSet, Subset, subset_index};
+use crate::platforms::{PlatformSet, SKIP_MARK, Subset, subset_index};
 use crate::reference::{Digest, RepoPath, Tag};
 
 /// Why a tag could not be copied.
@@ -138,7 +138,7 @@ impl<T: Registry> Copier<T> {
         if let Some(config) = config {
             return match self.config_platform(src, src_repo, config).await {
                 Some(p) if !chosen.contains(&p) => Err(CopyError::Uncopyable(format!(
-                    "its platform {p} is not in --platforms {chosen}"
+                    "its platform {p} is not{SKIP_MARK}{chosen}"
                 ))),
                 // An image of a chosen platform, or of none (an artifact): copied.
                 _ => Ok((manifest, contents, Vec::new())),
@@ -155,7 +155,7 @@ impl<T: Registry> Copier<T> {
         match subset_index(&manifest.bytes, chosen).map_err(malformed)? {
             Subset::All => Ok((manifest, contents, Vec::new())),
             Subset::Nothing(had) => Err(CopyError::Uncopyable(format!(
-                "none of its platforms ({}) is in --platforms {chosen}",
+                "none of its platforms ({}) is{SKIP_MARK}{chosen}",
                 had.join(", ")
             ))),
             Subset::Rebuilt { bytes, dropped } => {

@@ -79,6 +79,39 @@ impl PlatformSet {
     }
 }
 
+/// Whether a recorded index would be mirrored otherwise under `chosen` (pure): its
+/// upstream platforms are the ones mirrored plus the ones dropped, and the choice of them
+/// differs from what was mirrored. Single images and records without platforms are kept.
+pub fn rechosen(
+    media_type: &str,
+    mirrored: &[String],
+    dropped: &[String],
+    chosen: Option<&PlatformSet>,
+) -> bool {
+    if !crate::oci::manifest::is_index(media_type) || mirrored.is_empty() {
+        return false;
+    }
+    let upstream = mirrored.iter().chain(dropped);
+    let wanted = upstream.filter(|p| chosen.is_none_or(|set| set.contains(p)));
+    let mut wanted: Vec<&String> = wanted.collect();
+    wanted.sort();
+    wanted.dedup();
+    let mut had: Vec<&String> = mirrored.iter().collect();
+    had.sort();
+    had != wanted
+}
+
+/// Whether a skip was decided by another `--platforms` choice than `chosen` (its reason
+/// ends with the choice it was made under): then it is judged again.
+pub fn skipped_by_other_choice(reason: &str, chosen: Option<&PlatformSet>) -> bool {
+    reason
+        .rsplit_once(SKIP_MARK)
+        .is_some_and(|(_, was)| Some(was.to_string()) != chosen.map(|c| c.to_string()))
+}
+
+/// What a platform skip's reason ends with, before the choice it was made under.
+pub const SKIP_MARK: &str = " in --platforms ";
+
 /// What `--platforms` makes of an index.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Subset {
@@ -248,6 +281,37 @@ mod tests {
             d = digest('d'),
             e = digest('e'),
         )
+    }
+
+    #[test]
+    fn a_changed_choice_is_seen_from_the_record() {
+        let index = "application/vnd.oci.image.index.v1+json";
+        let v = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let amd_arm: PlatformSet = "linux/amd64,linux/arm64".parse().unwrap();
+        let amd: PlatformSet = "linux/amd64".parse().unwrap();
+        let (both, arm) = (v(&["linux/amd64", "linux/arm64"]), v(&["linux/arm64"]));
+        // Mirrored whole, no choice: as it was; a choice that cuts it: again.
+        assert!(!rechosen(index, &both, &[], None));
+        assert!(!rechosen(index, &both, &[], Some(&amd_arm)));
+        assert!(rechosen(index, &both, &[], Some(&amd)));
+        // Mirrored as amd64 only: widened or dropped choices bring arm64 back.
+        let amd_only = v(&["linux/amd64"]);
+        assert!(!rechosen(index, &amd_only, &arm, Some(&amd)));
+        assert!(rechosen(index, &amd_only, &arm, Some(&amd_arm)));
+        assert!(rechosen(index, &amd_only, &arm, None));
+        // Single images and records without platforms are left alone.
+        assert!(!rechosen(
+            "application/vnd.oci.image.manifest.v1+json",
+            &amd_only,
+            &[],
+            Some(&amd)
+        ));
+        assert!(!rechosen(index, &[], &[], Some(&amd)));
+        let reason = format!("its platform linux/s390x is not{SKIP_MARK}{amd}");
+        assert!(!skipped_by_other_choice(&reason, Some(&amd)));
+        assert!(skipped_by_other_choice(&reason, Some(&amd_arm)));
+        assert!(skipped_by_other_choice(&reason, None));
+        assert!(!skipped_by_other_choice("schema 1 manifest", Some(&amd)));
     }
 
     #[test]

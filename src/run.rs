@@ -76,6 +76,7 @@ fn outcome_of(step: &Step, result: Result<Copied, CopyError>, at: String) -> Out
                 source_digest: copied.source_digest,
                 media_type: copied.media_type,
                 platforms: copied.platforms,
+                dropped_platforms: copied.dropped,
                 synced_at: at,
             },
             previous: step.previous.clone(),

@@ -217,6 +217,63 @@ async fn a_subset_is_a_rebuilt_index_recorded_with_upstreams_digest_and_never_re
     assert_eq!(tag["digest"], digest_of(&copied).as_str());
     assert_eq!(children(&copied).len(), 2);
     assert_eq!(children(&copied)[1].0, moved_children[2]);
+
+    // A narrower choice re-copies what it changes, judged from the records alone.
+    let narrow: Vec<String> = args
+        .iter()
+        .map(|a| a.replace("linux/arm64,linux/amd64", "linux/amd64"))
+        .collect();
+    let out = run(gcrsync(work.path()).args(&narrow));
+    assert_eq!(out.status.code(), Some(0));
+    let totals = &read_json(&report)["totals"];
+    // multi is cut again; list (amd64 only already) and solo stay; both skips are re-judged.
+    assert_eq!(
+        (
+            totals["copied"].as_u64(),
+            totals["unchanged"].as_u64(),
+            totals["skipped"].as_u64()
+        ),
+        (Some(1), Some(2), Some(2)),
+        "{totals}"
+    );
+    let copied = target.get_manifest("mirror/multi", "1.0").await;
+    assert_eq!(
+        children(&copied),
+        [(moved_children[0].clone(), "linux/amd64".to_string())]
+    );
+    let record = read_json(&meta.join(format!("{}/team/images.json", src.addr)));
+    assert!(
+        record["skipped"]["mainframe:1"]["reason"]
+            .as_str()
+            .unwrap()
+            .ends_with("--platforms linux/amd64")
+    );
+
+    // Without --platforms, everything is mirrored whole and verbatim again.
+    let all: Vec<String> = args[..args.len() - 4]
+        .iter()
+        .cloned()
+        .chain(args[args.len() - 2..].iter().cloned())
+        .collect();
+    assert!(!all.iter().any(|a| a == "--platforms"));
+    let out = run(gcrsync(work.path()).args(&all));
+    assert_eq!(out.status.code(), Some(0));
+    for (image, tag, digest) in [
+        ("multi", "1.0", &moved),
+        ("list", "2", &list),
+        ("none", "1", &none),
+        ("mainframe", "1", &mainframe),
+    ] {
+        let got = target.head(&format!("mirror/{image}"), tag).await;
+        assert_eq!(got.as_deref(), Some(digest.as_str()), "{image}:{tag}");
+    }
+    let record = read_json(&meta.join(format!("{}/team/images.json", src.addr)));
+    assert_eq!(record["skipped"], json!({}));
+    assert!(
+        record["images"]["multi"]["tags"]["1.0"]
+            .get("source_digest")
+            .is_none()
+    );
 }
 
 #[test]

@@ -127,7 +127,13 @@ async fn make_plan<M: MetadataStore>(
         .filter(|c| !unknown.contains(&(c.source, c.image.clone(), Some(c.tag.clone()))))
         .collect();
     Ok((
-        plan::plan(&candidates, &records, &checked.heads, settings.budget),
+        plan::plan_platforms(
+            &candidates,
+            &records,
+            &checked.heads,
+            settings.budget,
+            settings.platforms.as_ref(),
+        ),
         stats,
     ))
 }

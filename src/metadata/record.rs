@@ -70,6 +70,10 @@ pub struct TagRecord {
     /// unknown: adopted single images, records from before platforms were read).
     #[serde(default)]
     pub platforms: Vec<String>,
+    /// Platforms of upstream's index that `--platforms` left out (so a changed choice is
+    /// seen without a request).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped_platforms: Vec<String>,
     /// When it was recorded (RFC 3339, UTC).
     pub synced_at: String,
 }
@@ -282,6 +286,7 @@ impl NamespaceRecord {
                 source_digest: None,
                 media_type: String::new(),
                 platforms: Vec::new(),
+                dropped_platforms: Vec::new(),
                 synced_at: String::new(),
             };
             image_record.tags.insert(tag.to_string(), legacy);
@@ -308,6 +313,7 @@ mod tests {
                 source_digest: None,
                 media_type: "m".into(),
                 platforms: vec![],
+                dropped_platforms: vec![],
                 synced_at: at.into(),
             },
             previous: None,
