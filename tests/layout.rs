@@ -444,3 +444,86 @@ async fn a_blob_is_in_the_layout_whole_and_verified_or_not_at_all() {
     assert!(matches!(mounted, Upload::Mounted));
     assert!(layouts.blob_exists(&other, &digest).await.unwrap());
 }
+
+/// A run killed (SIGKILL) in the middle of a slow layer leaves the directory as readers
+/// expect: finished images whole, the unfinished one untagged with no partial blob; the
+/// next run sweeps the leftovers and completes it.
+#[tokio::test]
+async fn a_run_killed_mid_layer_leaves_layouts_whole_and_the_next_run_completes() {
+    let src = TestRegistry::start();
+    let p = Pusher::new(&src.addr);
+    let small = push_unpackable(&p, "team/small", "1", "small\n").await;
+    let (proxy, large_layer) = common::faults::slow_large_image(&src).await;
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("layouts");
+    let args = [
+        "--source".to_string(),
+        format!("{}/team", proxy.addr),
+        "--target".to_string(),
+        format!("oci:{}", dir.display()),
+        "--metadata-dir".to_string(),
+        work.path().join("meta").display().to_string(),
+        "--commit-every".to_string(),
+        "1".to_string(),
+    ];
+    let mut child = gcrsync(work.path())
+        .args(&args)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let in_flight = |dir: &Path| {
+        std::fs::read_dir(dir.join("large"))
+            .map(|entries| {
+                entries.flatten().any(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.starts_with(".gcrsync-upload") && e.metadata().unwrap().len() > 100_000
+                })
+            })
+            .unwrap_or(false)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !(in_flight(&dir) && dir.join("small/index.json").exists()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the large layer never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let hex = large_layer.trim_start_matches("sha256:");
+    assert!(
+        !dir.join("large/blobs/sha256").join(hex).exists(),
+        "no partial blob"
+    );
+    assert!(
+        !dir.join("large/index.json").exists(),
+        "the unfinished image is not tagged"
+    );
+    let reference = format!("oci:{}/small:1", dir.display());
+    assert_eq!(
+        digest_of(&skopeo(&["inspect", "--raw", &reference]).stdout),
+        small
+    );
+
+    proxy.clear();
+    let out = run(gcrsync(work.path()).args(&args));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let large = Pusher::new(&src.addr)
+        .head("team/large", "1")
+        .await
+        .unwrap();
+    let reference = format!("oci:{}/large:1", dir.display());
+    assert_eq!(
+        digest_of(&skopeo(&["inspect", "--raw", &reference]).stdout),
+        large
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.join("large"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -6,7 +6,7 @@
 //! before the manifests naming them, manifests before `index.json`; a killed run leaves at
 //! most unreferenced blobs and temporary files, never a torn or dangling `index.json`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,6 +37,8 @@ pub struct LayoutRegistry {
     locks: Mutex<HashMap<RepoPath, Arc<tokio::sync::Mutex<()>>>>,
     /// Names temporary files uniquely within this process.
     counter: AtomicU64,
+    /// Layouts whose leftovers of killed runs were swept by this process.
+    swept: Mutex<HashSet<RepoPath>>,
 }
 
 /// `index.json`: entries are kept as written (other tools' annotations and fields stay).
@@ -128,6 +130,7 @@ impl LayoutRegistry {
             root,
             locks: Mutex::default(),
             counter: AtomicU64::new(0),
+            swept: Mutex::default(),
         }
     }
 
@@ -192,8 +195,28 @@ impl LayoutRegistry {
         Ok(())
     }
 
+    /// Removes the temporary files a killed run left in the layout (those of other
+    /// processes: one process writes a layout at a time), once per run and layout.
+    async fn sweep(&self, repo: &RepoPath) {
+        if !self.swept.lock().expect("swept").insert(repo.clone()) {
+            return;
+        }
+        let Ok(mut entries) = tokio::fs::read_dir(self.layout(repo)).await else {
+            return;
+        };
+        let mine = format!("-{}-", std::process::id());
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".gcrsync-") && name.ends_with(".tmp") && !name.contains(&mine) {
+                tracing::debug!("{repo}: removing {name}, left by a run that was killed");
+                let _ = tokio::fs::remove_file(entry.path()).await;
+            }
+        }
+    }
+
     /// Creates the layout's directories and its `oci-layout` file, once.
     async fn ensure_layout(&self, repo: &RepoPath, algorithm: &str) -> Result<()> {
+        self.sweep(repo).await;
         let dir = self.layout(repo);
         let blobs = dir.join("blobs").join(algorithm);
         tokio::fs::create_dir_all(&blobs)
