@@ -527,3 +527,93 @@ async fn a_run_killed_mid_layer_leaves_layouts_whole_and_the_next_run_completes(
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// Writes a one-layer image into `layouts` through the `Registry` trait; returns its digest.
+async fn layout_image(layouts: &LayoutRegistry, repo: &str, tag: &str) -> String {
+    let repo: gcrsync::reference::RepoPath = repo.parse().unwrap();
+    let mut descriptors = Vec::new();
+    let config = serde_json::to_vec(&json!({"os": "linux", "architecture": "arm64"})).unwrap();
+    for (bytes, media_type) in [
+        (config, "application/vnd.oci.image.config.v1+json"),
+        (
+            random_bytes(3_000),
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+        ),
+    ] {
+        let digest = digest_of(&bytes);
+        let session = open_session(layouts, &repo).await;
+        let size = bytes.len() as u64;
+        let stream = body(vec![Ok(bytes.into())], size);
+        layouts
+            .finish_upload(&repo, &session, &digest.parse().unwrap(), size, stream)
+            .await
+            .unwrap();
+        descriptors.push(json!({"mediaType": media_type, "digest": digest, "size": size}));
+    }
+    let body = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": descriptors[0], "layers": [descriptors[1]]});
+    let m = manifest(body);
+    let tag = ManifestRef::Tag(tag.parse().unwrap());
+    layouts.put_manifest(&repo, &tag, &m).await.unwrap();
+    m.digest.to_string()
+}
+
+/// Directory to directory, no server: `test` plans, `sync` copies, `compare` rebuilds the
+/// records from the target directory.
+#[tokio::test]
+async fn every_command_works_between_two_directories() {
+    let work = tempfile::tempdir().unwrap();
+    let (a, b) = (work.path().join("a"), work.path().join("b"));
+    let layouts = LayoutRegistry::new(a.clone());
+    let one = layout_image(&layouts, "tools/one", "1.0").await;
+    let two = layout_image(&layouts, "two", "latest").await;
+    let (source, target) = (
+        format!("oci:{}", a.display()),
+        format!("oci:{}", b.display()),
+    );
+    let meta = work.path().join("meta");
+    let args = |name: &str| {
+        let mut command = gcrsync(work.path());
+        command
+            .args([name, "--source", &source, "--target", &target])
+            .arg("--metadata-dir")
+            .arg(&meta);
+        command
+    };
+    let out = run(&mut args("test"));
+    assert_eq!(out.status.code(), Some(0));
+    let plan = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        plan.contains(&format!("tools/one:1.0 → {target}/tools/one:1.0 (new)")),
+        "{plan}"
+    );
+    assert!(!b.exists(), "a dry run writes nothing");
+    let out = run(&mut args("sync"));
+    assert_eq!(out.status.code(), Some(0));
+    let copy = LayoutRegistry::new(b.clone());
+    for (repo, tag, digest) in [("tools/one", "1.0", &one), ("two", "latest", &two)] {
+        let head = copy
+            .head_manifest(
+                &repo.parse().unwrap(),
+                &ManifestRef::Tag(tag.parse().unwrap()),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.digest.as_str(), digest.as_str());
+    }
+    let records = meta.join(format!("{source}/images.json").trim_start_matches('/'));
+    let record = read_json(&records);
+    assert_eq!(
+        record["images"]["two"]["tags"]["latest"]["platforms"],
+        json!(["linux/arm64"])
+    );
+    std::fs::remove_file(&records).unwrap();
+    let out = run(&mut args("compare"));
+    assert_eq!(out.status.code(), Some(0));
+    let record = read_json(&records);
+    assert_eq!(
+        record["images"]["tools/one"]["tags"]["1.0"]["digest"],
+        one.as_str()
+    );
+}
