@@ -258,6 +258,11 @@ pub struct Options {
     /// A named filter set: `legacy` reproduces latelee/gcrsync's rules.
     #[arg(long, env = "GCRSYNC_FILTER_PRESET", global = true)]
     pub filter_preset: Option<String>,
+    /// Copy only these platforms of multi-arch images (OS/ARCH[/VARIANT], comma list), as
+    /// a rebuilt index with a new digest; single-platform images of other platforms are
+    /// skipped (default: every platform, verbatim).
+    #[arg(long, env = "GCRSYNC_PLATFORMS", global = true)]
+    pub platforms: Option<String>,
     /// Connect and idle-read timeout (never a cap on a whole transfer).
     #[arg(
         long,

@@ -3,16 +3,14 @@
 //! mounted where the target already holds it, deduplicated across concurrent copies,
 //! and streamed with its digest and size verified.
 
+mod stream;
+
 use std::collections::{HashMap, HashSet};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use futures_util::future::try_join_all;
-use futures_util::stream::BoxStream;
-use futures_util::{Stream, StreamExt};
-use sha2::Digest as _;
 use tokio::sync::Semaphore;
 
 use crate::oci::http::RetryPolicy;
@@ -20,7 +18,9 @@ use crate::oci::manifest::{
     CONFIG_LIMIT, Contents, Descriptor, ManifestError, RawManifest, config_platform,
 };
 use crate::oci::{self, BlobBody, ManifestRef, Registry, Upload};
+use crate::platforms::{PlatformSet, SKIP_MARK, Subset, subset_index};
 use crate::reference::{Digest, RepoPath, Tag};
+use stream::{Verifying, resuming};
 
 /// Why a tag could not be copied.
 #[derive(Debug, thiserror::Error)]
@@ -55,12 +55,16 @@ impl CopyError {
 /// What was copied for one tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Copied {
-    /// The digest pushed (equal to the source's at copy time).
+    /// The digest pushed (the source's, unless `--platforms` rebuilt the index).
     pub digest: Digest,
+    /// The source's digest, when it differs from `digest` (a platform subset).
+    pub source_digest: Option<Digest>,
     /// Its media type.
     pub media_type: String,
     /// Platforms of a multi-arch image, or the one platform its config names.
     pub platforms: Vec<String>,
+    /// Platforms of the source's index left out by `--platforms`.
+    pub dropped: Vec<String>,
 }
 
 /// Per blob digest, the target repositories known to hold it. The per-digest async lock
@@ -89,6 +93,8 @@ pub struct Copier<T> {
     configs: Mutex<HashMap<Digest, Option<String>>>,
     transfers: Semaphore,
     retry: RetryPolicy,
+    /// `--platforms`: `None` copies every platform, verbatim.
+    platforms: Option<PlatformSet>,
 }
 
 impl<T: Registry> Copier<T> {
@@ -100,6 +106,65 @@ impl<T: Registry> Copier<T> {
             configs: Mutex::default(),
             transfers: Semaphore::new(transfers.max(1)),
             retry,
+            platforms: None,
+        }
+    }
+
+    /// Copies only `platforms` of multi-arch images (`--platforms`); `None`: all, verbatim.
+    pub fn with_platforms(mut self, platforms: Option<PlatformSet>) -> Self {
+        self.platforms = platforms;
+        self
+    }
+
+    /// Applies `--platforms` to a source manifest: the manifest to push (the source's,
+    /// or its index rebuilt from the chosen children) and the platforms dropped; a skip
+    /// when nothing of it is chosen. A single image's platform costs one small GET of its
+    /// config (noted, so the copy does not read it again).
+    async fn choose<S: Registry + 'static>(
+        &self,
+        src: &Arc<S>,
+        src_repo: &RepoPath,
+        manifest: RawManifest,
+        contents: Contents,
+    ) -> Result<(RawManifest, Contents, Vec<String>), CopyError> {
+        let Some(chosen) = &self.platforms else {
+            return Ok((manifest, contents, Vec::new()));
+        };
+        let config = match &contents {
+            Contents::Index(_) => None,
+            Contents::Image(blobs) => blobs.first().filter(|c| c.size <= CONFIG_LIMIT),
+        };
+        if let Some(config) = config {
+            return match self.config_platform(src, src_repo, config).await {
+                Some(p) if !chosen.contains(&p) => Err(CopyError::Uncopyable(format!(
+                    "its platform {p} is not{SKIP_MARK}{chosen}"
+                ))),
+                // An image of a chosen platform, or of none (an artifact): copied.
+                _ => Ok((manifest, contents, Vec::new())),
+            };
+        }
+        if !matches!(contents, Contents::Index(_)) {
+            return Ok((manifest, contents, Vec::new()));
+        }
+        let what = format!("{src_repo}@{}", manifest.digest);
+        let malformed = |e| CopyError::Manifest {
+            reference: what.clone(),
+            source: ManifestError::Malformed(e),
+        };
+        match subset_index(&manifest.bytes, chosen).map_err(malformed)? {
+            Subset::All => Ok((manifest, contents, Vec::new())),
+            Subset::Nothing(had) => Err(CopyError::Uncopyable(format!(
+                "none of its platforms ({}) is{SKIP_MARK}{chosen}",
+                had.join(", ")
+            ))),
+            Subset::Rebuilt { bytes, dropped } => {
+                let rebuilt = RawManifest::new(Bytes::from(bytes), Some(&manifest.media_type));
+                let contents = rebuilt.contents().map_err(|source| CopyError::Manifest {
+                    reference: what.clone(),
+                    source,
+                })?;
+                Ok((rebuilt, contents, dropped))
+            }
         }
     }
 
@@ -112,8 +177,10 @@ impl<T: Registry> Copier<T> {
         tag: &Tag,
     ) -> Result<Copied, CopyError> {
         let reference = ManifestRef::Tag(tag.clone());
-        let manifest = fetched(src.get_manifest(src_repo, &reference).await, None)?;
-        let contents = parse(&manifest, src_repo, &reference, None)?;
+        let fetched = fetched(src.get_manifest(src_repo, &reference).await, None)?;
+        let source_digest = fetched.digest.clone();
+        let contents = parse(&fetched, src_repo, &reference, None)?;
+        let (manifest, contents, dropped) = self.choose(src, src_repo, fetched, contents).await?;
         let mut platforms = contents.platforms();
         // A single image's platform is in its config, read as it streams past.
         let config = match &contents {
@@ -129,9 +196,11 @@ impl<T: Registry> Copier<T> {
             .put_manifest(dst_repo, &reference, &manifest)
             .await?;
         Ok(Copied {
+            source_digest: (manifest.digest != source_digest).then_some(source_digest),
             digest: manifest.digest,
             media_type: manifest.media_type,
             platforms,
+            dropped,
         })
     }
 
@@ -334,47 +403,6 @@ impl<T: Registry> Copier<T> {
     }
 }
 
-/// The source side of a blob transfer: when the download breaks mid-way, it continues
-/// with a `Range` request from the last byte received (up to `resumes` times), so the
-/// upload in progress goes on instead of starting over.
-fn resuming<S: Registry + 'static>(
-    src: Arc<S>,
-    repo: RepoPath,
-    blob: Descriptor,
-    first: BlobBody,
-    resumes: usize,
-) -> BoxStream<'static, oci::Result<Bytes>> {
-    let state = (Some(first.stream), 0u64, resumes);
-    futures_util::stream::unfold(state, move |(stream, offset, left)| {
-        let (src, repo, blob) = (src.clone(), repo.clone(), blob.clone());
-        async move {
-            let mut stream = stream?;
-            let (offset, mut left) = (offset, left);
-            loop {
-                match stream.next().await {
-                    Some(Ok(chunk)) => {
-                        let offset = offset + chunk.len() as u64;
-                        return Some((Ok(chunk), (Some(stream), offset, left)));
-                    }
-                    Some(Err(e))
-                        if e.is_retryable() && left > 0 && offset > 0 && offset < blob.size =>
-                    {
-                        tracing::warn!("{repo}@{}: {e}; resuming at byte {offset}", blob.digest);
-                        left -= 1;
-                        match src.get_blob(&repo, &blob.digest, offset).await {
-                            Ok(rest) => stream = rest.stream,
-                            Err(e) => return Some((Err(e), (None, offset, 0))),
-                        }
-                    }
-                    Some(Err(e)) => return Some((Err(e), (None, offset, 0))),
-                    None => return None,
-                }
-            }
-        }
-    })
-    .boxed()
-}
-
 /// The platforms of an index the target already holds (an adopted tag), read from the
 /// source by digest: one GET per adopted index, once per tag (adoption is not repeated).
 /// Informational: when it cannot be read, the tag is adopted without platforms.
@@ -429,141 +457,4 @@ fn parse(
             source,
         },
     })
-}
-
-/// Passes a blob's bytes through while hashing them; ends with an error instead of
-/// end-of-stream when the digest or size is wrong, so the upload is never completed.
-struct Verifying {
-    inner: futures_util::stream::BoxStream<'static, oci::Result<Bytes>>,
-    hasher: sha2::Sha256,
-    seen: u64,
-    expected: Digest,
-    size: u64,
-    what: String,
-    done: bool,
-}
-
-impl Verifying {
-    fn new(
-        inner: futures_util::stream::BoxStream<'static, oci::Result<Bytes>>,
-        expected: Digest,
-        size: u64,
-        what: String,
-    ) -> oci::Result<Self> {
-        if expected.sha256_hex().is_none() {
-            return Err(oci::Error::Unsupported {
-                what,
-                detail: "only sha256 blobs can be verified".into(),
-            });
-        }
-        Ok(Verifying {
-            inner,
-            hasher: sha2::Sha256::new(),
-            seen: 0,
-            expected,
-            size,
-            what,
-            done: false,
-        })
-    }
-
-    fn check(&mut self) -> oci::Result<()> {
-        if self.seen != self.size {
-            return Err(oci::Error::SizeMismatch {
-                what: self.what.clone(),
-                expected: self.size,
-                actual: self.seen,
-            });
-        }
-        let actual = format!("sha256:{}", hex::encode(self.hasher.clone().finalize()));
-        if actual != self.expected.as_str() {
-            return Err(oci::Error::DigestMismatch {
-                what: self.what.clone(),
-                expected: self.expected.to_string(),
-                actual,
-            });
-        }
-        Ok(())
-    }
-}
-
-impl Stream for Verifying {
-    type Item = oci::Result<Bytes>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.done {
-            return Poll::Ready(None);
-        }
-        match self.inner.poll_next_unpin(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                self.hasher.update(&chunk);
-                self.seen += chunk.len() as u64;
-                // The check runs on the last byte, not at end-of-stream: with a known
-                // Content-Length the HTTP client stops polling once `size` bytes are sent,
-                // so a bad final chunk must be withheld for the upload to be abandoned.
-                if self.seen >= self.size {
-                    self.done = true;
-                    return Poll::Ready(Some(self.check().map(|()| chunk)));
-                }
-                Poll::Ready(Some(Ok(chunk)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                self.done = true;
-                Poll::Ready(Some(Err(e)))
-            }
-            Poll::Ready(None) => {
-                self.done = true;
-                Poll::Ready(self.check().err().map(Err))
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use futures_util::stream;
-
-    async fn drain(
-        chunks: Vec<&'static [u8]>,
-        expected: Digest,
-        size: u64,
-    ) -> oci::Result<Vec<u8>> {
-        let inner = stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from_static(c)))).boxed();
-        let mut s = Verifying::new(inner, expected, size, "blob".into())?;
-        let mut out = Vec::new();
-        while let Some(item) = s.next().await {
-            out.extend_from_slice(&item?);
-        }
-        Ok(out)
-    }
-
-    #[tokio::test]
-    async fn verifying_stream_passes_good_bytes_and_stops_bad_ones() {
-        let good = Digest::sha256_of(b"hello world");
-        assert_eq!(
-            drain(vec![b"hello ", b"world"], good.clone(), 11)
-                .await
-                .unwrap(),
-            b"hello world"
-        );
-        let altered = drain(vec![b"hello ", b"World"], good.clone(), 11).await;
-        assert!(matches!(altered, Err(oci::Error::DigestMismatch { .. })));
-        let truncated = drain(vec![b"hello "], good.clone(), 11).await;
-        assert!(matches!(
-            truncated,
-            Err(oci::Error::SizeMismatch { actual: 6, .. })
-        ));
-        let bad_last_chunk = drain(vec![b"hello ", b"worlD"], good.clone(), 11).await;
-        assert!(matches!(
-            bad_last_chunk,
-            Err(oci::Error::DigestMismatch { .. })
-        ));
-        // Nothing beyond the announced size is passed on.
-        assert_eq!(
-            drain(vec![b"hello world", b"!"], good, 11).await.unwrap(),
-            b"hello world"
-        );
-    }
 }

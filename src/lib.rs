@@ -15,6 +15,7 @@ pub mod mapping;
 pub mod metadata;
 pub mod oci;
 pub mod plan;
+pub mod platforms;
 pub mod progress;
 pub mod reference;
 pub mod report;

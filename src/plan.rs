@@ -11,6 +11,7 @@ pub use share::share;
 
 use crate::metadata::record::NamespaceRecord;
 use crate::oci::manifest::skip_reason;
+use crate::platforms::{PlatformSet, rechosen, skipped_by_other_choice};
 use crate::reference::{Digest, RepoPath, Repository, Tag};
 
 /// A listed, filtered and mapped source tag with its digest.
@@ -63,6 +64,8 @@ pub enum Reason {
     /// Recorded at another target repository than the current mapping gives (changed
     /// `--name-template`, `--flatten-separator` or `--target`), and not there: copied.
     Retarget,
+    /// Unchanged upstream, but mirrored under another `--platforms` choice: copied again.
+    Platforms,
 }
 
 /// One tag to act on.
@@ -113,8 +116,18 @@ pub struct Skipping {
 
 /// A candidate's skip verdict before any request: already skipped at this digest
 /// (`Some(None)`), or newly uncopyable by its listed media type (`Some(Some(reason))`).
-fn skip_verdict(c: &Candidate, record: &NamespaceRecord) -> Option<Option<String>> {
-    if record.skipped_at(c.image.as_str(), c.tag.as_str(), &c.digest) {
+/// A skip for want of a chosen platform holds only under the choice that made it.
+fn skip_verdict(
+    c: &Candidate,
+    record: &NamespaceRecord,
+    chosen: Option<&PlatformSet>,
+) -> Option<Option<String>> {
+    let key = format!("{}:{}", c.image, c.tag);
+    let same_choice = record
+        .skipped
+        .get(&key)
+        .is_none_or(|s| !skipped_by_other_choice(&s.reason, chosen));
+    if record.skipped_at(c.image.as_str(), c.tag.as_str(), &c.digest) && same_choice {
         return Some(None);
     }
     let reason = c.media_type.as_deref().and_then(skip_reason)?;
@@ -145,7 +158,13 @@ pub fn needs_target_check<'a>(
             );
             !verified || recorded_elsewhere(c, record).is_some()
         })
-        .filter(|c| skip_verdict(c, &records[c.source]).is_none())
+        // Any skip at this digest spares the check (one under another `--platforms` is
+        // judged again by a copy, which needs no target state).
+        .filter(|c| {
+            let record = &records[c.source];
+            !record.skipped_at(c.image.as_str(), c.tag.as_str(), &c.digest)
+                && skip_verdict(c, record, None).is_none()
+        })
         .collect()
 }
 
@@ -157,6 +176,18 @@ pub fn plan(
     target_heads: &HashMap<TargetKey, Option<TargetHead>>,
     budget: Option<usize>,
 ) -> Plan {
+    plan_platforms(candidates, records, target_heads, budget, None)
+}
+
+/// [`plan`] under `--platforms` (`None`: every platform): a tag mirrored under another
+/// choice of platforms is copied again (seen from its record, without a request).
+pub fn plan_platforms(
+    candidates: &[Candidate],
+    records: &[NamespaceRecord],
+    target_heads: &HashMap<TargetKey, Option<TargetHead>>,
+    budget: Option<usize>,
+    chosen: Option<&PlatformSet>,
+) -> Plan {
     let mut plan = Plan {
         unchanged: vec![0; records.len()],
         still_skipped: vec![0; records.len()],
@@ -165,7 +196,7 @@ pub fn plan(
     let mut to_copy = Vec::new();
     for c in candidates {
         let record = &records[c.source];
-        match skip_verdict(c, record) {
+        match skip_verdict(c, record, chosen) {
             Some(None) => {
                 plan.still_skipped[c.source] += 1;
                 continue;
@@ -198,8 +229,17 @@ pub fn plan(
                 }
             }
             Some(Some(d)) if *d == c.digest => {
-                plan.unchanged[c.source] += 1;
-                continue;
+                let tag = &record.images[image].tags[tag];
+                if !rechosen(
+                    &tag.media_type,
+                    &tag.platforms,
+                    &tag.dropped_platforms,
+                    chosen,
+                ) {
+                    plan.unchanged[c.source] += 1;
+                    continue;
+                }
+                (Reason::Platforms, None)
             }
             Some(Some(d)) => (Reason::Moved, Some(d.clone())),
             _ if on_target.is_some() => (Reason::Adopt, None),
@@ -315,8 +355,10 @@ mod tests {
                 target: format!("{target}/{image}"),
                 record: TagRecord {
                     digest: d.map(digest),
+                    source_digest: None,
                     media_type: String::new(),
                     platforms: vec![],
+                    dropped_platforms: vec![],
                     synced_at: "T".into(),
                 },
                 previous: None,
@@ -552,8 +594,10 @@ mod tests {
             target: step.candidate.target.to_string(),
             record: TagRecord {
                 digest: Some(step.candidate.digest.clone()),
+                source_digest: None,
                 media_type: String::new(),
                 platforms: vec![],
+                dropped_platforms: vec![],
                 synced_at: "T2".into(),
             },
             previous: None,

@@ -240,7 +240,16 @@ impl FromStr for RegistryHost {
     }
 }
 
+/// What an OCI image-layout directory is written as: `oci:DIR`.
+pub const LAYOUT_PREFIX: &str = "oci:";
+
 impl RegistryHost {
+    /// The directory of an `oci:DIR` "registry" (one OCI image layout per image below
+    /// it), or `None` for a registry reached over HTTP.
+    pub fn layout_dir(&self) -> Option<&std::path::Path> {
+        self.0.strip_prefix(LAYOUT_PREFIX).map(std::path::Path::new)
+    }
+
     /// The host the registry API is reached on (Docker Hub is not served on docker.io).
     pub fn api_host(&self) -> &str {
         if self.0 == DOCKER_HUB {
@@ -310,6 +319,9 @@ impl Namespace {
     /// how to reach the registry, not which namespace it is.
     pub fn parse_with_scheme(text: &str) -> Result<(Namespace, Option<Scheme>), ParseError> {
         let (scheme, rest) = split_scheme(text);
+        if scheme.is_none() && rest.starts_with(LAYOUT_PREFIX) {
+            return Ok((rest.parse()?, None));
+        }
         if scheme.is_none() && rest.contains("://") {
             return Err(invalid(
                 "registry namespace",
@@ -321,9 +333,30 @@ impl Namespace {
     }
 }
 
+/// `oci:DIR`: a directory holding one OCI image layout per image, at `DIR/<image>`. The
+/// directory is the namespace (it names the records), so it has no path of its own.
+fn layout_namespace(dir: &str) -> Result<Namespace, ParseError> {
+    const EXPECTED: &str = "expected oci:DIR, a directory path (oci:/srv/mirror or oci:mirror)";
+    if dir.is_empty() || dir.starts_with("//") || dir.contains('\n') {
+        return Err(invalid("image layout directory", dir, EXPECTED));
+    }
+    // `/` alone stays `/`; any other trailing `/` is dropped so `oci:d/` and `oci:d` agree.
+    let dir = match dir.trim_end_matches('/') {
+        "" => "/",
+        trimmed => trimmed,
+    };
+    Ok(Namespace {
+        registry: RegistryHost(format!("{LAYOUT_PREFIX}{dir}")),
+        path: None,
+    })
+}
+
 impl FromStr for Namespace {
     type Err = ParseError;
     fn from_str(s: &str) -> Result<Self, ParseError> {
+        if let Some(dir) = s.trim().strip_prefix(LAYOUT_PREFIX) {
+            return layout_namespace(dir);
+        }
         let s = s.trim().trim_end_matches('/');
         let s = split_scheme(s).1;
         let (first, rest) = s.split_once('/').map_or((s, None), |(a, b)| (a, Some(b)));
@@ -464,6 +497,37 @@ mod tests {
             "gcr.io/a:tag",
         ] {
             assert!(bad.parse::<Namespace>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn layout_directories_are_namespaces_of_their_own() {
+        let (ns, scheme) = Namespace::parse_with_scheme("oci:/srv/mirror/").unwrap();
+        assert_eq!(scheme, None);
+        assert_eq!(ns.to_string(), "oci:/srv/mirror");
+        assert_eq!(
+            ns.registry.layout_dir(),
+            Some(std::path::Path::new("/srv/mirror"))
+        );
+        assert!(ns.path.is_none());
+        let relative: Namespace = "oci:out".parse().unwrap();
+        let repo = Repository {
+            registry: relative.registry.clone(),
+            path: relative.repo(&"team/pause".parse().unwrap()),
+        };
+        // What skopeo reads as `oci:out/team/pause:TAG`.
+        assert_eq!(repo.to_string(), "oci:out/team/pause");
+        assert!(
+            "gcr.io/x"
+                .parse::<Namespace>()
+                .unwrap()
+                .registry
+                .layout_dir()
+                .is_none()
+        );
+        for bad in ["oci:", "oci://host/x", "oci:a\nb"] {
+            let error = bad.parse::<Namespace>().unwrap_err().to_string();
+            assert!(error.contains("oci:DIR"), "{bad}: {error}");
         }
     }
 

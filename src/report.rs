@@ -61,6 +61,9 @@ pub struct SourceReport {
     pub removed: BTreeMap<&'static str, usize>,
     /// Images removed by an image filter (never listed), by option.
     pub images_removed: BTreeMap<&'static str, usize>,
+    /// Platforms `--platforms` left out of the indexes copied in this run: tags per platform.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub dropped_platforms: BTreeMap<String, usize>,
 }
 
 /// A failed tag and why.
@@ -241,19 +244,29 @@ pub fn build(
             }
         }
     }
+    let mut dropped: Vec<BTreeMap<String, usize>> = vec![BTreeMap::new(); names.len()];
+    for (source, platforms) in run.map_or(&[][..], |r| &r.dropped_platforms) {
+        for platform in platforms {
+            *dropped[*source].entry(platform.clone()).or_default() += 1;
+        }
+    }
     let mut totals = Counts::default();
     per.iter().for_each(|c| totals.add(c));
     let sources = names
         .iter()
         .zip(per)
         .zip(stats)
-        .map(|(((source, target), counts), stat)| SourceReport {
-            source: source.clone(),
-            target: target.clone(),
-            counts,
-            removed: stat.removed.clone(),
-            images_removed: stat.images_removed.clone(),
-        })
+        .zip(dropped)
+        .map(
+            |((((source, target), counts), stat), dropped)| SourceReport {
+                source: source.clone(),
+                target: target.clone(),
+                counts,
+                removed: stat.removed.clone(),
+                images_removed: stat.images_removed.clone(),
+                dropped_platforms: dropped,
+            },
+        )
         .collect();
     let commits = run.map_or(Vec::new(), |r| {
         r.commits
@@ -297,6 +310,7 @@ impl Report {
                     counts: Counts::default(),
                     removed: BTreeMap::new(),
                     images_removed: BTreeMap::new(),
+                    dropped_platforms: BTreeMap::new(),
                 })
                 .collect(),
             totals: Counts::default(),
@@ -336,6 +350,17 @@ impl Report {
                     .map(|(filter, n)| format!("--{filter} removed {n}"))
                     .collect();
                 out.push_str(&format!("  images never listed: {}\n", by.join(", ")));
+            }
+            if !s.dropped_platforms.is_empty() {
+                let by: Vec<String> = s
+                    .dropped_platforms
+                    .iter()
+                    .map(|(platform, n)| format!("{platform} ({n} tags)"))
+                    .collect();
+                out.push_str(&format!(
+                    "  platforms not mirrored (--platforms): {}\n",
+                    by.join(", ")
+                ));
             }
         }
         if let Some(error) = &self.error {

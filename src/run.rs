@@ -53,6 +53,8 @@ pub struct RunResult {
     pub fatal: Option<String>,
     /// Tags copied or adopted whose commit a signal cut short (the next run adopts them).
     pub unrecorded: usize,
+    /// Per copied index cut down by `--platforms`: (source index, the platforms dropped).
+    pub dropped_platforms: Vec<(usize, Vec<String>)>,
 }
 
 fn outcome_of(step: &Step, result: Result<Copied, CopyError>, at: String) -> Outcome {
@@ -71,8 +73,10 @@ fn outcome_of(step: &Step, result: Result<Copied, CopyError>, at: String) -> Out
             target: c.target.to_string(),
             record: TagRecord {
                 digest: Some(copied.digest),
+                source_digest: copied.source_digest,
                 media_type: copied.media_type,
                 platforms: copied.platforms,
+                dropped_platforms: copied.dropped,
                 synced_at: at,
             },
             previous: step.previous.clone(),
@@ -217,8 +221,10 @@ async fn without_copy<S: Registry + 'static>(
             };
             let copied = Copied {
                 digest: c.digest.clone(),
+                source_digest: None,
                 media_type: step.media_type.clone().unwrap_or_default(),
                 platforms,
+                dropped: Vec::new(),
             };
             (c.source, outcome_of(step, Ok(copied), now_utc()))
         })
@@ -312,6 +318,12 @@ where
             continue;
         };
         match &result {
+            Ok(copied) if !copied.dropped.is_empty() => {
+                let source = step.candidate.source;
+                let dropped = copied.dropped.clone();
+                batcher.result.dropped_platforms.push((source, dropped));
+                progress.done(&format!("{}:{}", step.candidate.target, step.candidate.tag));
+            }
             Ok(_) => progress.done(&format!("{}:{}", step.candidate.target, step.candidate.tag)),
             Err(e) if e.skip_reason().is_some() => {
                 tracing::warn!(

@@ -36,8 +36,10 @@ fn synced(
         target: format!("docker.io/myuser/{image}"),
         record: TagRecord {
             digest: Some(digest_of(digest)),
+            source_digest: None,
             media_type: media_type.into(),
             platforms: platforms.iter().map(|p| p.to_string()).collect(),
+            dropped_platforms: Vec::new(),
             synced_at: "2026-11-22T10:00:00Z".into(),
         },
         previous: previous.map(digest_of),

@@ -48,8 +48,16 @@ pub(super) async fn compare<M: MetadataStore>(
                 } else {
                     Vec::new()
                 };
+                // A platform subset the records know keeps its upstream digest.
+                let subset = records[c.source]
+                    .images
+                    .get(&image)
+                    .and_then(|i| i.tags.get(&tag))
+                    .filter(|t| t.digest.as_ref() == Some(&digest) && t.source_digest.is_some());
                 let record = TagRecord {
                     digest: Some(digest),
+                    source_digest: subset.and_then(|t| t.source_digest.clone()),
+                    dropped_platforms: subset.map_or(Vec::new(), |t| t.dropped_platforms.clone()),
                     media_type,
                     platforms,
                     synced_at: at.clone(),

@@ -7,18 +7,22 @@ use crate::exit::Failure;
 use crate::gcp::is_google_registry;
 use crate::metadata::render::Renderer;
 use crate::metadata::{MetadataStore, Recorder};
+use crate::oci::any::AnyRegistry;
 use crate::oci::auth::Login;
 use crate::oci::clients::{ClientOptions, Clients};
 use crate::oci::http::{Access, Endpoint, HttpRegistry, RetryPolicy};
+use crate::oci::layout::{LayoutRegistry, check_dir};
 use crate::reference::Namespace;
 use crate::reference::RegistryHost;
-use crate::settings::{Credentials, DockerLogin, GcpKey, Insecure, Logins, Settings, Transport};
+use crate::settings::{
+    ConfigError, Credentials, DockerLogin, GcpKey, Insecure, Logins, Settings, Transport,
+};
 
 /// Every registry a run talks to, sharing one connection pool.
 pub(super) struct Registries {
-    pub(super) sources: Vec<Arc<HttpRegistry>>,
+    pub(super) sources: Vec<Arc<AnyRegistry>>,
     /// Each distinct target: a registry and the login its sources reach it with.
-    pub(super) targets: Vec<Arc<HttpRegistry>>,
+    pub(super) targets: Vec<Arc<AnyRegistry>>,
     /// The index in `targets` of each source's target.
     pub(super) target_of: Vec<usize>,
     pub(super) retry: RetryPolicy,
@@ -52,21 +56,38 @@ impl Registries {
             true => Some(http_clients(settings, false)?),
             false => None,
         };
-        let registry =
-            |ns: &Namespace, access, choice: &Choice<'_>| -> Result<Arc<HttpRegistry>, Failure> {
-                let mode = settings.transport(&ns.registry);
-                let endpoint = Endpoint {
-                    host: ns.registry.clone(),
-                    plain_http: mode == Transport::Http,
-                    login: choice.login().map_err(Failure::Login)?,
-                    access,
+        let registry = |ns: &Namespace,
+                        access,
+                        side: Side,
+                        choice: &Choice<'_>|
+         -> Result<Arc<AnyRegistry>, Failure> {
+            if let Some(dir) = ns.registry.layout_dir() {
+                // `oci:DIR`: a source must exist; a target is created on the first write.
+                let (flag, writes) = match side {
+                    Side::Source => ("source", false),
+                    Side::Target => ("target", true),
                 };
-                let client = match (mode, &unverified) {
-                    (Transport::HttpsUnverified, Some(client)) => client.clone(),
-                    _ => http.clone(),
-                };
-                Ok(Arc::new(HttpRegistry::new(endpoint, client, retry)))
+                check_dir(dir, writes).map_err(|message| ConfigError {
+                    flag,
+                    message: format!("{ns}: {message}"),
+                })?;
+                let layouts = LayoutRegistry::new(dir.to_path_buf());
+                return Ok(Arc::new(AnyRegistry::Layout(layouts)));
+            }
+            let mode = settings.transport(&ns.registry);
+            let endpoint = Endpoint {
+                host: ns.registry.clone(),
+                plain_http: mode == Transport::Http,
+                login: choice.login().map_err(Failure::Login)?,
+                access,
             };
+            let client = match (mode, &unverified) {
+                (Transport::HttpsUnverified, Some(client)) => client.clone(),
+                _ => http.clone(),
+            };
+            let http = HttpRegistry::new(endpoint, client, retry);
+            Ok(Arc::new(AnyRegistry::Http(http)))
+        };
         let mut sources = Vec::new();
         let mut targets = Vec::new();
         let mut chosen: Vec<(&RegistryHost, Choice<'_>)> = Vec::new();
@@ -74,13 +95,23 @@ impl Registries {
         for source in &settings.sources {
             let host = &source.namespace.registry;
             let choice = choose(&source.logins, host, Side::Source);
-            sources.push(registry(&source.namespace, Access::Pull, &choice)?);
+            sources.push(registry(
+                &source.namespace,
+                Access::Pull,
+                Side::Source,
+                &choice,
+            )?);
             let host = &source.target.registry;
             let choice = choose(&source.logins, host, Side::Target);
             match chosen.iter().position(|(h, c)| *h == host && *c == choice) {
                 Some(known) => target_of.push(known),
                 None => {
-                    targets.push(registry(&source.target, Access::Push, &choice)?);
+                    targets.push(registry(
+                        &source.target,
+                        Access::Push,
+                        Side::Target,
+                        &choice,
+                    )?);
                     target_of.push(chosen.len());
                     chosen.push((host, choice));
                 }
@@ -95,7 +126,7 @@ impl Registries {
     }
 
     /// The target client of source `source`.
-    pub(super) fn target(&self, source: usize) -> &Arc<HttpRegistry> {
+    pub(super) fn target(&self, source: usize) -> &Arc<AnyRegistry> {
         &self.targets[self.target_of[source]]
     }
 }

@@ -122,7 +122,13 @@ async fn make_plan<M: MetadataStore>(
         .into_iter()
         .filter(|c| !unknown.contains(&(c.source, c.image.clone(), Some(c.tag.clone()))))
         .collect();
-    let mut plan = plan::plan(&candidates, &records, &checked.heads, None);
+    let mut plan = plan::plan_platforms(
+        &candidates,
+        &records,
+        &checked.heads,
+        None,
+        settings.platforms.as_ref(),
+    );
     let caps: Vec<Option<usize>> = settings.sources.iter().map(|s| s.share).collect();
     plan::share(&mut plan, settings.budget, &caps);
     Ok((plan, stats))
@@ -303,11 +309,14 @@ async fn sync<M: MetadataStore>(
         .targets
         .iter()
         .map(|t| {
-            Arc::new(Copier::new(
-                t.clone(),
-                settings.limits.transfers,
-                registries.retry,
-            ))
+            Arc::new(
+                Copier::new(
+                    t.clone(),
+                    settings.limits.transfers,
+                    registries.retry,
+                )
+                .with_platforms(settings.platforms.clone()),
+            )
         })
         .collect();
     let copiers: Vec<_> = registries

@@ -56,8 +56,13 @@ pub struct ImageRecord {
 /// One tag as it was mirrored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TagRecord {
-    /// The manifest digest on both sides; `None` for entries imported from the seeds' lists.
+    /// The manifest digest on the target (on both sides unless `source_digest` is set);
+    /// `None` for entries imported from the seeds' lists.
     pub digest: Option<Digest>,
+    /// Upstream's digest, when the mirror holds other bytes: an index cut down to
+    /// `--platforms`. Runs compare the listing with this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_digest: Option<Digest>,
     /// The manifest media type.
     #[serde(default)]
     pub media_type: String,
@@ -65,6 +70,10 @@ pub struct TagRecord {
     /// unknown: adopted single images, records from before platforms were read).
     #[serde(default)]
     pub platforms: Vec<String>,
+    /// Platforms of upstream's index that `--platforms` left out (so a changed choice is
+    /// seen without a request).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped_platforms: Vec<String>,
     /// When it was recorded (RFC 3339, UTC).
     pub synced_at: String,
 }
@@ -143,13 +152,15 @@ impl NamespaceRecord {
         }
     }
 
-    /// The recorded digest of `image:tag`, if any. `Some(None)`: recorded with unknown digest.
+    /// The recorded source digest of `image:tag` (what a listing is compared with), if
+    /// any: upstream's digest of a platform subset, else the one digest of both sides.
+    /// `Some(None)`: recorded with unknown digest.
     pub fn digest(&self, image: &str, tag: &str) -> Option<Option<&Digest>> {
         self.images
             .get(image)?
             .tags
             .get(tag)
-            .map(|t| t.digest.as_ref())
+            .map(|t| t.source_digest.as_ref().or(t.digest.as_ref()))
     }
 
     /// Whether `image:tag` was skipped at exactly this source digest: nothing to do.
@@ -272,8 +283,10 @@ impl NamespaceRecord {
             image_record.target = format!("{target}/{image}");
             let legacy = TagRecord {
                 digest: None,
+                source_digest: None,
                 media_type: String::new(),
                 platforms: Vec::new(),
+                dropped_platforms: Vec::new(),
                 synced_at: String::new(),
             };
             image_record.tags.insert(tag.to_string(), legacy);
@@ -297,8 +310,10 @@ mod tests {
                         .parse()
                         .unwrap(),
                 ),
+                source_digest: None,
                 media_type: "m".into(),
                 platforms: vec![],
+                dropped_platforms: vec![],
                 synced_at: at.into(),
             },
             previous: None,

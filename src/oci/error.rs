@@ -103,6 +103,16 @@ pub enum Error {
         /// What happened, naming the option that fixes it.
         detail: String,
     },
+    /// An OCI image-layout directory (`oci:DIR`) could not be read or written.
+    #[error("{path}: {detail}")]
+    Layout {
+        /// The file or directory.
+        path: String,
+        /// What failed.
+        detail: String,
+        /// The layout, manifest or blob is not there (a registry's 404).
+        missing: bool,
+    },
     /// The content exists but cannot be mirrored verbatim.
     #[error("{what}: {detail}")]
     Unsupported {
@@ -200,6 +210,7 @@ impl Error {
             | Error::NoAccess { .. }
             | Error::Tls { .. }
             | Error::InvalidResponse { .. }
+            | Error::Layout { .. }
             | Error::Unsupported { .. } => false,
         }
     }
@@ -217,7 +228,10 @@ impl Error {
     /// A repository, manifest or blob the registry does not have (404, `NAME_UNKNOWN`,
     /// `MANIFEST_UNKNOWN`, `BLOB_UNKNOWN`).
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Error::Status { status: 404, .. })
+        matches!(
+            self,
+            Error::Status { status: 404, .. } | Error::Layout { missing: true, .. }
+        )
     }
 
     /// Credentials refused at the registry (or its token service) itself: nothing on that
@@ -240,6 +254,8 @@ impl Error {
             Error::Status { status, .. }
             | Error::NoAccess { status, .. }
             | Error::Storage { status, .. } => Some(*status),
+            // Read as a registry's 404 wherever one is (a repository gone since listed).
+            Error::Layout { missing: true, .. } => Some(404),
             _ => None,
         }
     }

@@ -1,9 +1,11 @@
 //! The registry seam: the `Registry` trait the copy engine and the listing talk to.
 
+pub mod any;
 pub mod auth;
 pub mod clients;
 pub mod error;
 pub mod http;
+pub mod layout;
 pub mod manifest;
 mod send;
 pub mod taglist;
@@ -64,7 +66,8 @@ pub enum Upload {
 
 /// One registry, as the distribution spec lets a mirror see it.
 ///
-/// Implemented over HTTP by [`http::HttpRegistry`]; tests can put a misbehaving fake here.
+/// Implemented over HTTP by [`http::HttpRegistry`], over a directory of OCI image layouts
+/// by [`layout::LayoutRegistry`]; tests can put a misbehaving fake here.
 pub trait Registry: Send + Sync {
     /// Pulls the registry says are left (Docker Hub's `RateLimit-Remaining`), if it says.
     fn pull_quota(&self) -> Option<u64> {

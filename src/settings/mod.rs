@@ -127,6 +127,8 @@ pub struct Settings {
     pub deadline: Option<Duration>,
     /// Tags per commit.
     pub commit_every: usize,
+    /// `--platforms`: the platforms of multi-arch images to copy (`None`: all, verbatim).
+    pub platforms: Option<crate::platforms::PlatformSet>,
     /// Connect/idle timeout.
     pub http_timeout: Duration,
     /// Retries per request.

@@ -437,6 +437,11 @@ pub(super) fn run(
         limits,
         deadline,
         commit_every: positive("commit-every", o.commit_every, 1_000_000)?,
+        platforms: o
+            .platforms
+            .as_deref()
+            .map(|p| p.parse().map_err(|e: String| bad("platforms", e)))
+            .transpose()?,
         http_timeout: duration("http-timeout", &o.http_timeout)?,
         retries,
         config: o.config,

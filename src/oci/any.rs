@@ -1,0 +1,88 @@
+//! Either kind of registry a run talks to: one over HTTP, or a directory of image layouts
+//! (`oci:DIR`). The `Registry` trait's futures make it no trait object; this enum is one.
+
+use super::http::HttpRegistry;
+use super::layout::LayoutRegistry;
+use super::manifest::RawManifest;
+use super::taglist::TagList;
+use super::{BlobBody, ManifestHead, ManifestRef, Registry, Result, Upload};
+use crate::reference::{Digest, RepoPath};
+
+/// A source or target as configured.
+// One per registry of a run, behind an `Arc`: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum AnyRegistry {
+    /// A registry over HTTP.
+    Http(HttpRegistry),
+    /// `oci:DIR`.
+    Layout(LayoutRegistry),
+}
+
+/// Calls the same method on whichever registry this is.
+macro_rules! each {
+    ($self:ident, $r:ident => $call:expr) => {
+        match $self {
+            AnyRegistry::Http($r) => $call.await,
+            AnyRegistry::Layout($r) => $call.await,
+        }
+    };
+}
+
+impl Registry for AnyRegistry {
+    fn pull_quota(&self) -> Option<u64> {
+        match self {
+            AnyRegistry::Http(r) => r.pull_quota(),
+            AnyRegistry::Layout(r) => r.pull_quota(),
+        }
+    }
+    async fn prepare(&self, repos: &[RepoPath]) {
+        each!(self, r => r.prepare(repos))
+    }
+    async fn catalog(&self) -> Result<Vec<RepoPath>> {
+        each!(self, r => r.catalog())
+    }
+    async fn list_tags(&self, repo: &RepoPath) -> Result<TagList> {
+        each!(self, r => r.list_tags(repo))
+    }
+    async fn head_manifest(
+        &self,
+        repo: &RepoPath,
+        m: &ManifestRef,
+    ) -> Result<Option<ManifestHead>> {
+        each!(self, r => r.head_manifest(repo, m))
+    }
+    async fn get_manifest(&self, repo: &RepoPath, m: &ManifestRef) -> Result<RawManifest> {
+        each!(self, r => r.get_manifest(repo, m))
+    }
+    async fn put_manifest(
+        &self,
+        repo: &RepoPath,
+        m: &ManifestRef,
+        manifest: &RawManifest,
+    ) -> Result<()> {
+        each!(self, r => r.put_manifest(repo, m, manifest))
+    }
+    async fn blob_exists(&self, repo: &RepoPath, digest: &Digest) -> Result<bool> {
+        each!(self, r => r.blob_exists(repo, digest))
+    }
+    async fn get_blob(&self, repo: &RepoPath, digest: &Digest, offset: u64) -> Result<BlobBody> {
+        each!(self, r => r.get_blob(repo, digest, offset))
+    }
+    async fn start_upload(
+        &self,
+        repo: &RepoPath,
+        mount: Option<(&Digest, &RepoPath)>,
+    ) -> Result<Upload> {
+        each!(self, r => r.start_upload(repo, mount))
+    }
+    async fn finish_upload(
+        &self,
+        repo: &RepoPath,
+        session: &str,
+        digest: &Digest,
+        size: u64,
+        body: BlobBody,
+    ) -> Result<()> {
+        each!(self, r => r.finish_upload(repo, session, digest, size, body))
+    }
+}
