@@ -310,12 +310,8 @@ async fn sync<M: MetadataStore>(
         .iter()
         .map(|t| {
             Arc::new(
-                Copier::new(
-                    t.clone(),
-                    settings.limits.transfers,
-                    registries.retry,
-                )
-                .with_platforms(settings.platforms.clone()),
+                Copier::new(t.clone(), settings.limits.transfers, registries.retry)
+                    .with_platforms(settings.platforms.clone()),
             )
         })
         .collect();
