@@ -139,7 +139,7 @@ pub fn load(
     }
     description.run = run_layer.values.clone();
     let settings = resolve::run(run_layer.cli, &env, sources, schemes)
-        .map_err(|e| FileErrors(vec![placed(&name, &description.run, 1, e)]))?;
+        .map_err(|e| FileErrors(vec![placed(&name, &description.run, 0, e)]))?;
     Ok((settings, description))
 }
 
