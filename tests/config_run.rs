@@ -476,3 +476,94 @@ fn the_example_config_is_valid_and_the_example_workflow_uses_it() {
     let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
     assert!(readme.contains("examples/mirror.yml") && readme.contains("saphyr"));
 }
+
+#[tokio::test]
+async fn many_sources_commit_to_github_in_one_commit_per_batch() {
+    let (src, dst, gh) = (
+        TestRegistry::start(),
+        TestRegistry::start(),
+        common::github::FakeGitHub::start(false),
+    );
+    push(
+        &src,
+        &["a/app:1", "a/app:2", "b/app:1", "b/tool:1", "c/app:1"],
+    )
+    .await;
+    let (s, d) = (&src.addr, &dst.addr);
+    let config = format!(
+        "insecure-registry: [{s}, {d}]\ngithub-repo: owner/repo\ngithub-api-url: {}\ngithub-token-env: GH_TOKEN\ncommit-every: 3\nsources:\n  - source: {s}/a\n    target: {d}/a\n  - source: {s}/b\n    target: {d}/b\n  - source: {s}/c\n    target: {d}/c\n",
+        gh.api_url
+    );
+    let work = tempfile::tempdir().unwrap();
+    let before = gh.history("main").len();
+    let env = [("GH_TOKEN", common::github::WRITE_TOKEN)];
+    let out = gcrsync_with(work.path(), &config, &["--config", "mirror.yml"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Five copies in batches of three: two commits (a batch holds tags of any source).
+    assert_eq!(gh.history("main").len(), before + 2);
+    for ns in ["a", "b", "c"] {
+        let record: serde_json::Value =
+            serde_json::from_str(&gh.file("main", &format!("{s}/{ns}/images.json")).unwrap())
+                .unwrap();
+        assert_eq!(record["target"], format!("{d}/{ns}").as_str());
+        assert!(gh.file("main", &format!("{s}/{ns}/README.md")).is_some());
+    }
+    let changelog = gh.file("main", "CHANGELOG.md").unwrap();
+    assert_eq!(
+        changelog.matches("Update(num: 3)").count(),
+        1,
+        "{changelog}"
+    );
+    assert_eq!(
+        changelog.matches("Update(num: 2)").count(),
+        1,
+        "{changelog}"
+    );
+    let text = stdout(&out) + &stderr(&out);
+    assert!(!text.contains(common::github::WRITE_TOKEN), "{text}");
+}
+
+#[tokio::test]
+async fn the_action_runs_a_config_file_given_as_its_config_input() {
+    let keys = tempfile::tempdir().unwrap();
+    let password = "act1on-Config-pw";
+    let (src, dst) = (
+        TestRegistry::start(),
+        protected(keys.path(), "bot", password),
+    );
+    push(&src, &["team/app:1", "team/app:2", "other/app:1"]).await;
+    let work = tempfile::tempdir().unwrap();
+    let (s, d) = (&src.addr, &dst.addr);
+    std::fs::write(
+        work.path().join("mirror.yml"),
+        format!(
+            "target: {d}/mirror\ninsecure-registry: [{s}, {d}]\ntarget-username: bot\ntarget-password-env: DST_PASS\nprocess-count: 100\nsources:\n  - source: {s}/team\n    include-tags: '^1$'\n  - source: {s}/other\n    name-template: 'other-{{{{ image }}}}'\n"
+        ),
+    )
+    .unwrap();
+    let releases = common::releases::FakeReleases::github_like();
+    let mut runner = common::runner::runner(work.path());
+    runner
+        .context
+        .insert("github.server_url".into(), releases.server_url.clone());
+    runner
+        .context
+        .insert("github.api_url".into(), releases.api_url.clone());
+    // The input overrides the file's top level: one copy for the run, shared by the two.
+    let inputs = [("config", "mirror.yml"), ("process-count", "1")];
+    let steps = runner.run_action(&inputs, &[("DST_PASS", password)]);
+    let (run, outputs) = &steps[1];
+    assert_eq!(run.status.code(), Some(0));
+    assert_eq!(outputs["copied"], "1", "{outputs:?}");
+    assert_eq!(outputs["pending"], "1", "{outputs:?}");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        stdout.starts_with(&format!("::add-mask::{password}\n")),
+        "the secret the file names is masked before anything is printed: {stdout}"
+    );
+    let everything = format!("{stdout}{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(everything.matches(password).count(), 1);
+    let at_dst = Pusher::with_login(d, "bot", password);
+    assert_eq!(at_dst.tags("mirror/app").await, ["1"]);
+    assert!(at_dst.tags("mirror/other-app").await.is_empty());
+}

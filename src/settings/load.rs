@@ -47,13 +47,17 @@ pub fn load(
             globals: &[],
             own: &[],
         };
-        let described = merge(given, &no_file, &env, lenient).map_err(FileErrors)?;
+        // Exactly the flags' path; the description is for `config show` alone, so a run
+        // never depends on it.
+        let described = merge(given, &no_file, &env, lenient)
+            .map(|m| m.values)
+            .unwrap_or_default();
         let settings = resolve::resolve(cli, &env)?;
-        let per_source = vec![described.values.clone(); settings.sources.len()];
+        let per_source = vec![described.clone(); settings.sources.len()];
         return Ok((
             settings,
             Description {
-                run: described.values,
+                run: described,
                 sources: per_source,
             },
         ));
@@ -135,7 +139,7 @@ pub fn load(
     }
     description.run = run_layer.values.clone();
     let settings = resolve::run(run_layer.cli, &env, sources, schemes)
-        .map_err(|e| FileErrors(vec![placed(&name, &description.run, 1, e)]))?;
+        .map_err(|e| FileErrors(vec![placed(&name, &description.run, 0, e)]))?;
     Ok((settings, description))
 }
 
