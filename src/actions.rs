@@ -93,6 +93,21 @@ pub fn summary_markdown(report: &Report, repo_url: Option<&str>) -> String {
             ));
         }
     }
+    let dropped: Vec<String> = report
+        .sources
+        .iter()
+        .flat_map(|s| {
+            let source = cell(&s.source);
+            let by = s.dropped_platforms.iter();
+            by.map(move |(p, n)| format!("`{p}` ({n} tags of `{source}`)"))
+        })
+        .collect();
+    if !dropped.is_empty() {
+        md.push_str(&format!(
+            "\nPlatforms not mirrored (`--platforms`): {}\n",
+            dropped.join(", ")
+        ));
+    }
     if !report.failed_repositories.is_empty() {
         md.push_str(
             "\n**Repositories that could not be listed** (their records are kept; listed again on the next run)\n\n| repository | error |\n|---|---|\n",
@@ -208,6 +223,23 @@ impl ActionsEnv {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_step_summary_names_dropped_platforms() {
+        let names = [("gcr.io/ns".to_string(), "docker.io/u".to_string())];
+        let mut report = Report::empty("sync", &names);
+        assert!(!summary_markdown(&report, None).contains("Platforms not mirrored"));
+        report.sources[0]
+            .dropped_platforms
+            .insert("linux/s390x".into(), 3);
+        let md = summary_markdown(&report, None);
+        assert!(
+            md.contains(
+                "Platforms not mirrored (`--platforms`): `linux/s390x` (3 tags of `gcr.io/ns`)"
+            ),
+            "{md}"
+        );
+    }
 
     #[test]
     fn workflow_command_escaping() {
