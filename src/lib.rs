@@ -20,4 +20,5 @@ pub mod reference;
 pub mod report;
 pub mod retry;
 pub mod run;
+pub mod serve;
 pub mod settings;

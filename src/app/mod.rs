@@ -141,6 +141,7 @@ pub fn blank_report(settings: &Settings) -> Report {
         Command::Monitor { .. } => "monitor",
         Command::Config { .. } => "config",
         Command::GenerateDocs { .. } => "generate-docs",
+        Command::Serve(_) => "serve",
     };
     Report::empty(command, &names(settings))
 }
@@ -244,7 +245,7 @@ async fn command<M: MetadataStore>(
         }
         Command::Monitor { .. } => monitor(settings, registries, recorder, &stop).await,
         // `main` runs these before any settings exist; nothing to do against registries.
-        Command::Config { .. } | Command::GenerateDocs { .. } => Ok(Finished {
+        Command::Config { .. } | Command::GenerateDocs { .. } | Command::Serve(_) => Ok(Finished {
             report: Report::empty("maintenance", &names(settings)),
         }),
     }

@@ -8,6 +8,7 @@ mod docker_config;
 pub mod file;
 mod outside;
 mod resolve;
+pub mod serve;
 #[cfg(test)]
 mod tests;
 mod transport;

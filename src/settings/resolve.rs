@@ -33,7 +33,7 @@ fn actions_env(
 }
 
 /// `--gcp-credentials` (JSON text or a path), else `GOOGLE_APPLICATION_CREDENTIALS` (a path).
-fn gcp_key(
+pub(super) fn gcp_key(
     option: Option<&str>,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<Option<GcpKey>, ConfigError> {
@@ -68,7 +68,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     Duration::try_from(parsed).ok()
 }
 
-fn duration(flag: &'static str, text: &str) -> Result<Duration, ConfigError> {
+pub(super) fn duration(flag: &'static str, text: &str) -> Result<Duration, ConfigError> {
     parse_duration(text).ok_or_else(|| {
         bad(
             flag,
@@ -77,7 +77,7 @@ fn duration(flag: &'static str, text: &str) -> Result<Duration, ConfigError> {
     })
 }
 
-fn positive(flag: &'static str, value: i64, max: i64) -> Result<usize, ConfigError> {
+pub(super) fn positive(flag: &'static str, value: i64, max: i64) -> Result<usize, ConfigError> {
     if value < 1 || value > max {
         return Err(bad(
             flag,
@@ -94,7 +94,7 @@ fn regex(flag: &'static str, pattern: &Option<String>) -> Result<Option<Regex>, 
         .transpose()
 }
 
-fn credentials(
+pub(super) fn credentials(
     flag: &'static str,
     user: Option<String>,
     password: Option<String>,
