@@ -53,13 +53,16 @@ async fn skopeo_pulls_through_serve_verbatim_and_a_warm_pull_asks_the_upstream_n
             ],
         )
         .await;
+    let work = tempfile::tempdir().unwrap();
+    let misses = work.path().join("misses.jsonl");
     let mut serve = Serve::start(&[
         "--upstream",
         &gcr.addr,
         "--upstream",
         &format!("mirror={}/team", gcr.addr),
+        "--record-misses",
+        misses.to_str().unwrap(),
     ]);
-    let work = tempfile::tempdir().unwrap();
 
     // The default route: the client's path is the upstream's.
     let out = work.path().join("app");
@@ -91,6 +94,25 @@ async fn skopeo_pulls_through_serve_verbatim_and_a_warm_pull_asks_the_upstream_n
             .any(|(m, p)| m == "GET" && p.starts_with("/v2/token")),
         "bearer tokens were used: {cold:?}"
     );
+
+    // Each tag fetched from upstream is recorded once, as `sync --images-from` reads it.
+    let recorded: Vec<serde_json::Value> = std::fs::read_to_string(&misses)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let images: Vec<&str> = recorded
+        .iter()
+        .map(|m| m["image"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        images,
+        [
+            format!("{}/team/app:1", gcr.addr),
+            format!("{}/team/multi:1", gcr.addr)
+        ]
+    );
+    assert_eq!(recorded[1]["digest"], multi.as_str());
 
     // Warm: nothing goes upstream, not even a token request.
     let out = work.path().join("warm");
@@ -624,4 +646,57 @@ async fn the_upstream_is_reached_through_http_and_socks5_proxies() {
             "{scheme}: the upstream was reached through the proxy"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_client_is_capped_and_sigterm_lets_responses_in_flight_finish() {
+    use futures_util::StreamExt;
+    let registry = TestRegistry::start();
+    let layer = random_bytes(512 << 10);
+    let digest = common::images::digest_of(&layer);
+    Pusher::new(&registry.addr)
+        .image(
+            "team/app",
+            "1",
+            Format::Oci,
+            "amd64",
+            std::slice::from_ref(&layer),
+        )
+        .await;
+    let upstream = common::faults::FaultProxy::start(&registry.addr);
+    upstream.inject(common::faults::Rule {
+        method: "GET",
+        path_contains: digest.clone(),
+        times: 1,
+        fault: common::faults::Fault::Trickle(std::time::Duration::from_millis(60)),
+    });
+    let mut serve = Serve::start(&["--upstream", &upstream.addr, "--client-limit", "1"]);
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/v2/team/app/blobs/{digest}", serve.addr);
+    let mut slow = http.get(&url).send().await.unwrap().bytes_stream();
+    let mut received = slow.next().await.unwrap().unwrap().to_vec();
+    let capped = http
+        .get(format!("http://{}/v2/", serve.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        capped.status(),
+        429,
+        "a second request in flight from one client"
+    );
+    assert_eq!(capped.headers()["retry-after"], "1");
+    let addr = serve.addr.clone();
+    let stopping = std::thread::spawn(move || serve.stop());
+    common::wait_until(
+        "the listener closes",
+        std::time::Duration::from_secs(5),
+        || std::net::TcpStream::connect(&addr).is_err(),
+    );
+    while let Some(chunk) = slow.next().await {
+        received.extend_from_slice(&chunk.expect("the response in flight finishes"));
+    }
+    assert!(received == layer);
+    let status = stopping.join().unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
 }
