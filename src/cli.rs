@@ -122,6 +122,10 @@ pub struct Options {
     /// Explicit image names under the source (for registries that cannot list).
     #[arg(long, env = "GCRSYNC_IMAGES", global = true, value_delimiter = ',')]
     pub images: Vec<String>,
+    /// Mirror exactly the images listed in this file: JSON lines from `serve
+    /// --record-misses`, or REGISTRY/REPO:TAG lines.
+    #[arg(long, env = "GCRSYNC_IMAGES_FROM", global = true)]
+    pub images_from: Option<PathBuf>,
     /// Target namespace, e.g. docker.io/myuser or localhost:5002/mirror.
     #[arg(long, env = "GCRSYNC_TARGET", global = true)]
     pub target: Option<String>,

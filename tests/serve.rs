@@ -700,3 +700,51 @@ async fn a_busy_client_is_capped_and_sigterm_lets_responses_in_flight_finish() {
     let status = stopping.join().unwrap();
     assert_eq!(status.and_then(|s| s.code()), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_images_from_mirrors_exactly_what_was_pulled_through_the_proxy() {
+    let src = TestRegistry::start();
+    let dst = TestRegistry::start();
+    let pusher = Pusher::new(&src.addr);
+    let (app, _) = pusher
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(1000)])
+        .await;
+    pusher
+        .image("team/app", "2", Format::Oci, "amd64", &[random_bytes(1000)])
+        .await;
+    pusher
+        .image(
+            "team/other",
+            "1",
+            Format::Oci,
+            "amd64",
+            &[random_bytes(1000)],
+        )
+        .await;
+    let work = tempfile::tempdir().unwrap();
+    let misses = work.path().join("misses.jsonl");
+    let serve = Serve::start(&[
+        "--upstream",
+        &src.addr,
+        "--record-misses",
+        misses.to_str().unwrap(),
+    ]);
+    let out = work.path().join("app");
+    assert!(
+        pull(&format!("{}/team/app:1", serve.addr), &out)
+            .status
+            .success()
+    );
+    let metadata = work.path().join("metadata");
+    let mut args = mirror_args(&src, &dst, &metadata);
+    args.extend(["--images-from".into(), misses.display().to_string()]);
+    let output = run(gcrsync(work.path()).args(&args));
+    assert!(output.status.success());
+    let target = Pusher::new(&dst.addr);
+    assert_eq!(target.tags("mirror/app").await, ["1"]);
+    assert_eq!(
+        target.head("mirror/app", "1").await.as_deref(),
+        Some(app.as_str())
+    );
+    assert!(target.tags("mirror/other").await.is_empty());
+}

@@ -94,6 +94,10 @@ async fn list_all(
                 .map(|(image, target)| (format!("{namespace}/{image}"), target)),
         );
     }
+    if let Some(listed) = &settings.images_from {
+        // `--images-from` names image:tag pairs; the listing kept their names and tags.
+        candidates.retain(|c: &Candidate| listed.contains(&c.image, &c.tag));
+    }
     let clashes = collisions(&mapped);
     if !clashes.is_empty() {
         return Err(Failure::Collisions(clashes));

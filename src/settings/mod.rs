@@ -6,6 +6,7 @@
 mod credentials;
 mod docker_config;
 pub mod file;
+pub mod images_from;
 mod outside;
 mod resolve;
 pub mod serve;
@@ -73,6 +74,8 @@ pub struct Settings {
     pub sources: Vec<Namespace>,
     /// `--images`: explicit image list.
     pub images: Option<Vec<RepoPath>>,
+    /// `--images-from`: exactly these image tags.
+    pub images_from: Option<images_from::ImagesFrom>,
     /// Target namespace.
     pub target: Namespace,
     /// Compiled `--name-template`.

@@ -269,12 +269,33 @@ pub fn resolve(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Setting
             format!("{target} is also a source; mirror into another namespace"),
         ));
     }
-    let images = if o.images.is_empty() {
+    let mut images = if o.images.is_empty() {
         None
     } else {
         let parsed: Result<Vec<RepoPath>, _> = o.images.iter().map(|i| i.trim().parse()).collect();
         Some(parsed.map_err(|e| bad("images", format!("{e}")))?)
     };
+    let images_from = o
+        .images_from
+        .as_ref()
+        .map(|p| {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| bad("images-from", format!("cannot read {}: {e}", p.display())))?;
+            super::images_from::parse(&text, &sources)
+                .map_err(|e| bad("images-from", format!("{}: {e}", p.display())))
+        })
+        .transpose()?;
+    let mut include_tags = o.include_tags.clone();
+    if let Some(listed) = &images_from {
+        // Listed by name (no catalog walk), and only tags of these names are HEADed.
+        let all = images.get_or_insert_with(Vec::new);
+        for image in listed.images() {
+            if !all.contains(&image) {
+                all.push(image);
+            }
+        }
+        include_tags = include_tags.or_else(|| Some(listed.tags_regex()));
+    }
     let mapper = NameMapper::new(&o.name_template, &o.flatten_separator)
         .map_err(|e| bad("name-template", e.to_string()))?;
     let legacy = match o.filter_preset.as_deref() {
@@ -290,7 +311,7 @@ pub fn resolve(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Setting
     let filters = Filters {
         include_images: regex("include-images", &o.include_images)?,
         exclude_images: regex("exclude-images", &o.exclude_images)?,
-        include_tags: regex("include-tags", &o.include_tags)?,
+        include_tags: regex("include-tags", &include_tags)?,
         exclude_tags: regex("exclude-tags", &o.exclude_tags)?,
         legacy,
         latest: o
@@ -362,6 +383,7 @@ pub fn resolve(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Setting
         command,
         sources,
         images,
+        images_from,
         target,
         mapper,
         source_credentials: credentials("source-username", o.source_username, o.source_password)?,
