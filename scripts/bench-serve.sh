@@ -69,12 +69,14 @@ pull() { # proxy-addr image-index client-id
 now() { date +%s.%N; }
 elapsed() { echo "$(now) - $1" | bc | awk '{ printf "%.2f", $1 }'; }
 lines() { wc -l <"$W/up.log"; }
-# Upstream requests since line N: count, blob GETs (and distinct blobs), manifest GETs/HEADs, MiB sent.
+# Upstream requests since line N: count, auth challenges (401), and of the others: blob GETs
+# (and distinct blobs), blob HEADs, manifest GETs/HEADs, MiB sent.
 upstream() {
   tail -n +"$(($1 + 1))" "$W/up.log" | awk -F'"' '{ split($2, r, " "); split($3, s, " "); m = r[1]; p = r[2]; n++; bytes += s[2]
+      if (s[1] == 401) { c++; next }
       if (p ~ /\/blobs\//) { if (m == "GET") { bg++; u[p] = 1 } else bh++ }
       else if (p ~ /\/manifests\//) { if (m == "GET") mg++; else mh++ } }
-    END { d = 0; for (x in u) d++; printf "%d requests: %d blob GETs (%d distinct), %d blob HEADs, %d manifest GETs, %d manifest HEADs; %.1f MiB", n, bg, d, bh, mg, mh, bytes / 1048576 }'
+    END { d = 0; for (x in u) d++; printf "%d requests, %d of them 401 challenges; %d blob GETs (%d distinct), %d blob HEADs, %d manifest GETs, %d manifest HEADs; %.1f MiB", n, c, bg, d, bh, mg, mh, bytes / 1048576 }'
 }
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 

@@ -748,3 +748,82 @@ async fn sync_images_from_mirrors_exactly_what_was_pulled_through_the_proxy() {
     );
     assert!(target.tags("mirror/other").await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cache_max_evicts_the_least_recently_used_blob() {
+    let registry = TestRegistry::start();
+    let (a, b) = (random_bytes(600_000), random_bytes(600_000));
+    let (da, db) = (common::images::digest_of(&a), common::images::digest_of(&b));
+    Pusher::new(&registry.addr)
+        .image(
+            "team/app",
+            "1",
+            Format::Oci,
+            "amd64",
+            &[a.clone(), b.clone()],
+        )
+        .await;
+    let upstream = common::faults::FaultProxy::start(&registry.addr);
+    let serve = Serve::start(&["--upstream", &upstream.addr, "--cache-max", "1MB"]);
+    let get = |digest: &str| {
+        let url = format!("http://{}/v2/team/app/blobs/{digest}", serve.addr);
+        async move { reqwest::get(url).await.unwrap().bytes().await.unwrap() }
+    };
+    assert_eq!(get(&da).await, a);
+    assert_eq!(get(&db).await, b);
+    let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
+    assert_eq!(
+        serve.cached_blobs(),
+        [hex(&db)],
+        "a was evicted to stay under 1 MB"
+    );
+    assert_eq!(get(&da).await, a, "an evicted blob is fetched again");
+    let fetched = |d: &str| {
+        upstream
+            .log()
+            .iter()
+            .filter(|(m, p, _)| m == "GET" && p.contains(d))
+            .count()
+    };
+    assert_eq!((fetched(&da), fetched(&db)), (2, 1));
+}
+
+#[test]
+fn bad_serve_options_are_named_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, says) in [
+        (vec!["serve"], "--upstream"),
+        (
+            vec!["serve", "--upstream", "google_containers"],
+            "name the registry host",
+        ),
+        (
+            vec!["serve", "--upstream", "gcr.io", "--upstream", "quay.io"],
+            "PREFIX=",
+        ),
+        (
+            vec!["serve", "--upstream", "gcr.io", "--listen", "5000"],
+            "--listen",
+        ),
+        (
+            vec!["serve", "--upstream", "gcr.io", "--cache-max", "lots"],
+            "--cache-max",
+        ),
+        (
+            vec!["serve", "--upstream", "gcr.io", "--tls-cert", "c.pem"],
+            "--tls-key",
+        ),
+        (
+            vec!["serve", "--upstream", "gcr.io", "--htpasswd", "missing"],
+            "--htpasswd",
+        ),
+    ] {
+        let output = run(gcrsync(dir.path()).args(&args));
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr(&output).contains(says),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+}
