@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -20,6 +20,9 @@ use crate::settings::serve::TlsFiles;
 /// The client's address, in each request's extensions.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
+
+/// How long a client gets for its TLS handshake and for each request's headers.
+const HANDSHAKE: Duration = Duration::from_secs(30);
 
 /// How long in-flight responses get after a stop signal.
 const DRAIN: Duration = Duration::from_secs(30);
@@ -69,7 +72,13 @@ async fn first_signal() {
 /// Serves `app` on `listener` until a stop signal, then drains.
 pub async fn serve(listener: TcpListener, app: Router, tls: Option<TlsAcceptor>) {
     let graceful = GracefulShutdown::new();
-    let builder = Arc::new(Builder::new(TokioExecutor::new()));
+    let mut builder = Builder::new(TokioExecutor::new());
+    // A client that opens a connection and sends nothing (or headers byte by byte) is cut.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HANDSHAKE);
+    let builder = Arc::new(builder);
     let signal = first_signal();
     tokio::pin!(signal);
     loop {
@@ -98,7 +107,10 @@ pub async fn serve(listener: TcpListener, app: Router, tls: Option<TlsAcceptor>)
         let tls = tls.clone();
         tokio::spawn(async move {
             let result = match tls {
-                Some(acceptor) => match acceptor.accept(socket).await {
+                Some(acceptor) => match tokio::time::timeout(HANDSHAKE, acceptor.accept(socket))
+                    .await
+                    .unwrap_or_else(|_| Err(std::io::Error::other("timed out")))
+                {
                     Ok(stream) => {
                         let conn = builder.serve_connection(TokioIo::new(stream), service);
                         watcher.watch(conn).await
