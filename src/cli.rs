@@ -35,6 +35,9 @@ pub enum Command {
         #[arg(long, env = "GCRSYNC_COUNT", default_value_t = 1)]
         count: u64,
     },
+    /// Serve a pull-through registry in front of one or more upstreams (seed 004): the
+    /// upstreams are reached with the source-side credentials and network options.
+    Serve(ServeArgs),
     /// Work with a configuration file.
     Config {
         /// What to do with it.
@@ -52,6 +55,48 @@ pub enum Command {
         #[arg(long, default_value = ".")]
         root: PathBuf,
     },
+}
+
+/// `gcrsync serve` (validated in `settings::serve`).
+#[derive(Debug, Clone, Args, PartialEq, Eq)]
+pub struct ServeArgs {
+    /// Address to serve on, ADDR:PORT (`:PORT` = every interface).
+    #[arg(long, env = "GCRSYNC_LISTEN", default_value = "0.0.0.0:5000")]
+    pub listen: String,
+    /// An upstream, [PREFIX=]REGISTRY[/NAMESPACE] (repeatable, or a comma list): without
+    /// PREFIX it is the default route (client path appended unchanged).
+    #[arg(long, env = "GCRSYNC_UPSTREAM", value_delimiter = ',')]
+    pub upstream: Vec<String>,
+    /// Directory of the content-addressed cache.
+    #[arg(long, env = "GCRSYNC_CACHE_DIR", default_value = "./gcrsync-cache")]
+    pub cache_dir: PathBuf,
+    /// Evict least-recently-used content above this size (e.g. 20GiB, 500MB).
+    #[arg(long, env = "GCRSYNC_CACHE_MAX")]
+    pub cache_max: Option<String>,
+    /// How long a cached tag is answered without asking the upstream (then a HEAD).
+    #[arg(long, env = "GCRSYNC_TAG_TTL", default_value = "5m")]
+    pub tag_ttl: String,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "GCRSYNC_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "GCRSYNC_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client logins from this htpasswd file (bcrypt entries, `htpasswd -B`).
+    #[arg(long, env = "GCRSYNC_HTPASSWD")]
+    pub htpasswd: Option<PathBuf>,
+    /// Requests in flight per client address; more are answered 429.
+    #[arg(
+        long,
+        env = "GCRSYNC_CLIENT_LIMIT",
+        default_value_t = 64,
+        allow_negative_numbers = true
+    )]
+    pub client_limit: i64,
+    /// Append each tag fetched from an upstream to this file (JSON lines, for
+    /// `sync --images-from`).
+    #[arg(long, env = "GCRSYNC_RECORD_MISSES")]
+    pub record_misses: Option<PathBuf>,
 }
 
 /// `gcrsync config ...`.
@@ -85,6 +130,10 @@ pub struct Options {
     /// Explicit image names under the source (for registries that cannot list).
     #[arg(long, env = "GCRSYNC_IMAGES", global = true, value_delimiter = ',')]
     pub images: Vec<String>,
+    /// Mirror exactly the images listed in this file: JSON lines from `serve
+    /// --record-misses`, or REGISTRY/REPO:TAG lines.
+    #[arg(long, env = "GCRSYNC_IMAGES_FROM", global = true)]
+    pub images_from: Option<PathBuf>,
     /// Target namespace, e.g. docker.io/myuser or localhost:5002/mirror.
     #[arg(long, env = "GCRSYNC_TARGET", global = true)]
     pub target: Option<String>,

@@ -110,6 +110,9 @@ pub enum Failure {
         /// Why.
         detail: String,
     },
+    /// `gcrsync serve` cannot start: the address is taken, the cache directory unusable.
+    #[error("serve: {0}")]
+    Serve(String),
     /// The GitHub Actions outputs or summary could not be written.
     #[error("writing the GitHub Actions outputs: {0}")]
     Outputs(String),
@@ -134,6 +137,7 @@ impl Failure {
             | Failure::Store(_)
             | Failure::Runtime(_)
             | Failure::ReportWrite { .. }
+            | Failure::Serve(_)
             | Failure::Outputs(_) => Exit::Fatal,
         }
     }

@@ -21,4 +21,5 @@ pub mod reference;
 pub mod report;
 pub mod retry;
 pub mod run;
+pub mod serve;
 pub mod settings;

@@ -11,7 +11,7 @@ use gcrsync::cli::{Cli, Command, ConfigAction};
 use gcrsync::exit::{Exit, Failure};
 use gcrsync::report::Report;
 use gcrsync::run::StopFlag;
-use gcrsync::settings::{self, Given, LogFormat, Settings};
+use gcrsync::settings::{self, Given, LogFormat};
 
 /// Variables that GitHub Actions and CI templates pass empty when unset: empty means unset.
 fn is_ours(name: &str) -> bool {
@@ -50,8 +50,8 @@ fn prepare_environment() -> Result<HashSet<String>, Failure> {
     Ok(from_dotenv)
 }
 
-fn init_logging(settings: &Settings) {
-    let default = match settings.verbosity {
+fn init_logging(verbosity: i8, log_format: LogFormat) {
+    let default = match verbosity {
         i8::MIN..=-1 => "warn",
         0 => "gcrsync=info,warn",
         1 => "gcrsync=debug,info",
@@ -65,7 +65,7 @@ fn init_logging(settings: &Settings) {
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .with_target(false);
-    match settings.log_format {
+    match log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.without_time().init(),
     }
@@ -153,6 +153,26 @@ fn fail(failure: Failure) -> Exit {
     failure.exit()
 }
 
+/// `gcrsync serve`: runs until SIGTERM/SIGINT; exit 0 after draining.
+fn serve(cli: Cli) -> ExitCode {
+    let settings = match settings::serve::resolve_serve(cli, env) {
+        Ok(s) => s,
+        Err(e) => return fail(e.into()).into(),
+    };
+    init_logging(settings.verbosity, settings.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(Failure::Runtime(e)).into(),
+    };
+    match runtime.block_on(gcrsync::serve::run(settings)) {
+        Ok(()) => Exit::Success.into(),
+        Err(e) => fail(e).into(),
+    }
+}
+
 /// A variable, empty meaning unset.
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -209,6 +229,9 @@ fn main() -> ExitCode {
             Err(e) => fail(e.into()).into(),
         };
     }
+    if let Some(Command::Serve(_)) = &cli.command {
+        return serve(cli);
+    }
     let settings = match settings::load(cli, &given, env, false) {
         Ok((s, _)) => s,
         Err(e) => return fail(e.into()).into(),
@@ -226,7 +249,7 @@ fn main() -> ExitCode {
     {
         return fail(e).into();
     }
-    init_logging(&settings);
+    init_logging(settings.verbosity, settings.log_format);
     tracing::debug!(
         "gcrsync {} {:?}: debug logs on (-v, or RUNNER_DEBUG=1 from a re-run with debug logging)",
         env!("CARGO_PKG_VERSION"),

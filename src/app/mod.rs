@@ -95,6 +95,10 @@ async fn list_all(
                 .map(|(image, target)| (format!("{namespace}/{image}"), target)),
         );
     }
+    if let Some(listed) = &settings.images_from {
+        // `--images-from` names image:tag pairs; the listing kept their names and tags.
+        candidates.retain(|c: &Candidate| listed.contains(&c.image, &c.tag));
+    }
     let clashes = collisions(&mapped);
     if !clashes.is_empty() {
         return Err(Failure::Collisions(clashes));
@@ -166,6 +170,7 @@ pub fn blank_report(settings: &Settings) -> Report {
         Command::Monitor { .. } => "monitor",
         Command::Config { .. } => "config",
         Command::GenerateDocs { .. } => "generate-docs",
+        Command::Serve(_) => "serve",
     };
     Report::empty(command, &names(settings))
 }
@@ -269,7 +274,7 @@ async fn command<M: MetadataStore>(
         }
         Command::Monitor { .. } => monitor(settings, registries, recorder, &stop).await,
         // `main` runs these before any settings exist; nothing to do against registries.
-        Command::Config { .. } | Command::GenerateDocs { .. } => Ok(Finished {
+        Command::Config { .. } | Command::GenerateDocs { .. } | Command::Serve(_) => Ok(Finished {
             report: Report::empty("maintenance", &names(settings)),
         }),
     }

@@ -5,7 +5,7 @@ use super::http::HttpRegistry;
 use super::layout::LayoutRegistry;
 use super::manifest::RawManifest;
 use super::taglist::TagList;
-use super::{BlobBody, ManifestHead, ManifestRef, Registry, Result, Upload};
+use super::{BlobBody, BlobHead, ManifestHead, ManifestRef, Registry, Result, Upload};
 use crate::reference::{Digest, RepoPath};
 
 /// A source or target as configured.
@@ -64,6 +64,9 @@ impl Registry for AnyRegistry {
     }
     async fn blob_exists(&self, repo: &RepoPath, digest: &Digest) -> Result<bool> {
         each!(self, r => r.blob_exists(repo, digest))
+    }
+    async fn head_blob(&self, repo: &RepoPath, digest: &Digest) -> Result<Option<BlobHead>> {
+        each!(self, r => r.head_blob(repo, digest))
     }
     async fn get_blob(&self, repo: &RepoPath, digest: &Digest, offset: u64) -> Result<BlobBody> {
         each!(self, r => r.get_blob(repo, digest, offset))

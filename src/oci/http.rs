@@ -15,7 +15,7 @@ use super::manifest::{ACCEPT, RawManifest};
 use super::send::{expect, header_str, next_link};
 pub use super::send::{loggable, retry_after};
 use super::taglist::{TagList, TagsPage};
-use super::{BlobBody, ManifestHead, ManifestRef, Registry, Upload};
+use super::{BlobBody, BlobHead, ManifestHead, ManifestRef, Registry, Upload};
 use crate::reference::{Digest, RegistryHost, RepoPath};
 
 /// Page size asked of `_catalog` and `tags/list`; registries may cap it lower.
@@ -354,6 +354,20 @@ impl Registry for HttpRegistry {
                 let response = self.send(Method::HEAD, &url, &scopes, |b| b).await?;
                 let response = expect(&Method::HEAD, &url, response, &[200, 404]).await?;
                 Ok(response.status() == 200)
+            })
+            .await
+    }
+
+    async fn head_blob(&self, repo: &RepoPath, digest: &Digest) -> Result<Option<BlobHead>> {
+        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
+        let scopes = [self.scope(repo)];
+        self.retry
+            .run("", || async {
+                let response = self.send(Method::HEAD, &url, &scopes, |b| b).await?;
+                let response = expect(&Method::HEAD, &url, response, &[200, 404]).await?;
+                // The header itself: a HEAD's body length says nothing.
+                let size = header_str(&response, "content-length").and_then(|v| v.parse().ok());
+                Ok((response.status() == 200).then_some(BlobHead { size }))
             })
             .await
     }

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::manifest::{OCI_INDEX, RawManifest};
 use super::taglist::{TagInfo, TagList};
-use super::{BlobBody, Error, ManifestHead, ManifestRef, Registry, Result, Upload};
+use super::{BlobBody, BlobHead, Error, ManifestHead, ManifestRef, Registry, Result, Upload};
 use crate::reference::{Digest, RepoPath, Tag};
 
 /// The annotation naming a tag in `index.json` (what skopeo and umoci read).
@@ -424,6 +424,16 @@ impl Registry for LayoutRegistry {
         Ok(tokio::fs::metadata(self.blob_path(repo, digest))
             .await
             .is_ok_and(|m| m.is_file()))
+    }
+
+    async fn head_blob(&self, repo: &RepoPath, digest: &Digest) -> Result<Option<BlobHead>> {
+        Ok(tokio::fs::metadata(self.blob_path(repo, digest))
+            .await
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| BlobHead {
+                size: Some(m.len()),
+            }))
     }
 
     async fn get_blob(&self, repo: &RepoPath, digest: &Digest, offset: u64) -> Result<BlobBody> {

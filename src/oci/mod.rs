@@ -47,6 +47,13 @@ pub struct ManifestHead {
     pub media_type: String,
 }
 
+/// What a HEAD on a blob tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobHead {
+    /// `Content-Length`, when the registry sent it.
+    pub size: Option<u64>,
+}
+
 /// A blob body on its way from one registry to another.
 pub struct BlobBody {
     /// `Content-Length` as announced by the source.
@@ -108,6 +115,12 @@ pub trait Registry: Send + Sync {
         repo: &RepoPath,
         digest: &Digest,
     ) -> impl Future<Output = Result<bool>> + Send;
+    /// The blob's size by HEAD, without downloading it; `None` when it does not exist.
+    fn head_blob(
+        &self,
+        repo: &RepoPath,
+        digest: &Digest,
+    ) -> impl Future<Output = Result<Option<BlobHead>>> + Send;
     /// Streams a blob's body from byte `offset` (a `Range` request when not 0).
     fn get_blob(
         &self,

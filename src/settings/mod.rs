@@ -6,10 +6,12 @@
 mod credentials;
 mod docker_config;
 pub mod file;
+pub mod images_from;
 pub mod layers;
 mod load;
 mod outside;
 mod resolve;
+pub mod serve;
 mod show;
 #[cfg(test)]
 mod tests;
@@ -111,6 +113,8 @@ pub struct Settings {
     pub command: Command,
     /// The sources, each with its target, filters, mapping, share and logins.
     pub sources: Vec<SourceSettings>,
+    /// `--images-from`: exactly these image tags.
+    pub images_from: Option<images_from::ImagesFrom>,
     /// Set when running in GitHub Actions.
     pub actions: Option<ActionsEnv>,
     /// The GitHub repository metadata is committed to; `None`: `metadata_dir`.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use regex::Regex;
 
+use super::images_from::ImagesFrom;
 use super::transport::{CaBundle, ProxyUrl, insecure_registry, note_scheme};
 use super::{
     ActionsEnv, ConfigError, Credentials, DockerConfig, GcpKey, GitHubConfig, Insecure, Limits,
@@ -33,7 +34,7 @@ fn actions_env(
 }
 
 /// `--gcp-credentials` (JSON text or a path), else `GOOGLE_APPLICATION_CREDENTIALS` (a path).
-fn gcp_key(
+pub(super) fn gcp_key(
     option: Option<&str>,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<Option<GcpKey>, ConfigError> {
@@ -68,7 +69,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     Duration::try_from(parsed).ok()
 }
 
-fn duration(flag: &'static str, text: &str) -> Result<Duration, ConfigError> {
+pub(super) fn duration(flag: &'static str, text: &str) -> Result<Duration, ConfigError> {
     parse_duration(text).ok_or_else(|| {
         bad(
             flag,
@@ -77,7 +78,7 @@ fn duration(flag: &'static str, text: &str) -> Result<Duration, ConfigError> {
     })
 }
 
-fn positive(flag: &'static str, value: i64, max: i64) -> Result<usize, ConfigError> {
+pub(super) fn positive(flag: &'static str, value: i64, max: i64) -> Result<usize, ConfigError> {
     if value < 1 || value > max {
         return Err(bad(
             flag,
@@ -94,7 +95,7 @@ fn regex(flag: &'static str, pattern: &Option<String>) -> Result<Option<Regex>, 
         .transpose()
 }
 
-fn credentials(
+pub(super) fn credentials(
     flag: &'static str,
     user: Option<String>,
     password: Option<String>,
@@ -297,12 +298,24 @@ pub(super) fn sources(
             format!("{target} is also a source; mirror into another namespace"),
         ));
     }
-    let images = if o.images.is_empty() {
+    let mut images = if o.images.is_empty() {
         None
     } else {
         let parsed: Result<Vec<RepoPath>, _> = o.images.iter().map(|i| i.trim().parse()).collect();
         Some(parsed.map_err(|e| bad("images", format!("{e}")))?)
     };
+    let images_from = images_from(o, &namespaces)?;
+    let mut include_tags = o.include_tags.clone();
+    if let Some(listed) = &images_from {
+        // Listed by name (no catalog walk), and only tags of these names are HEADed.
+        let all = images.get_or_insert_with(Vec::new);
+        for image in listed.images() {
+            if !all.contains(&image) {
+                all.push(image);
+            }
+        }
+        include_tags = include_tags.or_else(|| Some(listed.tags_regex()));
+    }
     let legacy = match o.filter_preset.as_deref() {
         None => false,
         Some("legacy") => true,
@@ -316,7 +329,7 @@ pub(super) fn sources(
     let filters = Filters {
         include_images: regex("include-images", &o.include_images)?,
         exclude_images: regex("exclude-images", &o.exclude_images)?,
-        include_tags: regex("include-tags", &o.include_tags)?,
+        include_tags: regex("include-tags", &include_tags)?,
         exclude_tags: regex("exclude-tags", &o.exclude_tags)?,
         legacy,
         latest: o
@@ -340,6 +353,19 @@ pub(super) fn sources(
             })
         })
         .collect()
+}
+
+/// `--images-from FILE` read and kept to the images under `sources`.
+fn images_from(o: &Options, sources: &[Namespace]) -> Result<Option<ImagesFrom>, ConfigError> {
+    o.images_from
+        .as_ref()
+        .map(|p| {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| bad("images-from", format!("cannot read {}: {e}", p.display())))?;
+            super::images_from::parse(&text, sources)
+                .map_err(|e| bad("images-from", format!("{}: {e}", p.display())))
+        })
+        .transpose()
 }
 
 /// `--process-count`: `None` for -1 (no limit).
@@ -428,6 +454,10 @@ pub(super) fn run(
     };
     Ok(Settings {
         command,
+        images_from: {
+            let namespaces: Vec<Namespace> = sources.iter().map(|s| s.namespace.clone()).collect();
+            images_from(&o, &namespaces)?
+        },
         sources,
         actions: actions_env(env, github.as_ref()),
         github,

@@ -12,6 +12,7 @@ pub mod registry;
 pub mod release_assets;
 pub mod releases;
 pub mod runner;
+pub mod serve;
 pub mod server;
 pub mod storage;
 

@@ -1,0 +1,331 @@
+//! The pull API's answers: `/v2/`, manifests, blobs (with `Range`), `tags/list` (with
+//! pagination); writes are refused with 405 `UNSUPPORTED`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+
+use super::Proxy;
+use super::errors::{ApiError, from_upstream};
+use super::fetch::{Source, blob_source};
+use super::manifests::{Origin, accept_list, accepts, manifest};
+use super::metrics::inc;
+use super::route::{Endpoint, endpoint, route};
+use crate::oci::Registry;
+use crate::reference::{Digest, RepoPath};
+
+/// Tags per page when the client does not say.
+const DEFAULT_PAGE: usize = 1000;
+
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn with_origin(mut response: Response<Body>, origin: Origin) -> Response<Body> {
+    response.extensions_mut().insert(origin);
+    response
+}
+
+/// Every `/v2/...` request.
+pub async fn api(State(proxy): State<Arc<Proxy>>, req: Request) -> Response<Body> {
+    match answer(&proxy, req).await {
+        Ok(response) => response,
+        Err(e) => e.response(),
+    }
+}
+
+async fn answer(proxy: &Arc<Proxy>, req: Request) -> Result<Response<Body>, ApiError> {
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().map(str::to_string);
+    let endpoint = match endpoint(&path) {
+        Some(e) => e?,
+        None => {
+            return Err(ApiError::new(
+                404,
+                "NOT_FOUND",
+                format!("{path}: not a registry API path"),
+            ));
+        }
+    };
+    let method = req.method().clone();
+    let head = method == Method::HEAD;
+    if method != Method::GET && !head {
+        return Err(ApiError::read_only(method.as_str()));
+    }
+    let ns = query_param(query.as_deref(), "ns");
+    let routed = |repo: &RepoPath| route(&proxy.routes(), repo, ns.as_deref());
+    match endpoint {
+        Endpoint::Base => Ok(json(StatusCode::OK, "{}".into())),
+        Endpoint::Unsupported => Err(ApiError::new(
+            405,
+            "UNSUPPORTED",
+            format!("{path}: not served by this pull-through cache"),
+        )),
+        Endpoint::Manifest(repo, r) => {
+            let (up, upstream_repo) = routed(&repo)?;
+            let (m, origin) = manifest(proxy, up, &upstream_repo, &r).await?;
+            let accepted = accept_list(
+                req.headers()
+                    .get_all(header::ACCEPT)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok()),
+            );
+            if !accepts(&accepted, &m.media_type) {
+                return Err(ApiError::new(
+                    404,
+                    "MANIFEST_UNKNOWN",
+                    format!(
+                        "{repo}:{r} is a {}, which the request's Accept header does not list",
+                        m.media_type
+                    ),
+                ));
+            }
+            let mut response = Response::new(if head {
+                Body::empty()
+            } else {
+                Body::from(m.bytes.clone())
+            });
+            let h = response.headers_mut();
+            h.insert(header::CONTENT_TYPE, value(&m.media_type));
+            h.insert("docker-content-digest", value(m.digest.as_str()));
+            h.insert(header::ETAG, value(&format!("\"{}\"", m.digest)));
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(m.bytes.len()));
+            Ok(with_origin(response, origin))
+        }
+        Endpoint::Blob(repo, digest) => {
+            let (up, upstream_repo) = routed(&repo)?;
+            if head {
+                return head_blob(proxy, up, &upstream_repo, &digest).await;
+            }
+            get_blob(proxy, up, &upstream_repo, &digest, req.headers()).await
+        }
+        Endpoint::Tags(repo) => {
+            let (up, upstream_repo) = routed(&repo)?;
+            tags(proxy, up, &repo, &upstream_repo, query.as_deref()).await
+        }
+        Endpoint::Referrers(repo, _) => Err(ApiError::new(
+            404,
+            "NAME_UNKNOWN",
+            format!(
+                "{repo}: the referrers API is not proxied; clients fall back to sha256-* tags, which are"
+            ),
+        )),
+    }
+}
+
+fn value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+fn json(status: StatusCode, body: String) -> Response<Body> {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn blob_headers(h: &mut HeaderMap, digest: &Digest) {
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert("docker-content-digest", value(digest.as_str()));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+}
+
+/// HEAD: the cache, a download in flight, or the upstream's own HEAD (never a download).
+async fn head_blob(
+    proxy: &Arc<Proxy>,
+    up: usize,
+    repo: &RepoPath,
+    digest: &Digest,
+) -> Result<Response<Body>, ApiError> {
+    let (size, origin) = if let Some(size) = proxy.cache.lookup(digest) {
+        inc(&proxy.metrics.hits);
+        (Some(size), Origin::Cache)
+    } else {
+        let registry = &proxy.upstreams[up].registry;
+        let what = format!("{repo}@{digest}");
+        let found = proxy
+            .retry
+            .run("", || {
+                inc(&proxy.metrics.upstream_requests);
+                registry.head_blob(repo, digest)
+            })
+            .await
+            .map_err(|e| from_upstream(&e, &what))?;
+        match found {
+            Some(h) => (h.size, Origin::Upstream),
+            None => {
+                return Err(ApiError::new(
+                    404,
+                    "BLOB_UNKNOWN",
+                    format!("{what}: blob unknown to the upstream"),
+                ));
+            }
+        }
+    };
+    let mut response = Response::new(Body::empty());
+    blob_headers(response.headers_mut(), digest);
+    if let Some(size) = size {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    }
+    Ok(with_origin(response, origin))
+}
+
+/// `Range: bytes=A-B` / `bytes=A-` / `bytes=-N` against `size`: `[start, end)`.
+pub fn byte_range(header: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
+    let spec = header.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None; // several ranges: answer the whole blob, as the spec allows
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (a, b) = (a.trim(), b.trim());
+    let range = if a.is_empty() {
+        let n: u64 = b.parse().ok()?;
+        (size.saturating_sub(n), size)
+    } else {
+        let start: u64 = a.parse().ok()?;
+        let end = if b.is_empty() {
+            size
+        } else {
+            b.parse::<u64>().ok()?.saturating_add(1).min(size)
+        };
+        (start, end)
+    };
+    Some(if range.0 < range.1 {
+        Ok(range)
+    } else {
+        Err(())
+    })
+}
+
+async fn get_blob(
+    proxy: &Arc<Proxy>,
+    up: usize,
+    repo: &RepoPath,
+    digest: &Digest,
+    headers: &HeaderMap,
+) -> Result<Response<Body>, ApiError> {
+    let source = blob_source(proxy, up, repo, digest)?;
+    let origin = match &source {
+        Source::Cached(..) => Origin::Cache,
+        Source::Inflight(_, true) => Origin::Joined,
+        Source::Inflight(_, false) => Origin::Upstream,
+    };
+    let size = source.size().await?;
+    let range = match (
+        headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
+        size,
+    ) {
+        (Some(r), Some(size)) => byte_range(r, size),
+        _ => None,
+    };
+    let (start, end, status) = match range {
+        None => (0, None, StatusCode::OK),
+        Some(Ok((s, e))) => (s, Some(e), StatusCode::PARTIAL_CONTENT),
+        Some(Err(())) => {
+            let mut r = ApiError::new(416, "SIZE_INVALID", "range not satisfiable").response();
+            if let Some(size) = size {
+                r.headers_mut()
+                    .insert(header::CONTENT_RANGE, value(&format!("bytes */{size}")));
+            }
+            return Ok(r);
+        }
+    };
+    let stream = source.read(start, end, proxy.clone());
+    let mut response = Response::new(Body::from_stream(stream));
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    blob_headers(h, digest);
+    match (size, end) {
+        (Some(size), Some(end)) => {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+            h.insert(
+                header::CONTENT_RANGE,
+                value(&format!("bytes {start}-{}/{size}", end - 1)),
+            );
+        }
+        (Some(size), None) => {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+        }
+        _ => {}
+    }
+    Ok(with_origin(response, origin))
+}
+
+/// The upstream's tags, paginated here with `n` and `last` (sorted, as the spec says).
+async fn tags(
+    proxy: &Arc<Proxy>,
+    up: usize,
+    client_repo: &RepoPath,
+    repo: &RepoPath,
+    query: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let registry = &proxy.upstreams[up].registry;
+    let what = format!("{repo} tags");
+    inc(&proxy.metrics.upstream_requests);
+    let list = registry
+        .list_tags(repo)
+        .await
+        .map_err(|e| from_upstream(&e, &what))?;
+    let mut all: Vec<String> = list.tags.iter().map(|t| t.to_string()).collect();
+    all.sort();
+    all.dedup();
+    let n = query_param(query, "n")
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(DEFAULT_PAGE);
+    let last = query_param(query, "last");
+    let (page, more) = paginate(&all, n, last.as_deref());
+    let body = serde_json::json!({"name": client_repo.as_str(), "tags": page}).to_string();
+    let mut response = json(StatusCode::OK, body);
+    if more && let Some(last) = page.last() {
+        let link = format!("</v2/{client_repo}/tags/list?n={n}&last={last}>; rel=\"next\"");
+        response.headers_mut().insert(header::LINK, value(&link));
+    }
+    Ok(with_origin(response, Origin::Upstream))
+}
+
+/// The page after `last` of at most `n` tags, and whether more follow.
+pub fn paginate<'a>(sorted: &'a [String], n: usize, last: Option<&str>) -> (&'a [String], bool) {
+    let from = match last {
+        Some(last) => sorted.partition_point(|t| t.as_str() <= last),
+        None => 0,
+    };
+    let rest = &sorted[from..];
+    let take = n.min(rest.len());
+    (&rest[..take], take < rest.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(byte_range("bytes=0-9", 100), Some(Ok((0, 10))));
+        assert_eq!(byte_range("bytes=90-", 100), Some(Ok((90, 100))));
+        assert_eq!(byte_range("bytes=-10", 100), Some(Ok((90, 100))));
+        assert_eq!(byte_range("bytes=95-200", 100), Some(Ok((95, 100))));
+        assert_eq!(byte_range("bytes=100-", 100), Some(Err(())));
+        assert_eq!(byte_range("items=1-2", 100), None);
+    }
+
+    #[test]
+    fn tag_pages() {
+        let tags: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(paginate(&tags, 2, None), (&tags[..2], true));
+        assert_eq!(paginate(&tags, 2, Some("b")), (&tags[2..], false));
+        assert_eq!(paginate(&tags, 10, Some("bb")), (&tags[2..], false));
+        assert_eq!(paginate(&tags, 0, None), (&tags[..0], true));
+    }
+}
