@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::exit::Failure;
 use crate::gcp::is_google_registry;
-use crate::metadata::render::Renderer;
+use crate::metadata::render::{Renderer, TemplateFiles};
 use crate::metadata::{MetadataStore, Recorder};
 use crate::oci::auth::Login;
 use crate::oci::clients::{ClientOptions, Clients};
@@ -117,10 +117,11 @@ pub(super) fn recorder<M: MetadataStore>(
     settings: &Settings,
     store: M,
 ) -> Result<Recorder<M>, Failure> {
-    let renderer = Renderer::new(
-        settings.readme_template.as_ref(),
-        settings.changelog_template.as_ref(),
-    )?;
+    let renderer = Renderer::new(&TemplateFiles {
+        readme: settings.readme_template.clone(),
+        image: settings.image_template.clone(),
+        changelog: settings.changelog_template.clone(),
+    })?;
     let pairs = settings
         .sources
         .iter()

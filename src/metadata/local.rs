@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{FileChange, MetadataStore, StoreError, WriteOutcome};
+use super::{FileChange, Listing, MetadataStore, StoreError, WriteOutcome, blob_id};
 
 /// Metadata kept in a directory with the same layout as the GitHub repository.
 pub struct LocalStore {
@@ -65,6 +65,37 @@ impl MetadataStore for LocalStore {
         }
     }
 
+    /// Walks `dir`, reading one file at a time to hash it.
+    async fn list(&self, _: &(), dir: &str) -> Result<Listing, StoreError> {
+        let mut listing = Listing::new();
+        let mut pending = vec![dir.trim_matches('/').to_string()];
+        while let Some(relative) = pending.pop() {
+            let full = self.path(&relative);
+            let mut entries = match tokio::fs::read_dir(&full).await {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(_) if full.is_file() => continue,
+                Err(e) => return Err(io_error(&full)(e)),
+            };
+            while let Some(entry) = entries.next_entry().await.map_err(io_error(&full))? {
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue;
+                };
+                let path = format!("{relative}/{name}");
+                let kind = entry.file_type().await.map_err(io_error(&entry.path()))?;
+                if kind.is_dir() {
+                    pending.push(path);
+                } else if kind.is_file() && !name.contains(".tmp-") {
+                    let bytes = tokio::fs::read(entry.path())
+                        .await
+                        .map_err(io_error(&entry.path()))?;
+                    listing.insert(path, blob_id(&bytes));
+                }
+            }
+        }
+        Ok(listing)
+    }
+
     async fn write(
         &self,
         _: &(),
@@ -72,7 +103,16 @@ impl MetadataStore for LocalStore {
         _message: &str,
     ) -> Result<WriteOutcome, StoreError> {
         for change in changes {
-            write_atomically(&self.path(&change.path), &change.bytes).await?;
+            let path = self.path(&change.path);
+            match &change.bytes {
+                Some(bytes) => write_atomically(&path, bytes).await?,
+                None => match tokio::fs::remove_file(&path).await {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(io_error(&path)(e));
+                    }
+                    _ => {}
+                },
+            }
         }
         Ok(WriteOutcome::Written { id: None })
     }

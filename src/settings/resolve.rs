@@ -343,6 +343,7 @@ pub fn resolve(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Setting
     })?;
     for (flag, path) in [
         ("readme-template", &o.readme_template),
+        ("image-template", &o.image_template),
         ("changelog-template", &o.changelog_template),
     ] {
         if let Some(p) = path.as_ref().filter(|p| !p.is_file()) {
@@ -394,6 +395,7 @@ pub fn resolve(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Setting
         shard: shard(&o.shard)?,
         timezone,
         readme_template: o.readme_template,
+        image_template: o.image_template,
         changelog_template: o.changelog_template,
         dry_run: o.dry_run,
         report: o.report,
