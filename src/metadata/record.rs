@@ -136,6 +136,19 @@ pub enum Outcome {
     },
 }
 
+/// A writer that only counts the bytes written to it.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// What applying outcomes changed in a record.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
@@ -287,16 +300,14 @@ impl NamespaceRecord {
     /// which for 15,000 tags is several times the size of the text. Keys come out sorted
     /// because fields are declared in alphabetical order and maps are `BTreeMap`s.
     pub fn to_json_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.json_size_hint());
+        // Counted first, so the buffer is allocated once at its size: growing a 4 MB
+        // buffer by doubling would hold up to twice that while it is copied.
+        let mut counter = Counter(0);
+        serde_json::to_writer_pretty(&mut counter, self).expect("records serialize");
+        let mut out = Vec::with_capacity(counter.0 + 1);
         serde_json::to_writer_pretty(&mut out, self).expect("records serialize");
         out.push(b'\n');
         out
-    }
-
-    /// About the size of `to_json`, so its buffer is allocated once.
-    fn json_size_hint(&self) -> usize {
-        let tags: usize = self.images.values().map(|i| i.tags.len()).sum();
-        4096 + 300 * tags + 200 * (self.failed.len() + self.skipped.len())
     }
 
     /// Reads a record, or the seeds' legacy list of `"image:tag"` strings.

@@ -334,7 +334,10 @@ fn list_tree(state: &State, sha: &str, prefix: &str, recursive: bool, out: &mut 
                 list_tree(state, sha, &format!("{path}/"), true, out);
             }
         } else {
-            let size = state.git.blob(sha).map_or(0, |b| b.len());
+            let size = match state.git.objects.get(sha) {
+                Some((Object::Blob(bytes), _)) => bytes.len(),
+                _ => 0,
+            };
             out.push(json!({"path": path, "mode": mode, "type": "blob", "sha": sha, "size": size}));
         }
     }
