@@ -354,6 +354,9 @@ pub struct Options {
     /// Template file replacing the built-in namespace README.
     #[arg(long, env = "GCRSYNC_README_TEMPLATE", global = true)]
     pub readme_template: Option<PathBuf>,
+    /// Template file replacing the built-in page of each image (`<namespace>/<image>.md`).
+    #[arg(long, env = "GCRSYNC_IMAGE_TEMPLATE", global = true)]
+    pub image_template: Option<PathBuf>,
     /// Template file replacing the built-in CHANGELOG block.
     #[arg(long, env = "GCRSYNC_CHANGELOG_TEMPLATE", global = true)]
     pub changelog_template: Option<PathBuf>,

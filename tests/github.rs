@@ -69,10 +69,16 @@ async fn a_sync_commits_the_metadata_once_and_a_noop_run_commits_nothing() {
         2,
         "{changelog}"
     );
+    let readme = gh
+        .file("main", &format!("{}/team/README.md", src.addr))
+        .unwrap();
+    assert!(readme.contains("| [app](app.md) | 2 | `"), "{readme}");
+    let page = gh
+        .file("main", &format!("{}/team/app.md", src.addr))
+        .unwrap();
     assert!(
-        gh.file("main", &format!("{}/team/README.md", src.addr))
-            .unwrap()
-            .contains("| `1` |")
+        page.contains("| `1` |") && page.contains("| `2` |"),
+        "{page}"
     );
     assert!(
         gh.file("main", "README.md").is_some(),

@@ -88,6 +88,8 @@ async fn fifteen_thousand_adopted_tags_land_in_a_few_commits() {
     }
 
     let before = gh.history("main").len();
+    // images.json grows past what goes inline in a tree: it goes as a blob, retried.
+    gh.inject_on("POST /git/blobs", Fault::ServerError(502));
     let started = Instant::now();
     let report = work.path().join("report.json");
     let out = gh.sync(
@@ -192,7 +194,7 @@ async fn secondary_limits_are_waited_out_and_every_batch_lands() {
 }
 
 #[tokio::test]
-async fn server_errors_on_blob_tree_commit_and_ref_calls_are_retried_and_nothing_is_lost() {
+async fn server_errors_on_tree_commit_and_ref_calls_are_retried_and_nothing_is_lost() {
     let (src, dst, gh) = (
         TestRegistry::start(),
         TestRegistry::start(),
@@ -200,12 +202,13 @@ async fn server_errors_on_blob_tree_commit_and_ref_calls_are_retried_and_nothing
     );
     let work = tempfile::tempdir().unwrap();
     three_tags(&src).await;
-    gh.inject_on("POST /git/blobs", Fault::ServerError(502));
+    // Small files go inline in the tree (blobs: the fifteen-thousand-tag test).
+    gh.inject_on("GET /git/trees", Fault::ServerError(502));
     gh.inject_on("POST /git/trees", Fault::ServerError(500));
     gh.inject_on("POST /git/commits", Fault::ServerError(503));
     // The ref moves, but the answer is lost in a 502: the retry finds it already there.
     gh.inject_on("PATCH /git/refs", Fault::ServerErrorAfterApplying(502));
-    gh.inject_on("POST /git/blobs", Fault::ServerError(504));
+    gh.inject_on("POST /git/trees", Fault::ServerError(504));
     let before = gh.history("main").len();
     let out = gh.sync(work.path(), &src, &dst, &["--commit-every", "2"]);
     assert_eq!(out.status.code(), Some(0));
@@ -226,10 +229,10 @@ async fn server_errors_on_blob_tree_commit_and_ref_calls_are_retried_and_nothing
 #[tokio::test]
 async fn a_rate_limit_wait_past_the_deadline_fails_clearly_saying_what_was_committed() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
-    // Six content-creating requests make one commit here (three blobs, tree, commit, ref);
-    // the seventh is told to wait ten minutes.
+    // Three content-creating requests make one commit here (a tree with the files inline,
+    // the commit, the ref update); the fourth is told to wait ten minutes.
     let gh = FakeGitHub::start_with(Options {
-        content_limit: Some((6, Duration::from_secs(600))),
+        content_limit: Some((3, Duration::from_secs(600))),
         ..Options::default()
     });
     let work = tempfile::tempdir().unwrap();

@@ -9,7 +9,7 @@ use common::github::{FakeGitHub, WRITE_TOKEN};
 use gcrsync::metadata::github::{GitHubConfig, GitHubStore};
 use gcrsync::metadata::local::LocalStore;
 use gcrsync::metadata::record::{Outcome, TagRecord};
-use gcrsync::metadata::render::Renderer;
+use gcrsync::metadata::render::{Renderer, TemplateFiles};
 use gcrsync::metadata::{MetadataStore, Recorder};
 
 fn synced(
@@ -70,7 +70,7 @@ async fn record_fixture<M: MetadataStore>(store: M) {
     let recorder = Recorder::new(
         store,
         "",
-        Renderer::new(None, None).unwrap(),
+        Renderer::new(&TemplateFiles::default()).unwrap(),
         namespaces,
         timezone,
     );
@@ -125,9 +125,12 @@ async fn record_fixture<M: MetadataStore>(store: M) {
     );
 }
 
-const FILES: [(&str, &str); 3] = [
+const FILES: [(&str, &str); 6] = [
     ("gcr.io/google-containers/images.json", "images.json"),
     ("gcr.io/google-containers/README.md", "README.md"),
+    ("gcr.io/google-containers/pause.md", "pause.md"),
+    ("gcr.io/google-containers/etcd.md", "etcd.md"),
+    ("gcr.io/google-containers/kube-proxy.md", "kube-proxy.md"),
     ("CHANGELOG.md", "CHANGELOG.md"),
 ];
 
@@ -145,7 +148,11 @@ async fn local_metadata_files_match_the_golden_bytes() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(names.len(), 2, "no temporary files left behind: {names:?}");
+    assert_eq!(
+        names.len(),
+        5,
+        "README, images.json and a page per image; no temporary files left behind: {names:?}"
+    );
 }
 
 #[tokio::test]
@@ -168,6 +175,18 @@ async fn github_metadata_files_match_the_same_golden_bytes() {
     let before = gh.history("main").len();
     record_fixture(store).await;
     assert_eq!(gh.history("main").len(), before + 2, "one commit per batch");
+    // The second batch moved one etcd tag: the other images' pages are not uploaded again.
+    let ns = "gcr.io/google-containers";
+    assert_eq!(
+        gh.trees_created().last().unwrap(),
+        &[
+            "CHANGELOG.md".to_string(),
+            format!("{ns}/etcd.md"),
+            format!("{ns}/README.md"),
+            format!("{ns}/images.json"),
+        ]
+    );
+    assert_eq!(gh.blobs_created(), 0, "small files go inline in the tree");
     for (path, golden) in FILES {
         check(&gh.file("main", path).unwrap(), golden);
     }

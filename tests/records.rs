@@ -350,9 +350,8 @@ async fn single_images_record_their_config_platform_and_adopted_indexes_their_pl
         serde_json::json!(["linux/s390x"])
     );
     assert_eq!(tags["oci"]["platforms"], serde_json::json!(["linux/arm64"]));
-    let readme =
-        std::fs::read_to_string(metadata.join(format!("{}/team/README.md", src.addr))).unwrap();
-    assert!(readme.contains("| linux/s390x |"), "{readme}");
+    let page = std::fs::read_to_string(metadata.join(format!("{}/team/app.md", src.addr))).unwrap();
+    assert!(page.contains("| linux/s390x |"), "{page}");
 
     // Records lost: the next run adopts everything; the index's platforms are read from
     // the source with one GET by digest, single images are not fetched at all.

@@ -434,8 +434,8 @@ async fn signal_while_github_holds_the_commit(second: bool) -> (std::process::Ou
     push_workload(&src, 2, 1000).await;
     let (proxy, large_digest) = slow_large_image(&src).await;
     let gh = common::github::FakeGitHub::start(false);
-    // The batch's first write is held for a minute.
-    gh.inject_on("POST /git/blobs", common::github::Fault::SecondaryLimit(60));
+    // The batch's first write (its tree: small files go inline) is held for a minute.
+    gh.inject_on("POST /git/trees", common::github::Fault::SecondaryLimit(60));
     let work = tempfile::tempdir().unwrap();
     let report = work.path().join("report.json");
     let child = gcrsync(work.path())
@@ -461,7 +461,9 @@ async fn signal_while_github_holds_the_commit(second: bool) -> (std::process::Ou
     }
     std::thread::sleep(Duration::from_millis(500));
     assert!(
-        gh.log().iter().any(|r| r.path.contains("/git/blobs")),
+        gh.log()
+            .iter()
+            .any(|r| r.method == "POST" && r.path.contains("/git/trees")),
         "the last commit had started"
     );
     signal(&child, "TERM");

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::exit::Failure;
 use crate::gcp::is_google_registry;
-use crate::metadata::render::Renderer;
+use crate::metadata::render::{Renderer, TemplateFiles};
 use crate::metadata::{MetadataStore, Recorder};
 use crate::oci::any::AnyRegistry;
 use crate::oci::auth::Login;
@@ -205,10 +205,11 @@ pub(super) fn recorder<M: MetadataStore>(
     settings: &Settings,
     store: M,
 ) -> Result<Recorder<M>, Failure> {
-    let renderer = Renderer::new(
-        settings.readme_template.as_ref(),
-        settings.changelog_template.as_ref(),
-    )?;
+    let renderer = Renderer::new(&TemplateFiles {
+        readme: settings.readme_template.clone(),
+        image: settings.image_template.clone(),
+        changelog: settings.changelog_template.clone(),
+    })?;
     let pairs = settings
         .sources
         .iter()

@@ -1,19 +1,22 @@
 //! The GitHub metadata store: files read at the branch head, each batch written as one
-//! commit through the Git Data API (blobs → tree → commit → ref update without force).
-//! No clone, no git binary; a moved ref is a conflict the `Recorder` re-applies onto.
+//! commit through the Git Data API (blobs for large files → a tree with the small ones
+//! inline → commit → ref update without force). No clone, no git binary; a moved ref is a
+//! conflict the `Recorder` re-applies onto.
 
 mod api;
 pub mod pace;
+mod tree;
 
 use std::time::Instant;
 
 use api::{Answer, Api, github};
 use base64::Engine as _;
+use bytes::Bytes;
 use octocrab::Octocrab;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{FileChange, MetadataStore, StoreError, WriteOutcome};
+use super::{FileChange, Listing, MetadataStore, StoreError, WriteOutcome};
 use crate::retry::RetryPolicy;
 pub use crate::settings::GitHubConfig;
 
@@ -35,6 +38,26 @@ pub struct GitHubStore {
 #[derive(Deserialize)]
 struct Sha {
     sha: String,
+}
+
+/// A tree as `GET /git/trees/{sha}` answers it.
+#[derive(Deserialize)]
+struct TreeListing {
+    tree: Vec<TreeEntry>,
+    #[serde(default)]
+    truncated: bool,
+}
+
+#[derive(Deserialize)]
+struct TreeEntry {
+    path: String,
+    #[serde(rename = "type")]
+    kind: String,
+    sha: String,
+}
+
+fn json_body(value: &Value) -> Bytes {
+    Bytes::from(value.to_string())
 }
 
 impl GitHubStore {
@@ -167,10 +190,19 @@ impl GitHubStore {
         &self,
         method: &str,
         path: &str,
-        body: Option<&Value>,
+        body: Option<&Bytes>,
         accept: Option<&str>,
     ) -> Result<Answer, StoreError> {
         self.api.call(method, path, body, accept).await
+    }
+
+    /// The entries of tree `sha`, with those of its subtrees when `recursive`.
+    async fn tree(&self, sha: &str, recursive: bool) -> Result<TreeListing, StoreError> {
+        let query = if recursive { "?recursive=1" } else { "" };
+        let route = format!("/repos/{}/git/trees/{sha}{query}", self.repo);
+        let answer = self.call("GET", &route, None, None).await?;
+        self.expect(answer, &[200], "listing the metadata files")?
+            .json("listing the metadata files")
     }
 
     async fn ref_sha(&self, branch: &str) -> Result<Option<String>, StoreError> {
@@ -215,7 +247,7 @@ impl GitHubStore {
             .call(
                 "POST",
                 &format!("/repos/{}/git/refs", self.repo),
-                Some(&body),
+                Some(&json_body(&body)),
                 None,
             )
             .await?;
@@ -239,10 +271,10 @@ impl GitHubStore {
         let answer = self
             .call("GET", &route, None, Some("application/vnd.github.raw"))
             .await?;
-        Ok(self.expect(answer, &[200], action)?.body.to_vec())
+        Ok(Vec::from(self.expect(answer, &[200], action)?.body))
     }
 
-    async fn post_sha(&self, path: &str, body: &Value, action: &str) -> Result<String, StoreError> {
+    async fn post_sha(&self, path: &str, body: &Bytes, action: &str) -> Result<String, StoreError> {
         let answer = self
             .call(
                 "POST",
@@ -265,9 +297,10 @@ impl GitHubStore {
         change: &FileChange,
         message: &str,
     ) -> Result<WriteOutcome, StoreError> {
+        let bytes = change.bytes.as_deref().unwrap_or_default();
         let body = json!({
             "message": message,
-            "content": base64::engine::general_purpose::STANDARD.encode(&change.bytes),
+            "content": base64::engine::general_purpose::STANDARD.encode(bytes),
             "branch": self.branch,
             "author": self.author,
             "committer": self.author,
@@ -276,7 +309,7 @@ impl GitHubStore {
             .call(
                 "PUT",
                 &format!("/repos/{}/contents/{}", self.repo, change.path),
-                Some(&body),
+                Some(&json_body(&body)),
                 None,
             )
             .await?;
@@ -375,6 +408,37 @@ impl MetadataStore for GitHubStore {
         }
     }
 
+    /// Walks the trees from the root to `dir` (one small request per level), then lists
+    /// `dir` recursively: a few requests, whatever the number of files.
+    async fn list(&self, head: &Head, dir: &str) -> Result<Listing, StoreError> {
+        let mut listing = Listing::new();
+        let Some(mut sha) = head.tree.clone() else {
+            return Ok(listing);
+        };
+        let dir = dir.trim_matches('/');
+        for name in dir.split('/').filter(|n| !n.is_empty()) {
+            let found = self
+                .tree(&sha, false)
+                .await?
+                .tree
+                .into_iter()
+                .find(|e| e.path == name);
+            match found {
+                Some(entry) if entry.kind == "tree" => sha = entry.sha,
+                _ => return Ok(listing),
+            }
+        }
+        let found = self.tree(&sha, true).await?;
+        if found.truncated {
+            // Files missing from the listing are written again: more uploads, nothing lost.
+            tracing::warn!("GitHub truncated the listing of {dir}; some files are rewritten");
+        }
+        for entry in found.tree.into_iter().filter(|e| e.kind == "blob") {
+            listing.insert(format!("{dir}/{}", entry.path), entry.sha);
+        }
+        Ok(listing)
+    }
+
     async fn write(
         &self,
         head: &Head,
@@ -382,31 +446,22 @@ impl MetadataStore for GitHubStore {
         message: &str,
     ) -> Result<WriteOutcome, StoreError> {
         let (Some(parent), Some(base_tree)) = (&head.commit, &head.tree) else {
-            return match changes.last() {
+            return match changes.iter().rev().find(|c| c.bytes.is_some()) {
                 Some(first) => self.initialize(first, message).await,
                 None => Ok(WriteOutcome::Written { id: None }),
             };
         };
-        let mut entries = Vec::with_capacity(changes.len());
-        for change in changes {
-            let content = base64::engine::general_purpose::STANDARD.encode(&change.bytes);
-            let sha = self
-                .post_sha(
-                    "blobs",
-                    &json!({"content": content, "encoding": "base64"}),
-                    "creating a blob",
-                )
-                .await?;
-            entries
-                .push(json!({"path": change.path, "mode": "100644", "type": "blob", "sha": sha}));
+        let uploads = tree::plan(changes);
+        let mut blobs = Vec::new();
+        for (change, upload) in changes.iter().zip(&uploads) {
+            if let (tree::Upload::Blob, Some(bytes)) = (upload, &change.bytes) {
+                let body = tree::blob_body(bytes);
+                blobs.push(self.post_sha("blobs", &body, "creating a blob").await?);
+            }
         }
-        let tree = self
-            .post_sha(
-                "trees",
-                &json!({"base_tree": base_tree, "tree": entries}),
-                "creating a tree",
-            )
-            .await?;
+        let body = tree::tree_body(base_tree, changes, &uploads, &blobs);
+        let tree = self.post_sha("trees", &body, "creating a tree").await?;
+        drop(body);
         if tree == *base_tree {
             return Ok(WriteOutcome::Written { id: None });
         }
@@ -414,14 +469,14 @@ impl MetadataStore for GitHubStore {
         author["date"] = json!(super::record::now_utc());
         let commit_body = json!({"message": message, "tree": tree, "parents": [parent], "author": author, "committer": author});
         let commit = self
-            .post_sha("commits", &commit_body, "creating a commit")
+            .post_sha("commits", &json_body(&commit_body), "creating a commit")
             .await?;
         let route = format!("/repos/{}/git/refs/heads/{}", self.repo, self.branch);
         let answer = self
             .call(
                 "PATCH",
                 &route,
-                Some(&json!({"sha": commit, "force": false})),
+                Some(&json_body(&json!({"sha": commit, "force": false}))),
                 None,
             )
             .await?;

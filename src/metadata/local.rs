@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{FileChange, MetadataStore, StoreError, WriteOutcome};
+use sha1::{Digest as _, Sha1};
+
+use super::{FileChange, Listing, MetadataStore, StoreError, WriteOutcome};
 
 /// Metadata kept in a directory with the same layout as the GitHub repository.
 pub struct LocalStore {
@@ -25,6 +27,41 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
         path: path.display().to_string(),
         source,
     }
+}
+
+/// A file's bytes, in a buffer allocated on this thread and filled on a blocking one:
+/// buffers allocated on tokio's blocking threads stay in their malloc arenas once freed, and
+/// a 5 MB images.json read each batch from a different thread grew the process by
+/// megabytes a batch.
+async fn read_here(path: &Path) -> std::io::Result<Vec<u8>> {
+    let size = tokio::fs::metadata(path).await?.len();
+    let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0) + 1);
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        std::fs::File::open(&path)?.read_to_end(&mut buf)?;
+        Ok(buf)
+    })
+    .await
+    .expect("reading does not panic")
+}
+
+/// The git blob id of a file (as `blob_id`), read in small pieces: a 5 MB images.json is
+/// hashed without being held.
+fn hash_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    let mut hasher = Sha1::new();
+    hasher.update(format!("blob {size}\0").as_bytes());
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        match file.read(&mut buf)? {
+            0 => break,
+            n => hasher.update(&buf[..n]),
+        }
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// Writes `bytes` beside `path`, syncs, then renames over it: a reader (or a run killed
@@ -54,7 +91,7 @@ impl MetadataStore for LocalStore {
 
     async fn read(&self, _: &(), path: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let full = self.path(path);
-        match tokio::fs::read(&full).await {
+        match read_here(&full).await {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             // A directory where a file may be (`<ns>` vs `<ns>/ImageList`) is no file.
@@ -65,6 +102,39 @@ impl MetadataStore for LocalStore {
         }
     }
 
+    /// Walks `dir`, reading one file at a time to hash it.
+    async fn list(&self, _: &(), dir: &str) -> Result<Listing, StoreError> {
+        let mut listing = Listing::new();
+        let mut pending = vec![dir.trim_matches('/').to_string()];
+        while let Some(relative) = pending.pop() {
+            let full = self.path(&relative);
+            let mut entries = match tokio::fs::read_dir(&full).await {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(_) if full.is_file() => continue,
+                Err(e) => return Err(io_error(&full)(e)),
+            };
+            while let Some(entry) = entries.next_entry().await.map_err(io_error(&full))? {
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue;
+                };
+                let path = format!("{relative}/{name}");
+                let kind = entry.file_type().await.map_err(io_error(&entry.path()))?;
+                if kind.is_dir() {
+                    pending.push(path);
+                } else if kind.is_file() && !name.contains(".tmp-") {
+                    let file = entry.path();
+                    let id = tokio::task::spawn_blocking(move || hash_file(&file))
+                        .await
+                        .expect("hashing does not panic")
+                        .map_err(io_error(&entry.path()))?;
+                    listing.insert(path, id);
+                }
+            }
+        }
+        Ok(listing)
+    }
+
     async fn write(
         &self,
         _: &(),
@@ -72,8 +142,54 @@ impl MetadataStore for LocalStore {
         _message: &str,
     ) -> Result<WriteOutcome, StoreError> {
         for change in changes {
-            write_atomically(&self.path(&change.path), &change.bytes).await?;
+            let path = self.path(&change.path);
+            match &change.bytes {
+                Some(bytes) => write_atomically(&path, bytes).await?,
+                None => match tokio::fs::remove_file(&path).await {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(io_error(&path)(e));
+                    }
+                    _ => {}
+                },
+            }
         }
         Ok(WriteOutcome::Written { id: None })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_listing_has_the_git_blob_ids_of_the_files_and_deletes_are_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().to_path_buf());
+        let big = vec![b'x'; 200_000];
+        let changes = [
+            FileChange {
+                path: "ns/a.md".into(),
+                bytes: Some(b"hello\n".to_vec()),
+            },
+            FileChange {
+                path: "ns/sub/b.json".into(),
+                bytes: Some(big.clone()),
+            },
+        ];
+        store.write(&(), &changes, "m").await.unwrap();
+        let listing = store.list(&(), "ns").await.unwrap();
+        // `git hash-object` of "hello\n".
+        assert_eq!(
+            listing["ns/a.md"],
+            "ce013625030ba8dba906f756967f9e9ca394464a"
+        );
+        assert_eq!(listing["ns/sub/b.json"], super::super::blob_id(&big));
+        assert!(store.list(&(), "other").await.unwrap().is_empty());
+        let delete = [FileChange {
+            path: "ns/a.md".into(),
+            bytes: None,
+        }];
+        store.write(&(), &delete, "m").await.unwrap();
+        assert_eq!(store.list(&(), "ns").await.unwrap().len(), 1);
     }
 }

@@ -2,10 +2,13 @@
 //! `Recorder` that turns batches of outcomes into files and commits them (SPEC §5–§6).
 
 pub mod batch;
+pub mod changelog;
+mod files;
 pub mod github;
 pub mod local;
 pub mod record;
 pub mod render;
+pub mod views;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -13,16 +16,29 @@ use std::time::Duration;
 
 use record::{NamespaceRecord, Outcome};
 use render::{RenderError, Renderer, change_lines};
+use sha1::{Digest as _, Sha1};
 
 use crate::reference::Namespace;
 
-/// A file to create or replace, by path relative to the store's root.
+/// A file to create, replace or delete, by path relative to the store's root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileChange {
     /// Relative path, `/`-separated.
     pub path: String,
-    /// New content.
-    pub bytes: Vec<u8>,
+    /// New content; `None` deletes the file.
+    pub bytes: Option<Vec<u8>>,
+}
+
+/// The files under a directory: path relative to the store's root → git blob id.
+pub type Listing = BTreeMap<String, String>;
+
+/// The git blob id (SHA-1 of `blob <size>\0` and the bytes) of a file's content: what
+/// GitHub's trees list, so a file that would not change is not uploaded.
+pub fn blob_id(bytes: &[u8]) -> String {
+    let mut hasher = Sha1::new();
+    hasher.update(format!("blob {}\0", bytes.len()).as_bytes());
+    hasher.update(bytes);
+    hex::encode(hasher.finalize())
 }
 
 /// What happened to a write.
@@ -144,6 +160,12 @@ pub trait MetadataStore: Send + Sync {
         revision: &Self::Revision,
         path: &str,
     ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+    /// Every file under `dir` (at any depth) at `revision`, with its `blob_id`.
+    fn list(
+        &self,
+        revision: &Self::Revision,
+        dir: &str,
+    ) -> impl Future<Output = Result<Listing, StoreError>> + Send;
     /// Writes all `changes` at once on top of `revision`, or reports a conflict.
     fn write(
         &self,
@@ -262,15 +284,19 @@ impl<M: MetadataStore> Recorder<M> {
         if batch.is_empty() {
             return Ok(None);
         }
-        let mut by_source: BTreeMap<usize, Vec<Outcome>> = BTreeMap::new();
+        let mut by_source: BTreeMap<usize, Vec<&Outcome>> = BTreeMap::new();
         for (source, outcome) in batch {
-            by_source.entry(*source).or_default().push(outcome.clone());
+            by_source.entry(*source).or_default().push(outcome);
         }
         let message = self.message(&by_source);
         let mut delay = Duration::from_millis(200);
         for _ in 0..MAX_CONFLICTS {
             let revision = self.store.head().await?;
             let changes = self.changes(&revision, &by_source, now).await?;
+            if changes.is_empty() {
+                // Nothing shown or recorded changed (outcomes already recorded by others).
+                return Ok(None);
+            }
             match self.store.write(&revision, &changes, &message).await? {
                 WriteOutcome::Written { id } => return Ok(Some(Committed { id, message })),
                 WriteOutcome::Conflict => {
@@ -307,51 +333,96 @@ impl<M: MetadataStore> Recorder<M> {
         Ok(committed)
     }
 
-    /// The files of a batch applied on top of `revision`; `images.json` files come last so
-    /// that a torn local write never leaves a record ahead of its README.
+    /// The files of a batch applied on top of `revision`, only those whose content
+    /// changes; `images.json` files come last so that a torn local write never leaves a
+    /// record ahead of its pages and README.
     async fn changes(
         &self,
         revision: &M::Revision,
-        by_source: &BTreeMap<usize, Vec<Outcome>>,
+        by_source: &BTreeMap<usize, Vec<&Outcome>>,
         now: jiff::Timestamp,
     ) -> Result<Vec<FileChange>, StoreError> {
-        let mut readmes = Vec::new();
+        let mut shown = Vec::new();
         let mut records = Vec::new();
         let mut entries = Vec::new();
         for (&source, outcomes) in by_source {
             let mut record = self.load(revision, source).await?;
-            record.apply(outcomes);
-            let lines = change_lines(&record.source, outcomes);
+            let changed = record.apply(outcomes.iter().copied());
+            let lines = change_lines(&record.source, outcomes.iter().copied());
             let dir = self.dir(source);
-            readmes.push(FileChange {
-                path: format!("{dir}/README.md"),
-                bytes: self.renderer.readme(&record, &lines)?.into_bytes(),
-            });
-            records.push(FileChange {
-                path: format!("{dir}/images.json"),
-                bytes: record.to_json().into_bytes(),
-            });
+            let listing = self.store.list(revision, &dir).await?;
+            let files = files::Namespace {
+                renderer: &self.renderer,
+                dir: &dir,
+                listing: &listing,
+            };
+            let (pages, record_file) = files.changes(record, &changed, &lines)?;
+            shown.extend(pages);
+            records.extend(record_file);
             entries.extend(lines);
         }
         let mut changes = Vec::new();
         if !entries.is_empty() {
-            let path = format!("{}CHANGELOG.md", self.prefix);
-            let old = self.store.read(revision, &path).await?.unwrap_or_default();
-            let time = now
-                .to_zoned(self.timezone.clone())
-                .strftime("%Y-%m-%d %H:%M:%S")
-                .to_string();
-            let mut bytes = self.renderer.changelog_block(&time, &entries)?.into_bytes();
-            bytes.extend_from_slice(&old);
-            changes.push(FileChange { path, bytes });
+            let time = now.to_zoned(self.timezone.clone());
+            let block = self
+                .renderer
+                .changelog_block(&time.strftime("%Y-%m-%d %H:%M:%S").to_string(), &entries)?;
+            drop(entries);
+            let month = time.strftime("%Y-%m").to_string();
+            changes = self.changelog(revision, block, &month).await?;
         }
-        changes.extend(readmes);
+        changes.extend(shown);
         changes.extend(records);
         Ok(changes)
     }
 
+    /// `CHANGELOG.md` with `block` on top, its older blocks rotated into
+    /// `changelog/YYYY-MM.md` past `changelog::LIMIT` (archives first: a torn local write
+    /// leaves a block in both files, never in neither).
+    async fn changelog(
+        &self,
+        revision: &M::Revision,
+        block: String,
+        this_month: &str,
+    ) -> Result<Vec<FileChange>, StoreError> {
+        let path = format!("{}CHANGELOG.md", self.prefix);
+        let old = self.store.read(revision, &path).await?.unwrap_or_default();
+        let new_block = block.len();
+        let mut text = block.into_bytes();
+        text.extend_from_slice(&old);
+        drop(old);
+        let rotation = changelog::rotate(
+            &text,
+            new_block,
+            self.renderer.block_start(),
+            this_month,
+            changelog::LIMIT,
+            changelog::KEEP,
+        );
+        let mut changes = Vec::new();
+        if let Some(rotation) = rotation {
+            for (month, mut moved) in rotation.moved {
+                let archive = format!("{}{}", self.prefix, changelog::archive_path(&month));
+                if let Some(old) = self.store.read(revision, &archive).await? {
+                    moved.extend_from_slice(&old);
+                }
+                tracing::info!("CHANGELOG.md: older blocks moved into {archive}");
+                changes.push(FileChange {
+                    path: archive,
+                    bytes: Some(moved),
+                });
+            }
+            text.truncate(rotation.keep);
+        }
+        changes.push(FileChange {
+            path,
+            bytes: Some(text),
+        });
+        Ok(changes)
+    }
+
     /// `gcrsync: 12 copied, 3 moved (gcr.io/google-containers)`.
-    fn message(&self, by_source: &BTreeMap<usize, Vec<Outcome>>) -> String {
+    fn message(&self, by_source: &BTreeMap<usize, Vec<&Outcome>>) -> String {
         let (mut copied, mut moved, mut adopted, mut failed, mut missing) = (0, 0, 0, 0, 0);
         let mut skipped = 0;
         for outcome in by_source.values().flatten() {

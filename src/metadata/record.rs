@@ -15,21 +15,24 @@ pub fn now_utc() -> String {
 
 /// Everything recorded about one source namespace (SPEC §5).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+///
+/// The fields of every record type are declared in alphabetical order: `to_json` writes
+/// them in declaration order, and images.json has every object's keys sorted.
 pub struct NamespaceRecord {
-    /// The source namespace, e.g. `gcr.io/google-containers`.
-    pub source: String,
-    /// The target namespace.
-    pub target: String,
-    /// Images by name relative to the source namespace.
-    #[serde(default)]
-    pub images: BTreeMap<String, ImageRecord>,
     /// Tags whose last copy failed, keyed `image:tag`.
     #[serde(default)]
     pub failed: BTreeMap<String, Failure>,
+    /// Images by name relative to the source namespace.
+    #[serde(default)]
+    pub images: BTreeMap<String, ImageRecord>,
     /// Tags that cannot be mirrored verbatim (schema 1, unknown types), keyed `image:tag`;
     /// not fetched again while the source keeps serving the recorded digest.
     #[serde(default)]
     pub skipped: BTreeMap<String, Skip>,
+    /// The source namespace, e.g. `gcr.io/google-containers`.
+    pub source: String,
+    /// The target namespace.
+    pub target: String,
 }
 
 /// A tag left out on purpose: what the source serves, why, and since when.
@@ -46,11 +49,11 @@ pub struct Skip {
 /// The mirrored tags of one image.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ImageRecord {
-    /// The target repository, e.g. `docker.io/myuser/pause`.
-    pub target: String,
     /// Tags by name.
     #[serde(default)]
     pub tags: BTreeMap<String, TagRecord>,
+    /// The target repository, e.g. `docker.io/myuser/pause`.
+    pub target: String,
 }
 
 /// One tag as it was mirrored.
@@ -81,10 +84,10 @@ pub struct TagRecord {
 /// Why a tag could not be copied, kept so the next run retries it last.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Failure {
-    /// The last error.
-    pub error: String,
     /// Consecutive failed runs.
     pub attempts: u32,
+    /// The last error.
+    pub error: String,
     /// When it last failed (RFC 3339, UTC).
     pub last_at: String,
 }
@@ -142,6 +145,28 @@ pub enum Outcome {
     },
 }
 
+/// A writer that only counts the bytes written to it.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What applying outcomes changed in a record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Images whose tags, target or skipped tags changed (or that were removed).
+    pub images: std::collections::BTreeSet<String>,
+    /// Whether anything in the record changed (images, failures, skipped tags).
+    pub record: bool,
+}
+
 impl NamespaceRecord {
     /// An empty record for a namespace pair.
     pub fn new(source: String, target: String) -> Self {
@@ -176,91 +201,124 @@ impl NamespaceRecord {
     }
 
     /// Applies outcomes onto this (freshly read) record. A record written by someone else
-    /// with a later `synced_at` is kept; a success clears the tag's failure.
-    pub fn apply(&mut self, outcomes: &[Outcome]) {
+    /// with a later `synced_at` is kept; a success clears the tag's failure. Says what
+    /// changed, so that only the files showing it are written.
+    pub fn apply<'a>(&mut self, outcomes: impl IntoIterator<Item = &'a Outcome>) -> Changes {
+        let mut changes = Changes::default();
         for outcome in outcomes {
-            match outcome {
-                Outcome::Synced {
-                    image,
-                    tag,
-                    target,
-                    record,
-                    ..
-                } => {
-                    let entry = self.images.entry(image.clone()).or_default();
-                    if entry.target != *target {
-                        // Re-targeted: the other tags were recorded at the old target, which
-                        // this image no longer maps to; dropped, they are checked anew.
-                        entry.tags.clear();
-                        entry.target = target.clone();
+            let (image, shown, recorded) = self.apply_one(outcome);
+            if shown {
+                changes.images.insert(image.to_string());
+            }
+            changes.record |= shown || recorded;
+        }
+        changes
+    }
+
+    /// Applies one outcome: `(image, whether its tags or skipped tags changed, whether
+    /// anything else changed)`. Failures are recorded in `failed` only, which no page shows.
+    fn apply_one<'a>(&mut self, outcome: &'a Outcome) -> (&'a str, bool, bool) {
+        match outcome {
+            Outcome::Synced {
+                image,
+                tag,
+                target,
+                record,
+                ..
+            } => {
+                let entry = self.images.entry(image.clone()).or_default();
+                let mut changed = false;
+                if entry.target != *target {
+                    // Re-targeted: the other tags were recorded at the old target, which
+                    // this image no longer maps to; dropped, they are checked anew.
+                    entry.tags.clear();
+                    entry.target = target.clone();
+                    changed = true;
+                }
+                let keep_old = entry
+                    .tags
+                    .get(tag)
+                    .is_some_and(|t| t.synced_at > record.synced_at || t == record);
+                if !keep_old {
+                    entry.tags.insert(tag.clone(), record.clone());
+                    changed = true;
+                }
+                let key = format!("{image}:{tag}");
+                let recovered = self.failed.remove(&key).is_some();
+                changed |= self.skipped.remove(&key).is_some();
+                (image, changed, recovered)
+            }
+            Outcome::Skipped {
+                image,
+                tag,
+                digest,
+                reason,
+                at,
+            } => {
+                let key = format!("{image}:{tag}");
+                // A skip is a verdict on content, not a failure to retry.
+                let recovered = self.failed.remove(&key).is_some();
+                let since = match self.skipped.get(&key) {
+                    Some(old) if old.digest == *digest => old.since.clone(),
+                    _ => at.clone(),
+                };
+                let skip = Skip {
+                    digest: digest.clone(),
+                    reason: reason.clone(),
+                    since,
+                };
+                let changed = self.skipped.get(&key) != Some(&skip);
+                self.skipped.insert(key, skip);
+                (image, changed, recovered)
+            }
+            Outcome::Missing { image, tag } => {
+                let mut changed = false;
+                if let Some(entry) = self.images.get_mut(image) {
+                    changed = entry.tags.remove(tag).is_some();
+                    if entry.tags.is_empty() {
+                        self.images.remove(image);
                     }
-                    let newer_exists = entry
-                        .tags
-                        .get(tag)
-                        .is_some_and(|t| t.synced_at > record.synced_at);
-                    if !newer_exists {
-                        entry.tags.insert(tag.clone(), record.clone());
-                    }
-                    self.failed.remove(&format!("{image}:{tag}"));
-                    self.skipped.remove(&format!("{image}:{tag}"));
                 }
-                Outcome::Skipped {
-                    image,
-                    tag,
-                    digest,
-                    reason,
-                    at,
-                } => {
-                    let key = format!("{image}:{tag}");
-                    // A skip is a verdict on content, not a failure to retry.
-                    self.failed.remove(&key);
-                    let since = match self.skipped.get(&key) {
-                        Some(old) if old.digest == *digest => old.since.clone(),
-                        _ => at.clone(),
-                    };
-                    let skip = Skip {
-                        digest: digest.clone(),
-                        reason: reason.clone(),
-                        since,
-                    };
-                    self.skipped.insert(key, skip);
-                }
-                Outcome::Missing { image, tag } => {
-                    if let Some(entry) = self.images.get_mut(image) {
-                        entry.tags.remove(tag);
-                        if entry.tags.is_empty() {
-                            self.images.remove(image);
-                        }
-                    }
-                }
-                Outcome::Failed {
-                    image,
-                    tag,
-                    error,
-                    at,
-                } => {
-                    let key = format!("{image}:{tag}");
-                    let attempts = self.failed.get(&key).map_or(0, |f| f.attempts) + 1;
-                    self.failed.insert(
-                        key,
-                        Failure {
-                            error: error.clone(),
-                            attempts,
-                            last_at: at.clone(),
-                        },
-                    );
-                }
+                (image, changed, false)
+            }
+            Outcome::Failed {
+                image,
+                tag,
+                error,
+                at,
+            } => {
+                let key = format!("{image}:{tag}");
+                let attempts = self.failed.get(&key).map_or(0, |f| f.attempts) + 1;
+                self.failed.insert(
+                    key,
+                    Failure {
+                        attempts,
+                        error: error.clone(),
+                        last_at: at.clone(),
+                    },
+                );
+                (image, false, true)
             }
         }
     }
 
     /// Pretty JSON with 2-space indent, every object's keys sorted, and a trailing newline.
     pub fn to_json(&self) -> String {
-        // serde_json's Value map is ordered by key, so a round trip sorts every level.
-        let value = serde_json::to_value(self).expect("records serialize");
-        let mut text = serde_json::to_string_pretty(&value).expect("values serialize");
-        text.push('\n');
-        text
+        String::from_utf8(self.to_json_bytes()).expect("serde_json writes UTF-8")
+    }
+
+    /// `to_json` as bytes, written straight from the record: no intermediate JSON tree,
+    /// which for 15,000 tags is several times the size of the text. Keys come out sorted
+    /// because fields are declared in alphabetical order and maps are `BTreeMap`s.
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        // Counted first, so the buffer is allocated once at its size: growing a 4 MB
+        // buffer by doubling would hold up to twice that while it is copied.
+        let mut counter = Counter(0);
+        serde_json::to_writer_pretty(&mut counter, self).expect("records serialize");
+        let mut out = Vec::with_capacity(counter.0 + 1);
+        serde_json::to_writer_pretty(&mut out, self).expect("records serialize");
+        out.push(b'\n');
+        out
     }
 
     /// Reads a record, or the seeds' legacy list of `"image:tag"` strings.
@@ -408,6 +466,28 @@ mod tests {
             NamespaceRecord::from_json(text.as_bytes(), "", "").unwrap(),
             record
         );
+    }
+
+    #[test]
+    fn json_written_directly_has_every_key_sorted_as_a_json_tree_would() {
+        let mut record = NamespaceRecord::new("s".into(), "t".into());
+        let mut multi = synced("2", 'b', "2026-01-02T00:00:00Z");
+        if let Outcome::Synced { record, .. } = &mut multi {
+            record.platforms = vec!["linux/amd64".into(), "linux/arm64".into()];
+        }
+        record.apply(&[synced("1", 'a', "2026-01-01T00:00:00Z"), multi]);
+        record.apply(&[skipped("0.8", 'c', "T1")]);
+        record.apply(&[Outcome::Failed {
+            image: "pause".into(),
+            tag: "3".into(),
+            error: "x".into(),
+            at: "T2".into(),
+        }]);
+        // serde_json's Value map is ordered by key, so its round trip sorts every level;
+        // a field declared out of order shows here.
+        let value = serde_json::to_value(&record).unwrap();
+        let sorted = serde_json::to_string_pretty(&value).unwrap() + "\n";
+        assert_eq!(record.to_json(), sorted);
     }
 
     #[test]

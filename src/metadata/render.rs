@@ -1,14 +1,24 @@
-//! Renders the per-namespace README and the CHANGELOG block from templates (pure, deterministic).
+//! Renders the namespace README, the page of each image and the CHANGELOG block from
+//! templates (pure, deterministic). Templates see the record through lazy views
+//! (`views.rs`): nothing is copied into template values but what a template reads.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use minijinja::{Environment, context};
+use minijinja::{Environment, Value, context};
 use serde::Serialize;
 
+use super::changelog::BlockStart;
 use super::record::{NamespaceRecord, Outcome};
+use super::views::{self, ImageView, ImagesView, SkippedView};
 
 const README: &str = "namespace-readme.md.j2";
+const IMAGE: &str = "image-page.md.j2";
 const CHANGELOG: &str = "changelog-block.md.j2";
+
+/// The most change lines a README shows (`recent`); `recent_count` has them all, and the
+/// CHANGELOG lists them.
+pub const RECENT: usize = 20;
 
 /// A template could not be read or rendered.
 #[derive(Debug, thiserror::Error)]
@@ -28,9 +38,21 @@ pub enum RenderError {
     Template(#[from] minijinja::Error),
 }
 
+/// The user's template files; `None` keeps the built-in one.
+#[derive(Debug, Clone, Default)]
+pub struct TemplateFiles {
+    /// `--readme-template`.
+    pub readme: Option<PathBuf>,
+    /// `--image-template`.
+    pub image: Option<PathBuf>,
+    /// `--changelog-template`.
+    pub changelog: Option<PathBuf>,
+}
+
 /// The templates of a run: built in, or the user's overrides.
 pub struct Renderer {
     env: Environment<'static>,
+    block_start: Option<BlockStart>,
 }
 
 /// One copied tag in a CHANGELOG block or a README's recent changes.
@@ -50,118 +72,93 @@ pub struct ChangeLine {
     pub previous: Option<String>,
 }
 
-#[derive(Serialize)]
-struct TagView<'a> {
-    tag: &'a str,
-    digest: &'a str,
-    platforms: &'a [String],
-    synced_at: &'a str,
-}
-
-#[derive(Serialize)]
-struct SkippedView<'a> {
-    image: &'a str,
-    tag: &'a str,
-    digest: &'a str,
-    reason: &'a str,
-    since: &'a str,
-}
-
-#[derive(Serialize)]
-struct ImageView<'a> {
-    name: &'a str,
-    target: &'a str,
-    tags: Vec<TagView<'a>>,
-}
-
 impl Renderer {
-    /// Loads the built-in templates, replaced by `readme`/`changelog` files when given.
-    pub fn new(readme: Option<&PathBuf>, changelog: Option<&PathBuf>) -> Result<Self, RenderError> {
+    /// Loads the built-in templates, each replaced by the user's file when given.
+    pub fn new(files: &TemplateFiles) -> Result<Self, RenderError> {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_keep_trailing_newline(true);
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-        let load = |option, path: Option<&PathBuf>, builtin: &'static str| match path {
-            None => Ok(builtin.to_string()),
-            Some(p) => std::fs::read_to_string(p).map_err(|source| RenderError::Read {
-                option,
-                path: p.clone(),
-                source,
-            }),
-        };
-        env.add_template_owned(
-            README,
-            load(
+        let templates = [
+            (
+                README,
                 "--readme-template",
-                readme,
+                &files.readme,
                 include_str!("../../templates/namespace-readme.md.j2"),
-            )?,
-        )?;
-        env.add_template_owned(
-            CHANGELOG,
-            load(
+            ),
+            (
+                IMAGE,
+                "--image-template",
+                &files.image,
+                include_str!("../../templates/image-page.md.j2"),
+            ),
+            (
+                CHANGELOG,
                 "--changelog-template",
-                changelog,
+                &files.changelog,
                 include_str!("../../templates/changelog-block.md.j2"),
-            )?,
-        )?;
-        Ok(Renderer { env })
+            ),
+        ];
+        for (name, option, path, builtin) in templates {
+            let source = match path {
+                None => builtin.to_string(),
+                Some(p) => std::fs::read_to_string(p).map_err(|source| RenderError::Read {
+                    option,
+                    path: p.clone(),
+                    source,
+                })?,
+            };
+            env.add_template_owned(name, source)?;
+        }
+        let mut renderer = Renderer {
+            env,
+            block_start: None,
+        };
+        renderer.block_start = renderer.find_block_start();
+        Ok(renderer)
     }
 
-    /// The namespace README for `record`, with `recent` as this batch's changes.
+    /// The namespace README: a line per image (its newest tags and a count, a link to its
+    /// page), with `recent` (this batch's changes, of which the first `RECENT` are shown).
     pub fn readme(
         &self,
-        record: &NamespaceRecord,
+        record: &Arc<NamespaceRecord>,
         recent: &[ChangeLine],
     ) -> Result<String, RenderError> {
-        let images: Vec<ImageView> = record
-            .images
-            .iter()
-            .map(|(name, image)| ImageView {
-                name,
-                target: &image.target,
-                tags: image
-                    .tags
-                    .iter()
-                    .map(|(tag, t)| TagView {
-                        tag,
-                        digest: t.digest.as_ref().map_or("unknown", |d| d.as_str()),
-                        platforms: &t.platforms,
-                        synced_at: &t.synced_at,
-                    })
-                    .collect(),
-            })
-            .collect();
-        let tag_count: usize = images.iter().map(|i| i.tags.len()).sum();
-        let skipped: Vec<SkippedView> = record
-            .skipped
-            .iter()
-            .map(|(key, s)| {
-                let (image, tag) = key.rsplit_once(':').unwrap_or((key, ""));
-                SkippedView {
-                    image,
-                    tag,
-                    digest: s.digest.short(),
-                    reason: &s.reason,
-                    since: &s.since,
-                }
-            })
-            .collect();
+        let tag_count: usize = record.images.values().map(|i| i.tags.len()).sum();
         let updated_at = record
             .images
             .values()
             .flat_map(|i| i.tags.values())
             .map(|t| t.synced_at.as_str())
             .max();
+        let shown = &recent[..recent.len().min(RECENT)];
         let out = self.env.get_template(README)?.render(context! {
             source => &record.source,
             target => &record.target,
-            images => images,
+            images => Value::from_object(ImagesView::new(record.clone())),
             tag_count => tag_count,
             updated_at => updated_at.unwrap_or("never"),
-            recent => recent,
-            skipped => skipped,
+            recent => shown,
+            recent_count => recent.len(),
+            skipped => Value::from_object(SkippedView::new(record.clone(), None)),
+            skipped_count => record.skipped.len(),
+        })?;
+        Ok(out)
+    }
+
+    /// The page of `image` (recorded in `record`): every tag, its digest and platforms.
+    pub fn image_page(
+        &self,
+        record: &Arc<NamespaceRecord>,
+        image: &str,
+    ) -> Result<String, RenderError> {
+        let view = ImageView::new(record.clone(), image.to_string());
+        let out = self.env.get_template(IMAGE)?.render(context! {
+            source => &record.source,
+            target => &record.target,
+            image => Value::from_object(view),
         })?;
         Ok(out)
     }
@@ -177,12 +174,36 @@ impl Renderer {
             .get_template(CHANGELOG)?
             .render(context! { time => time, entries => entries })?)
     }
+
+    /// How this run's CHANGELOG blocks begin, to tell old blocks apart when rotating;
+    /// `None` when the template writes no time.
+    pub fn block_start(&self) -> Option<&BlockStart> {
+        self.block_start.as_ref()
+    }
+
+    fn find_block_start(&self) -> Option<BlockStart> {
+        const MARK: &str = "\u{1}time\u{1}";
+        let text = self.changelog_block(MARK, &[]).ok()?;
+        let at = text.find(MARK)?;
+        let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        Some(BlockStart {
+            prefix: text[line_start..at].to_string(),
+        })
+    }
+}
+
+/// Where the page of `image` lives, relative to the namespace's directory.
+pub fn page_path(image: &str) -> String {
+    views::page_path(image)
 }
 
 /// The change lines of the copied (not adopted) outcomes of a namespace.
-pub fn change_lines(source: &str, outcomes: &[Outcome]) -> Vec<ChangeLine> {
+pub fn change_lines<'a>(
+    source: &str,
+    outcomes: impl IntoIterator<Item = &'a Outcome>,
+) -> Vec<ChangeLine> {
     let mut lines: Vec<ChangeLine> = outcomes
-        .iter()
+        .into_iter()
         .filter_map(|o| match o {
             Outcome::Synced {
                 image,
@@ -207,4 +228,28 @@ pub fn change_lines(source: &str, outcomes: &[Outcome]) -> Vec<ChangeLine> {
         .collect();
     lines.sort_by(|a, b| (&a.image, &a.tag).cmp(&(&b.image, &b.tag)));
     lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_block_start_is_what_the_template_writes_before_the_time() {
+        let renderer = Renderer::new(&TemplateFiles::default()).unwrap();
+        assert_eq!(renderer.block_start().unwrap().prefix, "### ");
+        let dir = tempfile::tempdir().unwrap();
+        let user = dir.path().join("block.j2");
+        std::fs::write(&user, "## {{ time }} ({{ entries | length }})\n").unwrap();
+        let files = TemplateFiles {
+            changelog: Some(user.clone()),
+            ..TemplateFiles::default()
+        };
+        assert_eq!(
+            Renderer::new(&files).unwrap().block_start().unwrap().prefix,
+            "## "
+        );
+        std::fs::write(&user, "- {{ entries | length }} more\n").unwrap();
+        assert_eq!(Renderer::new(&files).unwrap().block_start(), None);
+    }
 }

@@ -153,6 +153,8 @@ pub struct Settings {
     pub timezone: jiff::tz::TimeZone,
     /// README template override.
     pub readme_template: Option<PathBuf>,
+    /// Image page template override.
+    pub image_template: Option<PathBuf>,
     /// CHANGELOG template override.
     pub changelog_template: Option<PathBuf>,
     /// Plan only.

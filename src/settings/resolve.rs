@@ -437,6 +437,7 @@ pub(super) fn run(
     })?;
     for (flag, path) in [
         ("readme-template", &o.readme_template),
+        ("image-template", &o.image_template),
         ("changelog-template", &o.changelog_template),
     ] {
         if let Some(p) = path.as_ref().filter(|p| !p.is_file()) {
@@ -482,6 +483,7 @@ pub(super) fn run(
         shard: shard(&o.shard)?,
         timezone,
         readme_template: o.readme_template,
+        image_template: o.image_template,
         changelog_template: o.changelog_template,
         dry_run: o.dry_run,
         report: o.report,

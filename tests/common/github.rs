@@ -3,7 +3,9 @@
 //! contents reads as GitHub answers them (inline base64 up to 1 MB, without content above,
 //! a listing for a directory, raw on request), tokens with and without write access,
 //! rate-limit headers, an empty repository, GitHub Enterprise's `/api/v3` prefix with a web
-//! UI answering HTML at the root, secondary limits on content-creating requests, and fault
+//! UI answering HTML at the root, secondary limits on content-creating requests, trees
+//! listed (`truncated` past 100,000 entries) and created with inline content (422 past a
+//! few MB, as GitHub times out) or deletions (422 for a missing path), and fault
 //! switches (5xx, rate limits, a commit landing on the branch just before our ref update).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -88,6 +90,10 @@ struct State {
     options: Options,
     content_sent: VecDeque<Instant>,
     limited: usize,
+    /// The paths each tree request wrote or deleted, in order.
+    trees_created: Vec<Vec<String>>,
+    /// Blobs created through `POST /git/blobs`.
+    blobs_created: usize,
 }
 
 pub struct FakeGitHub {
@@ -402,6 +408,17 @@ impl FakeGitHub {
 
     pub fn log(&self) -> Vec<Logged> {
         self.state.lock().unwrap().log.clone()
+    }
+
+    /// The files each tree request (each commit but an empty repository's first) wrote or
+    /// deleted, in order: what a commit uploads.
+    pub fn trees_created(&self) -> Vec<Vec<String>> {
+        self.state.lock().unwrap().trees_created.clone()
+    }
+
+    /// How many blobs `POST /git/blobs` created.
+    pub fn blobs_created(&self) -> usize {
+        self.state.lock().unwrap().blobs_created
     }
 
     /// How many requests the secondary limit turned away.

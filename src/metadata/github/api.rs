@@ -197,6 +197,29 @@ impl Api {
         &self.api_url
     }
 
+    /// A request carrying `body`, JSON already serialized: octocrab's own helpers would
+    /// serialize a value again and copy the text twice more, which for a 4 MB images.json
+    /// blob is most of a commit's memory. A `Bytes` body is shared, not copied, by retries.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Bytes,
+    ) -> Result<http::Request<Bytes>, CallError> {
+        let builder = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::CONTENT_TYPE, "application/json");
+        // Octocrab's headers (API version, user agent) without a body; ours goes in after.
+        let (mut parts, _empty) = self
+            .client
+            .build_request::<()>(builder, None)
+            .map_err(|e| CallError::Transport(e.to_string()))?
+            .into_parts();
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+        Ok(http::Request::from_parts(parts, body))
+    }
+
     /// Whether a wait of `wait` from now is allowed: it must end before `--deadline`, give
     /// or take `DEADLINE_GRACE` (the deadline stops starting copies; the commits of the
     /// copies still running at it must land, even behind a short rate-limit wait).
@@ -229,7 +252,7 @@ impl Api {
         &self,
         method: &str,
         path: &str,
-        body: Option<&Value>,
+        body: Option<&Bytes>,
         accept: Option<&str>,
     ) -> Result<Answer, StoreError> {
         let what = format!("GitHub {method} {path}");
@@ -250,7 +273,7 @@ impl Api {
         &self,
         method: &str,
         path: &str,
-        body: Option<&Value>,
+        body: Option<&Bytes>,
         accept: Option<&str>,
     ) -> Result<Answer, CallError> {
         if creates_content(method) {
@@ -276,9 +299,10 @@ impl Api {
                 }
                 self.client._get_with_headers(path, Some(headers)).await
             }
-            "POST" => self.client._post(path, body).await,
-            "PATCH" => self.client._patch(path, body).await,
-            "PUT" => self.client._put(path, body).await,
+            "POST" | "PATCH" | "PUT" => {
+                let request = self.request(method, path, body.cloned().unwrap_or_default())?;
+                self.client.execute(request).await
+            }
             other => unreachable!("no {other} requests are made"),
         };
         let response = sent.map_err(|e| CallError::Transport(e.to_string()))?;

@@ -175,24 +175,37 @@ fn repo_route(
                     .unwrap(),
                 _ => content.as_bytes().to_vec(),
             };
+            if bytes.len() > BLOB_LIMIT {
+                return answer(
+                    422,
+                    json!({"message": "Blob is too large: the Git Data API takes blobs up to 100 MB"}),
+                    remaining,
+                );
+            }
+            state.blobs_created += 1;
             let sha = state.git.store(Object::Blob(bytes));
             answer(201, json!({"sha": sha}), remaining)
         }
-        ("POST", "/git/trees") => {
-            let mut files = BTreeMap::new();
-            if let Some(base) = json_body["base_tree"].as_str() {
-                state.git.files(base, "", &mut files);
+        ("GET", r) if r.starts_with("/git/trees/") => {
+            let recursive = query.split('&').any(|p| p == "recursive=1");
+            match state.git.objects.get(&r["/git/trees/".len()..]) {
+                Some((Object::Tree(_), _)) => {
+                    let sha = &r["/git/trees/".len()..];
+                    let mut entries = Vec::new();
+                    list_tree(state, sha, "", recursive, &mut entries);
+                    // GitHub: at most 100,000 entries (and 7 MB) in a recursive listing.
+                    let truncated = entries.len() > TREE_LIST_LIMIT;
+                    entries.truncate(TREE_LIST_LIMIT);
+                    answer(
+                        200,
+                        json!({"sha": sha, "tree": entries, "truncated": truncated}),
+                        remaining,
+                    )
+                }
+                _ => answer(404, json!({"message": "Not Found"}), remaining),
             }
-            for entry in json_body["tree"].as_array().cloned().unwrap_or_default() {
-                let path = entry["path"].as_str().unwrap().to_string();
-                match entry["sha"].as_str() {
-                    Some(sha) => files.insert(path, sha.to_string()),
-                    None => files.remove(&path),
-                };
-            }
-            let sha = state.git.build(&files);
-            answer(201, json!({"sha": sha}), remaining)
         }
+        ("POST", "/git/trees") => create_tree(state, &json_body, remaining),
         ("POST", "/git/commits") => {
             let parents: Vec<String> = json_body["parents"]
                 .as_array()
@@ -295,4 +308,79 @@ fn repo_route(
             remaining,
         ),
     }
+}
+
+/// GitHub lists at most this many entries of a tree (recursive or not), then says
+/// `truncated`.
+const TREE_LIST_LIMIT: usize = 100_000;
+/// The Git Data API takes blobs up to 100 MB.
+const BLOB_LIMIT: usize = 100 * 1024 * 1024;
+/// GitHub answers 422 "Sorry, your request timed out. It's likely that your input was too
+/// large to process" to tree requests with a few MB of inline content (reported from about
+/// 2.5 MB: qoomon/actions--create-commit#90, codesandbox/codesandbox-client#8614).
+const TREE_INLINE_LIMIT: usize = 2 * 1024 * 1024;
+
+/// The entries of tree `sha` as `GET /git/trees` answers them; subtrees' entries too when
+/// `recursive`, with paths relative to `sha`.
+fn list_tree(state: &State, sha: &str, prefix: &str, recursive: bool, out: &mut Vec<Value>) {
+    let Some((Object::Tree(entries), _)) = state.git.objects.get(sha) else {
+        return;
+    };
+    for (name, (mode, sha)) in entries {
+        let path = format!("{prefix}{name}");
+        if mode == "40000" {
+            out.push(json!({"path": path, "mode": "040000", "type": "tree", "sha": sha}));
+            if recursive {
+                list_tree(state, sha, &format!("{path}/"), true, out);
+            }
+        } else {
+            let size = match state.git.objects.get(sha) {
+                Some((Object::Blob(bytes), _)) => bytes.len(),
+                _ => 0,
+            };
+            out.push(json!({"path": path, "mode": mode, "type": "blob", "sha": sha, "size": size}));
+        }
+    }
+}
+
+/// `POST /git/trees`: entries by `sha` (a blob created before), by inline `content`, or
+/// deleted (`sha: null`, which fails for a path not in the base tree, as on GitHub).
+fn create_tree(state: &mut State, body: &Value, remaining: u64) -> Response<Body> {
+    let entries = body["tree"].as_array().cloned().unwrap_or_default();
+    let inline: usize = entries
+        .iter()
+        .filter_map(|e| e["content"].as_str())
+        .map(str::len)
+        .sum();
+    if inline > TREE_INLINE_LIMIT {
+        return answer(
+            422,
+            json!({"message": "Sorry, your request timed out.  It's likely that your input was too large to process.  Consider building the tree incrementally, or building the commits you need in a local clone of the repository and then pushing them to GitHub."}),
+            remaining,
+        );
+    }
+    let mut files = BTreeMap::new();
+    if let Some(base) = body["base_tree"].as_str() {
+        state.git.files(base, "", &mut files);
+    }
+    let mut paths = Vec::new();
+    for entry in entries {
+        let path = entry["path"].as_str().unwrap().to_string();
+        paths.push(path.clone());
+        if let Some(content) = entry["content"].as_str() {
+            let sha = state.git.store(Object::Blob(content.as_bytes().to_vec()));
+            files.insert(path, sha);
+        } else if let Some(sha) = entry["sha"].as_str() {
+            files.insert(path, sha.to_string());
+        } else if files.remove(&path).is_none() {
+            return answer(
+                422,
+                json!({"message": format!("GitHub cannot delete {path}: not in the base tree")}),
+                remaining,
+            );
+        }
+    }
+    state.trees_created.push(paths);
+    let sha = state.git.build(&files);
+    answer(201, json!({"sha": sha}), remaining)
 }
