@@ -37,8 +37,10 @@ fn copied(i: usize, tag: usize, seed: usize, at: &str) -> (usize, Outcome) {
         tag: format!("v1.{tag}.0"),
         record: TagRecord {
             digest: Some(digest(seed)),
+            dropped_platforms: vec![],
             media_type: "application/vnd.oci.image.index.v1+json".into(),
             platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
+            source_digest: None,
             synced_at: at.into(),
         },
         previous: None,

@@ -62,10 +62,10 @@ pub struct TagRecord {
     /// The manifest digest on the target (on both sides unless `source_digest` is set);
     /// `None` for entries imported from the seeds' lists.
     pub digest: Option<Digest>,
-    /// Upstream's digest, when the mirror holds other bytes: an index cut down to
-    /// `--platforms`. Runs compare the listing with this one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_digest: Option<Digest>,
+    /// Platforms of upstream's index that `--platforms` left out (so a changed choice is
+    /// seen without a request).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped_platforms: Vec<String>,
     /// The manifest media type.
     #[serde(default)]
     pub media_type: String,
@@ -73,10 +73,10 @@ pub struct TagRecord {
     /// unknown: adopted single images, records from before platforms were read).
     #[serde(default)]
     pub platforms: Vec<String>,
-    /// Platforms of upstream's index that `--platforms` left out (so a changed choice is
-    /// seen without a request).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub dropped_platforms: Vec<String>,
+    /// Upstream's digest, when the mirror holds other bytes: an index cut down to
+    /// `--platforms`. Runs compare the listing with this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_digest: Option<Digest>,
     /// When it was recorded (RFC 3339, UTC).
     pub synced_at: String,
 }

@@ -340,8 +340,10 @@ mod tests {
     fn newest_tags_are_the_last_synced_then_the_highest() {
         let tag = |at: &str| TagRecord {
             digest: None,
+            dropped_platforms: vec![],
             media_type: String::new(),
             platforms: vec![],
+            source_digest: None,
             synced_at: at.into(),
         };
         let mut image = ImageRecord::default();
