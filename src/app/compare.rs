@@ -18,7 +18,7 @@ pub(super) async fn compare<M: MetadataStore>(
     recorder: &Recorder<M>,
 ) -> Result<Finished, Failure> {
     let records = recorder.load_all().await?;
-    let (candidates, mut stats) = list_all(settings, registries).await?;
+    let (candidates, mut stats) = list_all(settings, registries, &records, recorder).await?;
     let all: Vec<&Candidate> = candidates.iter().collect();
     let checked =
         listing::target_heads(registries.target.as_ref(), &all, settings.limits.queries).await?;

@@ -30,6 +30,9 @@ pub struct NamespaceRecord {
     /// not fetched again while the source keeps serving the recorded digest.
     #[serde(default)]
     pub skipped: BTreeMap<String, Skip>,
+    /// How the namespace was listed last (issue 14: a catalog registry is not probed again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listed_by: Option<crate::listing::ListedBy>,
 }
 
 /// A tag left out on purpose: what the source serves, why, and since when.
