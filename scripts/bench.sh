@@ -158,11 +158,11 @@ tally() { # log from_line
 get() { awk -F'\t' -v k="$2" '$1 == k { v = $2 } END { print v + 0 }' "$1"; } # tally-file kind
 # Target requests before the first copy request (planning: tags/list, HEAD of manifests).
 before_copy() { # log from_line
-  tail -n +"$(($2 + 1))" "$1" | awk -F'"' '{ split($2, r, " ") } r[2] ~ /\/blobs\// || r[1] == "PUT" || r[1] == "POST" { exit } { n++ } END { print n + 0 }'
+  tail -n +"$(($2 + 1))" "$1" | awk -F'"' '{ split($2, r, " ") } r[2] ~ /\/blobs\// || r[1] == "PUT" || r[1] == "POST" { copying = 1 } !copying { n++ } END { print n + 0 }'
 }
 
 scale_size() { # REPOSxTAGS → rows of the scale table in $W/scale-rows, request lines in $W/scale-requests
-  local repos=${1%x*} per=${1#*x} ns=google-containers
+  local repos=${1%x*} per=${1#*x} ns=google-containers W=$SW
   local tags=$((repos * per)) front src_from dst_from
   start src 16101 0; start dst 16102 0
   local t0; t0=$(date +%s.%N)
@@ -171,8 +171,8 @@ scale_size() { # REPOSxTAGS → rows of the scale table in $W/scale-rows, reques
   rm -rf "$W/gcr" "$W/meta-scale"
   "$GCR_FRONT" 127.0.0.1:16101 "$W/gcr" >"$W/gcr.out" 2>&1 &
   local front_pid=$!
-  for _ in $(seq 200); do [ -s "$W/gcr/addr" ] && break; sleep 0.05; done
-  front=$(cat "$W/gcr/addr")
+  for _ in $(seq 600); do [ -s "$W/gcr/addr" ] && break; sleep 0.05; done
+  front=$(cat "$W/gcr/addr") || { cat "$W/gcr.out"; echo "the gcr front did not start" >&2; return 1; }
   local args=(-q --source "http://$front/$ns" --target 127.0.0.1:16102/mirror --metadata-dir "$W/meta-scale"
     --process-count -1 --gcp-credentials "$W/gcr/key.json" --insecure-registry "$front,127.0.0.1:16102")
   for run in full no-op; do
@@ -198,8 +198,13 @@ scale_size() { # REPOSxTAGS → rows of the scale table in $W/scale-rows, reques
 }
 
 run_scale() {
-  : >"$W/scale-rows"; : >"$W/scale-requests"
+  # Tens of thousands of small files per registry: kept in memory (/dev/shm) where there is
+  # one, so a shared machine's disk does not time the scale runs (deleting them from a busy
+  # disk took minutes); the registries' storage is not what is measured here.
+  SW=$(mktemp -d -p "$([ -w /dev/shm ] && echo /dev/shm || echo "$W")"); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$W" "$SW"' EXIT
+  : >"$SW/scale-rows"; : >"$SW/scale-requests"
   for size in $SIZES; do scale_size "$size"; done
+  local W=$SW
   {
     echo; echo "### Scale: a gcr-style namespace behind a service-account key, to an empty target"; echo
     echo "| tags | repositories × tags | run | wall s | CPU s | peak RSS MiB | source tags/list | source tokens | source manifest requests | source total | target requests before copying (per repository) | target total | namespace README KiB |"

@@ -23,7 +23,9 @@ pub(super) async fn compare<M: MetadataStore>(
     let checked =
         listing::target_heads(registries.target.as_ref(), &all, settings.limits.queries).await?;
     // A tag whose HEAD failed is unknown, neither found nor missing: its record stays.
+    let mut unknown = std::collections::HashSet::new();
     for (source, failed) in checked.failures {
+        unknown.insert((source, failed.image.clone(), failed.tag.clone()));
         stats[source].failures.push(failed);
     }
     let heads = checked.heads;
@@ -32,7 +34,7 @@ pub(super) async fn compare<M: MetadataStore>(
     for c in &candidates {
         let key = (c.source, c.image.clone(), c.tag.clone());
         let (image, tag) = (c.image.to_string(), c.tag.to_string());
-        match heads.get(&key).cloned().flatten() {
+        match heads.get(&key).cloned() {
             Some(TargetHead { digest, media_type }) => {
                 // Only an index or list has platforms to read; other manifests are not fetched.
                 let platforms = if is_index(&media_type) {
@@ -68,7 +70,7 @@ pub(super) async fn compare<M: MetadataStore>(
                     },
                 ));
             }
-            None if heads.contains_key(&key)
+            None if !unknown.contains(&(c.source, c.image.clone(), Some(c.tag.clone())))
                 && records[c.source].digest(&image, &tag).is_some() =>
             {
                 outcomes.push((c.source, Outcome::Missing { image, tag }));

@@ -133,7 +133,7 @@ async fn make_plan<M: MetadataStore>(
         .filter(|c| !unknown.contains(&(c.source, c.image.clone(), Some(c.tag.clone()))))
         .collect();
     Ok((
-        plan::plan(&candidates, &records, &checked.heads, settings.budget),
+        plan::plan(candidates, &records, &checked.heads, settings.budget),
         stats,
     ))
 }
