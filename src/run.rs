@@ -37,11 +37,26 @@ pub struct RunOptions {
     pub commit_every: usize,
 }
 
+/// Tags recorded as synced from one source: counted, not kept (the records are in the
+/// store; keeping 15,000 outcomes for the report took 5 MB).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Synced {
+    /// Copied, never recorded before.
+    pub copied: usize,
+    /// Copied over another recorded digest.
+    pub moved: usize,
+    /// Found on the target and recorded without a copy.
+    pub adopted: usize,
+}
+
 /// What a run did, per planned step.
 #[derive(Debug, Default)]
 pub struct RunResult {
-    /// Each finished step's outcome, with its source index.
+    /// The outcome of each finished step that was not synced (failed, skipped, missing),
+    /// with its source index.
     pub outcomes: Vec<(usize, Outcome)>,
+    /// The synced ones, counted per source index.
+    pub synced: Vec<Synced>,
     /// Steps not started (deadline or signal).
     pub not_started: Vec<Step>,
     /// Commits made.
@@ -53,6 +68,28 @@ pub struct RunResult {
     pub fatal: Option<String>,
     /// Tags copied or adopted whose commit a signal cut short (the next run adopts them).
     pub unrecorded: usize,
+}
+
+impl RunResult {
+    /// Keeps `outcome` for the report: a synced tag as a count, anything else whole.
+    pub fn note(&mut self, source: usize, outcome: Outcome) {
+        let Outcome::Synced {
+            copied, previous, ..
+        } = &outcome
+        else {
+            self.outcomes.push((source, outcome));
+            return;
+        };
+        if self.synced.len() <= source {
+            self.synced.resize(source + 1, Synced::default());
+        }
+        let counts = &mut self.synced[source];
+        match (copied, previous) {
+            (false, _) => counts.adopted += 1,
+            (true, Some(_)) => counts.moved += 1,
+            (true, None) => counts.copied += 1,
+        }
+    }
 }
 
 fn outcome_of(step: &Step, result: Result<Copied, CopyError>, at: String) -> Outcome {
@@ -104,7 +141,7 @@ struct Batcher<'a, M> {
 impl<M: MetadataStore> Batcher<'_, M> {
     async fn push(&mut self, source: usize, outcome: Outcome) {
         self.pending.push((source, outcome.clone()));
-        self.result.outcomes.push((source, outcome));
+        self.result.note(source, outcome);
         if self.pending.len() >= self.every {
             self.flush().await;
         }
@@ -155,7 +192,9 @@ impl<M: MetadataStore> Batcher<'_, M> {
         )
         .await;
         let count = outcomes.len();
-        self.result.outcomes.extend(outcomes);
+        for (source, outcome) in outcomes {
+            self.result.note(source, outcome);
+        }
         match committed {
             Some(Ok(commits)) => self.result.commits.extend(commits),
             Some(Err(e)) => self.failed(e.incomplete(before, 0)),

@@ -94,7 +94,9 @@ pub(super) async fn compare<M: MetadataStore>(
             .commit_bulk(&outcomes, jiff::Timestamp::now())
             .await?;
     }
-    result.outcomes = outcomes;
+    for (source, outcome) in outcomes {
+        result.note(source, outcome);
+    }
     Ok(Finished {
         report: report::build("compare", &names(settings), &stats, &plan, Some(&result)),
     })
