@@ -89,7 +89,12 @@ async fn list_all<M: MetadataStore>(
         if settings.actions.is_some() {
             print!("{}", crate::actions::END_GROUP);
         }
-        candidates.extend(listing.candidates);
+        // Moved, not copied, when it is the first: at 15,000 tags a copy was 3.5 MB more.
+        if candidates.is_empty() {
+            candidates = listing.candidates;
+        } else {
+            candidates.extend(listing.candidates);
+        }
         listed_by.push(listing.listed_by);
         stats.push(stat);
         mapped.extend(
