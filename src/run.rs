@@ -380,3 +380,53 @@ where
     batcher.flush().await;
     batcher.result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn synced(copied: bool, previous: Option<&str>) -> Outcome {
+        let digest = |c: &str| format!("sha256:{}", c.repeat(64)).parse().unwrap();
+        Outcome::Synced {
+            image: "a".into(),
+            tag: "1".into(),
+            target: "t.io/m/a".into(),
+            record: TagRecord {
+                digest: Some(digest("a")),
+                media_type: String::new(),
+                platforms: Vec::new(),
+                synced_at: "2026-12-01T00:00:00Z".into(),
+            },
+            previous: previous.map(digest),
+            copied,
+        }
+    }
+
+    #[test]
+    fn synced_tags_are_counted_per_source_and_the_rest_kept_whole() {
+        let mut result = RunResult::default();
+        result.note(1, synced(true, None));
+        result.note(1, synced(true, Some("b")));
+        result.note(1, synced(false, None));
+        result.note(0, synced(true, None));
+        let failed = Outcome::Failed {
+            image: "a".into(),
+            tag: "2".into(),
+            error: "HTTP 500".into(),
+            at: "2026-12-01T00:00:00Z".into(),
+        };
+        result.note(0, failed.clone());
+        let one = Synced {
+            copied: 1,
+            moved: 0,
+            adopted: 0,
+        };
+        let three = Synced {
+            copied: 1,
+            moved: 1,
+            adopted: 1,
+        };
+        assert_eq!(result.synced, [one, three]);
+        assert_eq!(result.outcomes, [(0, failed)]);
+    }
+}
