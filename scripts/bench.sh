@@ -4,16 +4,26 @@
 # local CNCF distribution registries, in one run, over plain HTTP and over TLS with Basic
 # auth. Reports medians of ITER runs: wall time, CPU, peak RSS, and requests by method and
 # kind from the registries' access logs, for a full mirror, a no-op rerun and a rerun
-# after 3 tags moved; then peak RSS copying one image with a HUGE_MIB layer.
-# Usage: scripts/bench.sh [--quick]   (results: stdout and bench-results.md)
+# after 3 tags moved; then peak RSS copying one image with a HUGE_MIB layer; then the
+# scale scenario: gcr-style namespaces of REPOSxTAGS behind the gcr front with a
+# service-account key (scripts/bench/gcr_front.rs), mirrored to an empty target and rerun.
+# Usage: scripts/bench.sh [--quick]              everything (results: stdout and bench-results.md)
+#        scripts/bench.sh scale [REPOSxTAGS...]  the scale scenario alone (default 30x50 100x50 300x50)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ITER=${ITER:-3}; SCALE=${SCALE:-3}; HUGE_MIB=${HUGE_MIB:-1024}
-[ "${1:-}" = --quick ] && { ITER=1; SCALE=0.2; HUGE_MIB=64; }
+ITER=${ITER:-3}; SCALE=${SCALE:-3}; HUGE_MIB=${HUGE_MIB:-1024}; SIZES=${SIZES:-30x50 100x50 300x50}
+ONLY=
+case "${1:-}" in
+  --quick) ITER=1; SCALE=0.2; HUGE_MIB=64; SIZES=${QUICK_SIZES:-6x50 20x50} ;;
+  scale) ONLY=scale; shift; [ $# -gt 0 ] && SIZES="$*" ;;
+  "") ;;
+  *) echo "usage: scripts/bench.sh [--quick | scale [REPOSxTAGS...]]" >&2; exit 2 ;;
+esac
 for tool in docker-registry skopeo htpasswd openssl python3 /usr/bin/time; do
   command -v "$tool" >/dev/null || { echo "bench needs $tool (apt-get install docker-registry skopeo apache2-utils time)" >&2; exit 1; }
 done
-cargo build --release --locked --quiet
+cargo build --release --locked --quiet --bin gcrsync --example bench-gcr
+GCR_FRONT=$PWD/target/release/examples/bench-gcr
 BIN=$PWD/target/release/gcrsync
 W=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$W"' EXIT
 OUT=bench-results.md; : >"$OUT"
@@ -135,8 +145,78 @@ run_transport() { # name tls
   stop dst; stop src
 }
 
+# Requests in a log since line N, as "kind<TAB>count" lines: token, tags/list, catalog, or
+# "METHOD manifest|blob|upload|other" (the gcr front logs a challenged request as
+# "METHOD challenged PATH": counted by its path).
+tally() { # log from_line
+  tail -n +"$(($2 + 1))" "$1" | awk -F'"' '{ split($2, r, " "); m = r[1]; p = (r[2] == "challenged") ? r[3] : r[2];
+      if (p ~ /^\/v2\/token/) k = "token"; else if (p ~ /\/tags\/list/) k = "tags/list"; else if (p ~ /\/_catalog/) k = "catalog";
+      else if (p ~ /\/manifests\//) k = m " manifest"; else if (p ~ /\/blobs\/uploads/) k = m " upload";
+      else if (p ~ /\/blobs\//) k = m " blob"; else k = m " other";
+      n[k]++; n["total"]++ } END { for (k in n) print k "\t" n[k] }'
+}
+get() { awk -F'\t' -v k="$2" '$1 == k { v = $2 } END { print v + 0 }' "$1"; } # tally-file kind
+# Target requests before the first copy request (planning: tags/list, HEAD of manifests).
+before_copy() { # log from_line
+  tail -n +"$(($2 + 1))" "$1" | awk -F'"' '{ split($2, r, " ") } r[2] ~ /\/blobs\// || r[1] == "PUT" || r[1] == "POST" { copying = 1 } !copying { n++ } END { print n + 0 }'
+}
+
+scale_size() { # REPOSxTAGS → rows of the scale table in $W/scale-rows, request lines in $W/scale-requests
+  local repos=${1%x*} per=${1#*x} ns=google-containers W=$SW
+  local tags=$((repos * per)) front src_from dst_from
+  start src 16101 0; start dst 16102 0
+  local t0; t0=$(date +%s.%N)
+  python3 scripts/bench/scale.py "$W/src/data" "$ns" --repos "$repos" --tags "$per" >/dev/null
+  local gen; gen=$(echo "$(date +%s.%N) - $t0" | bc)
+  rm -rf "$W/gcr" "$W/meta-scale"
+  "$GCR_FRONT" 127.0.0.1:16101 "$W/gcr" >"$W/gcr.out" 2>&1 &
+  local front_pid=$!
+  for _ in $(seq 600); do [ -s "$W/gcr/addr" ] && break; sleep 0.05; done
+  front=$(cat "$W/gcr/addr") || { cat "$W/gcr.out"; echo "the gcr front did not start" >&2; return 1; }
+  local args=(-q --source "http://$front/$ns" --target 127.0.0.1:16102/mirror --metadata-dir "$W/meta-scale"
+    --process-count -1 --gcp-credentials "$W/gcr/key.json" --insecure-registry "$front,127.0.0.1:16102")
+  for run in full no-op; do
+    : >"$W/gcr/requests.log"; sleep 0.2
+    src_from=$(lines "$W/gcr/requests.log"); dst_from=$(lines "$W/dst.log")
+    : >"$W/times"
+    measure "$run" "$BIN" "${args[@]}"
+    grep -q " 0 failed, 0 pending" "$W/cmd.out" || { cat "$W/cmd.out"; echo "scale $1 $run: not everything mirrored" >&2; return 1; }
+    sleep 0.3 # the front writes its log every 100 ms
+    tally "$W/gcr/requests.log" "$src_from" >"$W/src.tally"; tally "$W/dst.log" "$dst_from" >"$W/dst.tally"
+    read -r _ wall cpu rss <"$W/times"
+    local listings tokens per_tag planned readme
+    listings=$(get "$W/src.tally" tags/list); tokens=$(get "$W/src.tally" token)
+    per_tag=$(($(get "$W/src.tally" "HEAD manifest") + $(get "$W/src.tally" "GET manifest")))
+    planned=$(before_copy "$W/dst.log" "$dst_from")
+    readme=$(find "$W/meta-scale" -name README.md -printf '%s\n' | sort -n | tail -1)
+    echo "| $tags | $repos × $per | $run | $wall | $cpu | $((rss / 1024)) | $listings | $tokens | $per_tag | $(get "$W/src.tally" total) | $planned ($(echo "scale=2; $planned / $repos" | bc)) | $(get "$W/dst.tally" total) | $((readme / 1024)) |" >>"$W/scale-rows"
+    echo "$tags tags, $run: source: $(sort "$W/src.tally" | awk -F'\t' '$1 != "total" { printf "%s %d, ", $1, $2 }')total $(get "$W/src.tally" total); target: $(sort "$W/dst.tally" | awk -F'\t' '$1 != "total" { printf "%s %d, ", $1, $2 }')total $(get "$W/dst.tally" total)" >>"$W/scale-requests"
+  done
+  echo "$tags tags: source storage written in $(printf %.1f "$gen") s ($(du -sh "$W/src/data" | cut -f1)); images.json $(($(find "$W/meta-scale" -name images.json -printf '%s\n' | sort -n | tail -1) / 1024)) KiB" >>"$W/scale-requests"
+  kill "$front_pid" 2>/dev/null; wait "$front_pid" 2>/dev/null || true
+  stop dst; stop src
+}
+
+run_scale() {
+  # Tens of thousands of small files per registry: kept in memory (/dev/shm) where there is
+  # one, so a shared machine's disk does not time the scale runs (deleting them from a busy
+  # disk took minutes); the registries' storage is not what is measured here.
+  SW=$(mktemp -d -p "$([ -w /dev/shm ] && echo /dev/shm || echo "$W")"); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$W" "$SW"' EXIT
+  : >"$SW/scale-rows"; : >"$SW/scale-requests"
+  for size in $SIZES; do scale_size "$size"; done
+  local W=$SW
+  {
+    echo; echo "### Scale: a gcr-style namespace behind a service-account key, to an empty target"; echo
+    echo "| tags | repositories × tags | run | wall s | CPU s | peak RSS MiB | source tags/list | source tokens | source manifest requests | source total | target requests before copying (per repository) | target total | namespace README KiB |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    cat "$W/scale-rows"
+    echo; echo "Requests by kind:"; echo; sed 's/^/- /' "$W/scale-requests"
+  } | tee -a "$OUT"
+}
+
 say "# gcrsync benchmark — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $ITER iterations, scale $SCALE"
 say "skopeo $(skopeo --version | awk '{ print $3 }'), $(docker-registry --version | awk '{ print $2, $3 }'), gcrsync $("$BIN" --version | awk '{ print $2 }')"
+if [ "$ONLY" = scale ]; then run_scale; exit 0; fi
 run_transport "plain HTTP" 0
 run_transport "TLS + Basic auth" 1
 run_transport "TLS + Bearer tokens" 2
@@ -151,3 +231,5 @@ say ""
 say "### One image with a $HUGE_MIB MiB layer"
 say ""
 awk '{ printf "- %s: %s s, peak RSS %d MiB\n", $1, $2, $4 / 1024 }' "$W/times" | tee -a "$OUT"
+
+run_scale

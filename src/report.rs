@@ -205,6 +205,12 @@ pub fn build(
             .iter()
             .for_each(|step| per[step.candidate.source].adopted += 1);
     }
+    for (source, synced) in run.map_or(&[][..], |r| &r.synced).iter().enumerate() {
+        let counts = &mut per[source];
+        counts.copied += synced.copied;
+        counts.moved += synced.moved;
+        counts.adopted += synced.adopted;
+    }
     for (source, outcome) in run.map_or(&[][..], |r| &r.outcomes) {
         let counts = &mut per[*source];
         match outcome {

@@ -37,11 +37,26 @@ pub struct RunOptions {
     pub commit_every: usize,
 }
 
+/// Tags recorded as synced from one source: counted, not kept (the records are in the
+/// store; keeping 15,000 outcomes for the report took 5 MB).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Synced {
+    /// Copied, never recorded before.
+    pub copied: usize,
+    /// Copied over another recorded digest.
+    pub moved: usize,
+    /// Found on the target and recorded without a copy.
+    pub adopted: usize,
+}
+
 /// What a run did, per planned step.
 #[derive(Debug, Default)]
 pub struct RunResult {
-    /// Each finished step's outcome, with its source index.
+    /// The outcome of each finished step that was not synced (failed, skipped, missing),
+    /// with its source index.
     pub outcomes: Vec<(usize, Outcome)>,
+    /// The synced ones, counted per source index.
+    pub synced: Vec<Synced>,
     /// Steps not started (deadline or signal).
     pub not_started: Vec<Step>,
     /// Commits made.
@@ -55,6 +70,28 @@ pub struct RunResult {
     pub unrecorded: usize,
     /// Per copied index cut down by `--platforms`: (source index, the platforms dropped).
     pub dropped_platforms: Vec<(usize, Vec<String>)>,
+}
+
+impl RunResult {
+    /// Keeps `outcome` for the report: a synced tag as a count, anything else whole.
+    pub fn note(&mut self, source: usize, outcome: Outcome) {
+        let Outcome::Synced {
+            copied, previous, ..
+        } = &outcome
+        else {
+            self.outcomes.push((source, outcome));
+            return;
+        };
+        if self.synced.len() <= source {
+            self.synced.resize(source + 1, Synced::default());
+        }
+        let counts = &mut self.synced[source];
+        match (copied, previous) {
+            (false, _) => counts.adopted += 1,
+            (true, Some(_)) => counts.moved += 1,
+            (true, None) => counts.copied += 1,
+        }
+    }
 }
 
 fn outcome_of(step: &Step, result: Result<Copied, CopyError>, at: String) -> Outcome {
@@ -108,7 +145,7 @@ struct Batcher<'a, M> {
 impl<M: MetadataStore> Batcher<'_, M> {
     async fn push(&mut self, source: usize, outcome: Outcome) {
         self.pending.push((source, outcome.clone()));
-        self.result.outcomes.push((source, outcome));
+        self.result.note(source, outcome);
         if self.pending.len() >= self.every {
             self.flush().await;
         }
@@ -159,7 +196,9 @@ impl<M: MetadataStore> Batcher<'_, M> {
         )
         .await;
         let count = outcomes.len();
-        self.result.outcomes.extend(outcomes);
+        for (source, outcome) in outcomes {
+            self.result.note(source, outcome);
+        }
         match committed {
             Some(Ok(commits)) => self.result.commits.extend(commits),
             Some(Err(e)) => self.failed(e.incomplete(before, 0)),
@@ -354,4 +393,55 @@ where
     batcher.result.not_started.extend(queue.cloned());
     batcher.flush().await;
     batcher.result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn synced(copied: bool, previous: Option<&str>) -> Outcome {
+        let digest = |c: &str| format!("sha256:{}", c.repeat(64)).parse().unwrap();
+        Outcome::Synced {
+            image: "a".into(),
+            tag: "1".into(),
+            target: "t.io/m/a".into(),
+            record: TagRecord {
+                digest: Some(digest("a")),
+                media_type: String::new(),
+                platforms: Vec::new(),
+                synced_at: "2026-12-01T00:00:00Z".into(),
+                ..TagRecord::default()
+            },
+            previous: previous.map(digest),
+            copied,
+        }
+    }
+
+    #[test]
+    fn synced_tags_are_counted_per_source_and_the_rest_kept_whole() {
+        let mut result = RunResult::default();
+        result.note(1, synced(true, None));
+        result.note(1, synced(true, Some("b")));
+        result.note(1, synced(false, None));
+        result.note(0, synced(true, None));
+        let failed = Outcome::Failed {
+            image: "a".into(),
+            tag: "2".into(),
+            error: "HTTP 500".into(),
+            at: "2026-12-01T00:00:00Z".into(),
+        };
+        result.note(0, failed.clone());
+        let one = Synced {
+            copied: 1,
+            moved: 0,
+            adopted: 0,
+        };
+        let three = Synced {
+            copied: 1,
+            moved: 1,
+            adopted: 1,
+        };
+        assert_eq!(result.synced, [one, three]);
+        assert_eq!(result.outcomes, [(0, failed)]);
+    }
 }

@@ -173,15 +173,82 @@ async fn a_no_op_run_reuses_a_few_connections_to_a_registry() {
     let work = tempfile::tempdir().unwrap();
     let args = args_for(&source.addr, &dst.addr, &work.path().join("meta"));
     assert_eq!(run(gcrsync(work.path()).args(&args)).status.code(), Some(0));
+    let probe = "GET /v2/team/tags/list";
+    let first: Vec<String> = source
+        .log()
+        .iter()
+        .map(|(m, p, _)| format!("{m} {p}"))
+        .collect();
+    assert!(first.iter().any(|r| r.starts_with(probe)), "{first:?}");
 
     let (requests, connections) = (source.log().len(), source.connections());
+    let dst_before = dst.accesses().len();
     assert_eq!(run(gcrsync(work.path()).args(&args)).status.code(), Some(0));
-    let requests = source.log().len() - requests;
+    let sent: Vec<String> = source.log()[requests..]
+        .iter()
+        .map(|(m, p, _)| format!("{m} {p}"))
+        .collect();
     let connections = source.connections() - connections;
-    eprintln!("no-op: {requests} requests on {connections} connections");
-    // The catalog, 12 listings and 36 HEADs (and the namespace probe, where it is sent).
-    assert!(requests <= 1 + 12 + 36 + 1, "{requests} requests");
+    eprintln!(
+        "no-op: {} requests on {connections} connections",
+        sent.len()
+    );
+    // The records say the namespace was listed by the catalog: no probe for gcr's tree.
+    let count = |prefix: &str| sent.iter().filter(|r| r.starts_with(prefix)).count();
+    assert_eq!(count("GET /v2/_catalog"), 1, "{sent:?}");
+    assert_eq!(count(probe), 0, "{sent:?}");
+    assert_eq!(count("GET /v2/team/r"), 12, "{sent:?}");
+    assert_eq!(count("HEAD /v2/team/r"), 36, "{sent:?}");
+    assert_eq!(sent.len(), 1 + 12 + 36, "{sent:?}");
+    assert_eq!(
+        dst.accesses().len(),
+        dst_before,
+        "nothing sent to the target"
+    );
     assert!(connections <= MAX_CONNECTIONS, "{connections} connections");
+    let record = read_json(
+        &work
+            .path()
+            .join(format!("meta/{}/team/images.json", source.addr)),
+    );
+    assert_eq!(record["listed_by"], "catalog");
+}
+
+#[tokio::test]
+async fn a_catalog_that_fails_where_it_listed_before_falls_back_to_probing_the_namespace() {
+    use common::faults::{Fault, FaultProxy, Rule};
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let p = Pusher::new(&src.addr);
+    push_tags(&p, "team/a", &["1"]).await;
+    let source = FaultProxy::start(&src.addr);
+    let work = tempfile::tempdir().unwrap();
+    let args = args_for(&source.addr, &dst.addr, &work.path().join("meta"));
+    assert_eq!(run(gcrsync(work.path()).args(&args)).status.code(), Some(0));
+    push_tags(&p, "team/b", &["1"]).await;
+
+    source.inject(Rule {
+        method: "GET",
+        path_contains: "/v2/_catalog".into(),
+        times: 1,
+        fault: Fault::Status(404, None),
+    });
+    let before = source.log().len();
+    assert_eq!(run(gcrsync(work.path()).args(&args)).status.code(), Some(0));
+    let sent: Vec<String> = source.log()[before..]
+        .iter()
+        .filter(|(_, p, _)| !p.contains("/manifests/"))
+        .map(|(m, p, fault)| format!("{m} {} {fault}", p.split('?').next().unwrap()))
+        .collect();
+    assert_eq!(
+        sent[..3],
+        [
+            "GET /v2/_catalog Status(404, None)",
+            "GET /v2/team/tags/list forwarded",
+            "GET /v2/_catalog forwarded"
+        ],
+        "{sent:?}"
+    );
+    assert_eq!(Pusher::new(&dst.addr).tags("mirror/b").await, ["1"]);
 }
 
 /// Connections a run may open to one plain-HTTP registry for its listings and HEADs: 8

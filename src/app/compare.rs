@@ -18,11 +18,13 @@ pub(super) async fn compare<M: MetadataStore>(
     recorder: &Recorder<M>,
 ) -> Result<Finished, Failure> {
     let records = recorder.load_all().await?;
-    let (candidates, mut stats) = list_all(settings, registries).await?;
+    let (candidates, mut stats) = list_all(settings, registries, &records, recorder).await?;
     let all: Vec<&Candidate> = candidates.iter().collect();
     let checked = super::target_heads(registries, &all, settings.limits.queries).await?;
     // A tag whose HEAD failed is unknown, neither found nor missing: its record stays.
+    let mut unknown = std::collections::HashSet::new();
     for (source, failed) in checked.failures {
+        unknown.insert((source, failed.image.clone(), failed.tag.clone()));
         stats[source].failures.push(failed);
     }
     let heads = checked.heads;
@@ -31,7 +33,7 @@ pub(super) async fn compare<M: MetadataStore>(
     for c in &candidates {
         let key = (c.source, c.image.clone(), c.tag.clone());
         let (image, tag) = (c.image.to_string(), c.tag.to_string());
-        match heads.get(&key).cloned().flatten() {
+        match heads.get(&key).cloned() {
             Some(TargetHead { digest, media_type }) => {
                 // Only an index or list has platforms to read; other manifests are not fetched.
                 let platforms = if is_index(&media_type) {
@@ -75,7 +77,7 @@ pub(super) async fn compare<M: MetadataStore>(
                     },
                 ));
             }
-            None if heads.contains_key(&key)
+            None if !unknown.contains(&(c.source, c.image.clone(), Some(c.tag.clone())))
                 && records[c.source].digest(&image, &tag).is_some() =>
             {
                 outcomes.push((c.source, Outcome::Missing { image, tag }));
@@ -99,7 +101,9 @@ pub(super) async fn compare<M: MetadataStore>(
             .commit_bulk(&outcomes, jiff::Timestamp::now())
             .await?;
     }
-    result.outcomes = outcomes;
+    for (source, outcome) in outcomes {
+        result.note(source, outcome);
+    }
     Ok(Finished {
         report: report::build("compare", &names(settings), &stats, &plan, Some(&result)),
     })

@@ -15,8 +15,12 @@ use crate::reference::{RepoPath, Tag};
 /// check failed (each a failure of its source; they are left out of the plan).
 #[derive(Debug, Default)]
 pub struct TargetHeads {
-    /// Per candidate: what the target serves (`None`: absent).
-    pub heads: HashMap<TargetKey, Option<TargetHead>>,
+    /// What the target serves, for the checked candidates it holds: a checked candidate
+    /// neither here nor failed is absent. (An empty target holds none, so 15,000 new tags
+    /// cost no entry each.)
+    pub heads: HashMap<TargetKey, TargetHead>,
+    /// Whether any check succeeded (with `refused`: whether the target is usable at all).
+    answered: bool,
     /// (source index, failure) of each check that failed after retries.
     pub failures: Vec<(usize, ListFailure)>,
 }
@@ -126,7 +130,7 @@ pub async fn target_heads<R: Registry>(
     checked.extend(headed);
     let (mut out, refused) = collect(checked, failed_repos);
     match refused {
-        Some(e) if out.heads.is_empty() => Err(e),
+        Some(e) if !out.answered => Err(e),
         _ => {
             out.failures
                 .sort_by(|a, b| (a.0, &a.1.image, &a.1.tag).cmp(&(b.0, &b.1.image, &b.1.tag)));
@@ -173,12 +177,15 @@ fn collect(
     for (c, head) in checked {
         match head {
             Ok(head) => {
-                let head = head.map(|h| TargetHead {
-                    digest: h.digest,
-                    media_type: h.media_type,
-                });
-                out.heads
-                    .insert((c.source, c.image.clone(), c.tag.clone()), head);
+                out.answered = true;
+                if let Some(h) = head {
+                    let head = TargetHead {
+                        digest: h.digest,
+                        media_type: h.media_type,
+                    };
+                    out.heads
+                        .insert((c.source, c.image.clone(), c.tag.clone()), head);
+                }
             }
             Err(error) => fail(c, error, &mut out),
         }

@@ -194,6 +194,8 @@ pub struct Recorder<M> {
     renderer: Renderer,
     namespaces: Vec<(Namespace, Namespace)>,
     timezone: jiff::tz::TimeZone,
+    /// How each source was listed this run, written into its record with the next batch.
+    listed_by: std::sync::Mutex<Vec<Option<crate::listing::ListedBy>>>,
 }
 
 impl<M: MetadataStore> Recorder<M> {
@@ -217,7 +219,13 @@ impl<M: MetadataStore> Recorder<M> {
             renderer,
             namespaces,
             timezone,
+            listed_by: std::sync::Mutex::default(),
         }
+    }
+
+    /// How each source was listed this run (`None`: not listed), for its records.
+    pub fn listed(&self, by_source: Vec<Option<crate::listing::ListedBy>>) {
+        *self.listed_by.lock().unwrap_or_else(|e| e.into_inner()) = by_source;
     }
 
     fn dir(&self, source: usize) -> String {
@@ -348,6 +356,11 @@ impl<M: MetadataStore> Recorder<M> {
         for (&source, outcomes) in by_source {
             let mut record = self.load(revision, source).await?;
             let changed = record.apply(outcomes.iter().copied());
+            let listed = self.listed_by.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(how) = listed.get(source).copied().flatten() {
+                record.listed_by = Some(how);
+            }
+            drop(listed);
             let lines = change_lines(&record.source, outcomes.iter().copied());
             let dir = self.dir(source);
             let listing = self.store.list(revision, &dir).await?;

@@ -25,6 +25,9 @@ pub struct NamespaceRecord {
     /// Images by name relative to the source namespace.
     #[serde(default)]
     pub images: BTreeMap<String, ImageRecord>,
+    /// How the namespace was listed last (issue 14: a catalog registry is not probed again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listed_by: Option<crate::listing::ListedBy>,
     /// Tags that cannot be mirrored verbatim (schema 1, unknown types), keyed `image:tag`;
     /// not fetched again while the source keeps serving the recorded digest.
     #[serde(default)]
@@ -57,7 +60,7 @@ pub struct ImageRecord {
 }
 
 /// One tag as it was mirrored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TagRecord {
     /// The manifest digest on the target (on both sides unless `source_digest` is set);
     /// `None` for entries imported from the seeds' lists.

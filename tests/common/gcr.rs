@@ -19,6 +19,8 @@ use super::faults::forward;
 use super::server::{self, Body, full};
 use super::storage::FakeStorage;
 
+// A path of its own, so the benchmark's copy of this front (scripts/bench/gcr_front.rs) finds it too.
+#[path = "gcr/held.rs"]
 mod held;
 #[allow(unused_imports)] // not every test binary uses both
 pub use held::{HeldManifest, SCHEMA1_SIGNED};
