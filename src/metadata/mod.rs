@@ -356,11 +356,13 @@ impl<M: MetadataStore> Recorder<M> {
         for (&source, outcomes) in by_source {
             let mut record = self.load(revision, source).await?;
             let changed = record.apply(outcomes.iter().copied());
-            let listed = self.listed_by.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(how) = listed.get(source).copied().flatten() {
+            let how = {
+                let listed = self.listed_by.lock().unwrap_or_else(|e| e.into_inner());
+                listed.get(source).copied().flatten()
+            };
+            if let Some(how) = how {
                 record.listed_by = Some(how);
             }
-            drop(listed);
             let lines = change_lines(&record.source, outcomes.iter().copied());
             let dir = self.dir(source);
             let listing = self.store.list(revision, &dir).await?;
