@@ -4,9 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for tool in docker-registry htpasswd skopeo node npm openssl git; do
+for tool in docker-registry htpasswd skopeo umoci node npm openssl git; do
   command -v "$tool" >/dev/null || {
-    echo "$tool is required: apt-get install docker-registry apache2-utils skopeo (or run .ci/run)" >&2
+    echo "$tool is required: apt-get install docker-registry apache2-utils skopeo umoci (or run .ci/run)" >&2
     exit 1
   }
 done
