@@ -229,11 +229,6 @@ fn insecure(o: &Options) -> Result<Vec<(RegistryHost, Insecure)>, ConfigError> {
 /// The logins `o` gives: the sides' options (and `DOCKER_*` for the target), the GCP key,
 /// docker's config.json.
 fn logins(o: &Options, env: &impl Fn(&str) -> Option<String>) -> Result<Logins, ConfigError> {
-    let docker_dir = o
-        .docker_config
-        .clone()
-        .or_else(|| env("DOCKER_CONFIG").map(PathBuf::from))
-        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".docker")));
     Ok(Logins {
         source: credentials(
             "source-username",
@@ -246,13 +241,44 @@ fn logins(o: &Options, env: &impl Fn(&str) -> Option<String>) -> Result<Logins, 
             o.target_password.clone().or_else(|| env("DOCKER_PASSWORD")),
         )?,
         gcp_key: gcp_key(o.gcp_credentials.as_deref(), env)?,
-        docker_config: match docker_dir {
-            Some(dir) => {
-                DockerConfig::load(&dir).map_err(|e| bad("docker-config", e.to_string()))?
-            }
-            None => DockerConfig::default(),
-        },
+        docker_config: docker_config(o, env)?,
     })
+}
+
+/// docker's config.json: `--docker-config`, `DOCKER_CONFIG`, else `~/.docker` (absent: none).
+pub(super) fn docker_config(
+    o: &Options,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<DockerConfig, ConfigError> {
+    let dir = o
+        .docker_config
+        .clone()
+        .or_else(|| env("DOCKER_CONFIG").map(PathBuf::from))
+        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".docker")));
+    match dir {
+        Some(dir) => DockerConfig::load(&dir).map_err(|e| bad("docker-config", e.to_string())),
+        None => Ok(DockerConfig::default()),
+    }
+}
+
+/// `--proxy` and `--ca-cert`, parsed: the upstream network of a run and of `serve`.
+pub(super) fn network(o: &Options) -> Result<(Option<ProxyUrl>, Option<CaBundle>), ConfigError> {
+    let proxy = o
+        .proxy
+        .as_deref()
+        .map(|p| ProxyUrl::parse(p).map_err(|why| bad("proxy", why)))
+        .transpose()?;
+    let ca_cert = o
+        .ca_cert
+        .as_ref()
+        .map(|p| {
+            let pem = std::fs::read(p)
+                .map_err(|e| bad("ca-cert", format!("cannot read {}: {e}", p.display())))?;
+            CaBundle::from_pem(&pem)
+                .map_err(|why| bad("ca-cert", format!("{}: {why}", p.display())))
+        })
+        .transpose()?;
+    Ok((proxy, ca_cert))
 }
 
 /// The sources `o` names (`--source`, seed `--namespace`), each with the target, images,
@@ -411,21 +437,7 @@ pub(super) fn run(
             format!("{} is out of range; give a number from 0 to 20", o.retries),
         ));
     };
-    let proxy = o
-        .proxy
-        .as_deref()
-        .map(|p| ProxyUrl::parse(p).map_err(|why| bad("proxy", why)))
-        .transpose()?;
-    let ca_cert = o
-        .ca_cert
-        .as_ref()
-        .map(|p| {
-            let pem = std::fs::read(p)
-                .map_err(|e| bad("ca-cert", format!("cannot read {}: {e}", p.display())))?;
-            CaBundle::from_pem(&pem)
-                .map_err(|why| bad("ca-cert", format!("{}: {why}", p.display())))
-        })
-        .transpose()?;
+    let (proxy, ca_cert) = network(&o)?;
     let timezone = jiff::tz::TimeZone::get(&o.timezone).map_err(|_| {
         bad(
             "timezone",

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::resolve::{credentials, duration, gcp_key, positive};
+use super::resolve::{credentials, docker_config, duration, gcp_key, network, positive};
 use super::transport::{CaBundle, ProxyUrl, insecure_registry, note_scheme};
 use super::{
     ConfigError, Credentials, DockerConfig, GcpKey, Insecure, LogFormat, Transport, bad, transport,
@@ -280,29 +280,8 @@ pub fn resolve_serve(
             "no upstream given; e.g. --upstream gcr.io or --upstream k8s=registry.k8s.io",
         ));
     }
-    let docker_dir = o
-        .docker_config
-        .clone()
-        .or_else(|| env("DOCKER_CONFIG").map(PathBuf::from))
-        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".docker")));
-    let docker_config = match docker_dir {
-        Some(dir) => DockerConfig::load(&dir).map_err(|e| bad("docker-config", e.to_string()))?,
-        None => DockerConfig::default(),
-    };
-    let proxy = o
-        .proxy
-        .as_deref()
-        .map(|p| ProxyUrl::parse(p).map_err(|why| bad("proxy", why)))
-        .transpose()?;
-    let ca_cert = o
-        .ca_cert
-        .as_ref()
-        .map(|p| {
-            let pem = read("ca-cert", p)?;
-            CaBundle::from_pem(&pem)
-                .map_err(|why| bad("ca-cert", format!("{}: {why}", p.display())))
-        })
-        .transpose()?;
+    let docker_config = docker_config(&o, &env)?;
+    let (proxy, ca_cert) = network(&o)?;
     let htpasswd = args
         .htpasswd
         .as_ref()
