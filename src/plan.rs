@@ -179,17 +179,18 @@ pub fn plan(
     target_heads: &HashMap<TargetKey, TargetHead>,
     budget: Option<usize>,
 ) -> Plan {
-    plan_platforms(candidates, records, target_heads, budget, None)
+    plan_platforms(candidates, records, target_heads, budget, &[])
 }
 
-/// [`plan`] under `--platforms` (`None`: every platform): a tag mirrored under another
-/// choice of platforms is copied again (seen from its record, without a request).
+/// [`plan`] under each source's `platforms` (`chosen[source]`; `None` or missing: every
+/// platform): a tag mirrored under another choice of platforms is copied again (seen from
+/// its record, without a request).
 pub fn plan_platforms(
     candidates: impl IntoIterator<Item = Candidate>,
     records: &[NamespaceRecord],
     target_heads: &HashMap<TargetKey, TargetHead>,
     budget: Option<usize>,
-    chosen: Option<&PlatformSet>,
+    chosen: &[Option<PlatformSet>],
 ) -> Plan {
     let mut plan = Plan {
         unchanged: vec![0; records.len()],
@@ -199,6 +200,7 @@ pub fn plan_platforms(
     let mut to_copy = Vec::new();
     for c in candidates {
         let record = &records[c.source];
+        let chosen = chosen.get(c.source).and_then(Option::as_ref);
         match skip_verdict(&c, record, chosen) {
             Some(None) => {
                 plan.still_skipped[c.source] += 1;

@@ -395,3 +395,60 @@ async fn the_copy_engine_cuts_an_index_between_two_layouts() {
         (index.digest.clone(), None)
     );
 }
+
+#[tokio::test]
+async fn each_source_of_a_config_file_keeps_its_own_platforms() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let p = Pusher::new(&src.addr);
+    let two = || {
+        [
+            ("amd64", vec![random_bytes(3_000)]),
+            ("arm64/v8", vec![random_bytes(3_000)]),
+        ]
+    };
+    let (cut, cut_children) = p.index("a/multi", "1", Format::Oci, &two()).await;
+    let (whole, _) = p.index("b/multi", "1", Format::Oci, &two()).await;
+    let (s, d) = (&src.addr, &dst.addr);
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(
+        work.path().join("mirror.yml"),
+        format!(
+            "target: {d}/unused\n\
+             metadata-dir: meta\n\
+             sources:\n\
+             \x20 - source: {s}/a\n\
+             \x20   target: {d}/mirror-a\n\
+             \x20   platforms: linux/amd64\n\
+             \x20 - source: {s}/b\n\
+             \x20   target: {d}/mirror-b\n"
+        ),
+    )
+    .unwrap();
+    let args = ["--config", "mirror.yml"];
+    let out = run(gcrsync(work.path()).args(args));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let q = Pusher::new(&dst.addr);
+    // The first source's index is cut to amd64 (a new digest); the second is verbatim.
+    let mirrored_a = q.get_manifest("mirror-a/multi", "1").await;
+    assert_ne!(digest_of(&mirrored_a), cut);
+    let kept: Vec<String> = children(&mirrored_a).into_iter().map(|c| c.0).collect();
+    assert_eq!(kept, [cut_children[0].clone()]);
+    assert_eq!(
+        q.head("mirror-b/multi", "1").await.as_deref(),
+        Some(whole.as_str())
+    );
+    let record = read_json(&work.path().join("meta").join(format!("{s}/a/images.json")));
+    let tag = &record["images"]["multi"]["tags"]["1"];
+    assert_eq!(tag["source_digest"], json!(cut));
+    assert_eq!(tag["dropped_platforms"], json!(["linux/arm64/v8"]));
+
+    // A second run copies nothing for either source.
+    let out = run(gcrsync(work.path()).args(args));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        stderr(&out).matches(" 0 copied").count(),
+        2,
+        "{}",
+        stderr(&out)
+    );
+}

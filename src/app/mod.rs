@@ -21,7 +21,9 @@ use crate::metadata::local::LocalStore;
 use crate::metadata::record::{NamespaceRecord, Outcome, now_utc};
 use crate::metadata::{Committed, MetadataStore, Recorder};
 use crate::oci::Registry;
+use crate::oci::any::AnyRegistry;
 use crate::plan::{self, Candidate, Plan, Reason};
+use crate::platforms::PlatformSet;
 use crate::progress::Progress;
 use crate::report::{self, Report};
 use crate::run::{self, RunOptions, StopFlag};
@@ -142,7 +144,11 @@ async fn make_plan<M: MetadataStore>(
         &records,
         &checked.heads,
         None,
-        settings.platforms.as_ref(),
+        &settings
+            .sources
+            .iter()
+            .map(|s| s.platforms.clone())
+            .collect::<Vec<_>>(),
     );
     let caps: Vec<Option<usize>> = settings.sources.iter().map(|s| s.share).collect();
     plan::share(&mut plan, settings.budget, &caps);
@@ -320,22 +326,29 @@ async fn sync<M: MetadataStore>(
         plan.adopt.len(),
         plan.pending.len()
     );
-    // One copier per target client, so blob deduplication spans the sources sharing it.
-    let per_target: Vec<_> = registries
-        .targets
-        .iter()
-        .map(|t| {
-            Arc::new(
-                Copier::new(t.clone(), settings.limits.transfers, registries.retry)
-                    .with_platforms(settings.platforms.clone()),
-            )
-        })
-        .collect();
-    let copiers: Vec<_> = registries
-        .target_of
-        .iter()
-        .map(|&t| per_target[t].clone())
-        .collect();
+    // One copier per target client and platform choice, so blob deduplication spans the
+    // sources sharing them.
+    let mut shared: Vec<((usize, Option<PlatformSet>), Arc<Copier<AnyRegistry>>)> = Vec::new();
+    let mut copiers = Vec::new();
+    for (source, &t) in settings.sources.iter().zip(&registries.target_of) {
+        let key = (t, source.platforms.clone());
+        let copier = match shared.iter().find(|(k, _)| *k == key) {
+            Some((_, copier)) => copier.clone(),
+            None => {
+                let copier = Arc::new(
+                    Copier::new(
+                        registries.targets[t].clone(),
+                        settings.limits.transfers,
+                        registries.retry,
+                    )
+                    .with_platforms(key.1.clone()),
+                );
+                shared.push((key, copier.clone()));
+                copier
+            }
+        };
+        copiers.push(copier);
+    }
     let options = RunOptions {
         concurrency: settings.limits.tags,
         deadline: settings.deadline.map(|d| started + d),

@@ -71,6 +71,7 @@ pub const PER_SOURCE: &[&str] = &[
     "name-template",
     "flatten-separator",
     "process-count",
+    "platforms",
     "source-username",
     "target-username",
     "gcp-credentials",

@@ -100,6 +100,8 @@ pub struct SourceSettings {
     pub mapper: NameMapper,
     /// Compiled filters.
     pub filters: Filters,
+    /// `platforms`: the platforms of multi-arch images to copy (`None`: all, verbatim).
+    pub platforms: Option<crate::platforms::PlatformSet>,
     /// Its own `process-count` (a source entry of a config file): the most it copies in a
     /// run; `None`: a fair share of the run's budget.
     pub share: Option<usize>,
@@ -131,8 +133,6 @@ pub struct Settings {
     pub deadline: Option<Duration>,
     /// Tags per commit.
     pub commit_every: usize,
-    /// `--platforms`: the platforms of multi-arch images to copy (`None`: all, verbatim).
-    pub platforms: Option<crate::platforms::PlatformSet>,
     /// Connect/idle timeout.
     pub http_timeout: Duration,
     /// Retries per request.

@@ -364,6 +364,11 @@ pub(super) fn sources(
             .transpose()?,
     };
     let logins = logins(o, env)?;
+    let platforms: Option<crate::platforms::PlatformSet> = o
+        .platforms
+        .as_deref()
+        .map(|p| p.parse().map_err(|e: String| bad("platforms", e)))
+        .transpose()?;
     namespaces
         .into_iter()
         .map(|namespace| {
@@ -374,6 +379,7 @@ pub(super) fn sources(
                 mapper: NameMapper::new(&o.name_template, &o.flatten_separator)
                     .map_err(|e| bad("name-template", e.to_string()))?,
                 filters: filters.clone(),
+                platforms: platforms.clone(),
                 share: None,
                 logins: logins.clone(),
             })
@@ -480,11 +486,6 @@ pub(super) fn run(
         limits,
         deadline,
         commit_every: positive("commit-every", o.commit_every, 1_000_000)?,
-        platforms: o
-            .platforms
-            .as_deref()
-            .map(|p| p.parse().map_err(|e: String| bad("platforms", e)))
-            .transpose()?,
         http_timeout: duration("http-timeout", &o.http_timeout)?,
         retries,
         config: o.config,
