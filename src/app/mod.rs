@@ -328,7 +328,8 @@ async fn sync<M: MetadataStore>(
     );
     // One copier per target client and platform choice, so blob deduplication spans the
     // sources sharing them.
-    let mut shared: Vec<((usize, Option<PlatformSet>), Arc<Copier<AnyRegistry>>)> = Vec::new();
+    type Shared = (usize, Option<PlatformSet>);
+    let mut shared: Vec<(Shared, Arc<Copier<AnyRegistry>>)> = Vec::new();
     let mut copiers = Vec::new();
     for (source, &t) in settings.sources.iter().zip(&registries.target_of) {
         let key = (t, source.platforms.clone());
