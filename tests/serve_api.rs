@@ -386,9 +386,25 @@ fn bad_serve_options_are_named_before_anything_starts() {
             vec!["serve", "--upstream", "gcr.io", "--htpasswd", "missing"],
             "--htpasswd",
         ),
+        // One password must not go to every upstream.
+        (
+            vec![
+                "serve",
+                "--upstream",
+                "gcr.io",
+                "--upstream",
+                "hub=docker.io",
+                "--source-username",
+                "u",
+                "--source-password",
+                "secret-pw",
+            ],
+            "one login cannot go to several --upstream registries",
+        ),
     ] {
         let output = run(gcrsync(dir.path()).args(&args));
         assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(!stderr(&output).contains("secret-pw"));
         assert!(
             stderr(&output).contains(says),
             "{args:?}: {}",

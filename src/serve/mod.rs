@@ -26,6 +26,7 @@ use axum::extract::State;
 use axum::routing::get;
 
 use crate::exit::Failure;
+use crate::gcp::is_google_registry;
 use crate::oci::auth::Login;
 use crate::oci::clients::{ClientOptions, Clients};
 use crate::oci::http::{Access, Endpoint, HttpRegistry, RetryPolicy};
@@ -75,12 +76,18 @@ impl Proxy {
 }
 
 /// The login for an upstream, in sync's order for sources (`app::connect::login_for`):
-/// `--source-username/--source-password`, the GCP key, docker's config.json, anonymous.
+/// `--source-username/--source-password` (refused with several upstreams), the GCP key
+/// (only for Google's registries, so a Google token never reaches another upstream),
+/// docker's config.json, anonymous.
 fn login_for(settings: &ServeSettings, host: &RegistryHost) -> Result<Option<Login>, String> {
     if let Some(c) = &settings.source_credentials {
         return Ok(Some(Login::Static(c.clone())));
     }
-    if let Some(key) = &settings.gcp_key {
+    if let Some(key) = settings
+        .gcp_key
+        .as_ref()
+        .filter(|_| is_google_registry(host) || settings.upstreams.len() == 1)
+    {
         return key.login().map(Some);
     }
     Ok(settings.docker_config.get(host).map(|login| match login {

@@ -280,6 +280,14 @@ pub fn resolve_serve(
             "no upstream given; e.g. --upstream gcr.io or --upstream k8s=registry.k8s.io",
         ));
     }
+    if upstreams.len() > 1 && (o.source_username.is_some() || o.source_password.is_some()) {
+        // One login for every upstream would hand one registry's password to the others.
+        return Err(bad(
+            "source-username",
+            "one login cannot go to several --upstream registries; log in to each through \
+             --docker-config (docker login HOST), or run one serve per upstream",
+        ));
+    }
     let docker_config = docker_config(&o, &env)?;
     let (proxy, ca_cert) = network(&o)?;
     let htpasswd = args

@@ -33,8 +33,12 @@ fn shown(long: &str, value: &str) -> String {
     if SECRET.contains(&long) || key_text {
         return "<redacted>".into();
     }
-    // scheme://user:password@host → scheme://user:<redacted>@host
-    super::transport::redacted(value)
+    if long == "proxy" {
+        // The proxy is the one value with a URL's userinfo: anything before its last `@`
+        // may be a password, with or without a scheme.
+        return super::transport::redacted(value);
+    }
+    value.to_string()
 }
 
 fn line(out: &mut String, long: &str, value: &str, origin: &str) {
@@ -117,6 +121,15 @@ mod tests {
             shown("proxy", "http://me:pw@proxy:3128"),
             "http://me:<redacted>@proxy:3128"
         );
+        assert_eq!(
+            shown("proxy", "me:pw@proxy:3128"),
+            "me:<redacted>@proxy:3128"
+        );
+        assert_eq!(
+            shown("proxy", "socks5://me:p@ss@proxy:1080"),
+            "socks5://me:<redacted>@proxy:1080"
+        );
+        assert_eq!(shown("proxy", "me@proxy:3128"), "me:<redacted>@proxy:3128");
         assert_eq!(shown("source-password", "<SRC_PASS unset>"), "<not set>");
         assert_eq!(shown("target", "docker.io/m"), "docker.io/m");
     }

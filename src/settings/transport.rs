@@ -136,14 +136,19 @@ impl ProxyUrl {
     }
 }
 
-/// `scheme://user:password@host` with the password cut out.
+/// `[scheme://]user:password@host` with the password cut out. Everything before the last
+/// `@` is userinfo (a password may hold `@`), and a lone user may be a token: neither is
+/// shown but the user's name.
 pub(super) fn redacted(text: &str) -> String {
-    match text.split_once("://").and_then(|(s, rest)| {
-        let (userinfo, host) = rest.split_once('@')?;
-        let (user, _) = userinfo.split_once(':')?;
-        Some(format!("{s}://{user}:<redacted>@{host}"))
-    }) {
-        Some(shown) => shown,
+    let (prefix, rest) = match text.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), text),
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            format!("{prefix}{user}:<redacted>@{host}")
+        }
         None => text.to_string(),
     }
 }
