@@ -355,13 +355,15 @@ impl<M: MetadataStore> Recorder<M> {
         let mut entries = Vec::new();
         for (&source, outcomes) in by_source {
             let mut record = self.load(revision, source).await?;
-            let changed = record.apply(outcomes.iter().copied());
+            let mut changed = record.apply(outcomes.iter().copied());
             let how = {
                 let listed = self.listed_by.lock().unwrap_or_else(|e| e.into_inner());
                 listed.get(source).copied().flatten()
             };
-            if let Some(how) = how {
+            if let Some(how) = how.filter(|how| record.listed_by != Some(*how)) {
+                // A new listing style is worth writing with this batch's record.
                 record.listed_by = Some(how);
+                changed.record = true;
             }
             let lines = change_lines(&record.source, outcomes.iter().copied());
             let dir = self.dir(source);
