@@ -201,8 +201,23 @@ impl Settings {
             secrets.extend(logins.gcp_key.iter().flat_map(|k| k.secrets()));
             secrets.extend(logins.docker_config.passwords());
         }
+        // A proxy URL's password, as written and as the URL encodes it.
+        if let Some(password) = self.proxy.as_ref().and_then(|p| p.url().password()) {
+            secrets.push(password.to_string());
+            secrets.push(percent_decoded(password));
+        }
+        secrets.retain(|s| !s.is_empty());
         secrets.sort();
         secrets.dedup();
         secrets
     }
+}
+
+/// `%XX` escapes decoded (a URL's password as the user wrote it). form_urlencoded is the
+/// decoder `url` exposes; its `+` means a space, so a literal `+` is escaped first.
+fn percent_decoded(text: &str) -> String {
+    let pair = format!("p={}", text.replace('+', "%2B"));
+    url::form_urlencoded::parse(pair.as_bytes())
+        .next()
+        .map_or_else(String::new, |(_, v)| v.into_owned())
 }

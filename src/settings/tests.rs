@@ -193,3 +193,19 @@ fn bad_values_name_the_flag_and_variable() {
         assert!(err.to_string().starts_with(expected), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn a_proxy_password_is_masked_as_written_and_as_encoded() {
+    let settings = resolve_args(&[
+        "--source",
+        "s.io/n",
+        "--target",
+        "t.io/m",
+        "--proxy",
+        "http://me:p%40ss+w@proxy:3128",
+    ])
+    .unwrap();
+    let secrets = settings.secrets();
+    assert!(secrets.contains(&"p%40ss+w".to_string()), "{secrets:?}");
+    assert!(secrets.contains(&"p@ss+w".to_string()), "{secrets:?}");
+}
