@@ -192,25 +192,8 @@ async fn four_concurrent_cold_pulls_fetch_each_blob_from_the_upstream_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn late_clients_stream_from_the_fetch_in_flight() {
     use futures_util::StreamExt;
-    let registry = TestRegistry::start();
-    let layer = random_bytes(1 << 20);
-    let digest = common::images::digest_of(&layer);
-    Pusher::new(&registry.addr)
-        .image(
-            "team/app",
-            "1",
-            Format::Oci,
-            "amd64",
-            std::slice::from_ref(&layer),
-        )
-        .await;
-    let upstream = common::faults::FaultProxy::start(&registry.addr);
-    upstream.inject(common::faults::Rule {
-        method: "GET",
-        path_contains: digest.clone(),
-        times: 1,
-        fault: common::faults::Fault::Trickle(std::time::Duration::from_millis(40)),
-    });
+    let (_registry, upstream, layer, digest) =
+        common::serve::trickled_upstream(1 << 20, std::time::Duration::from_millis(40)).await;
     let serve = Serve::start(&["--upstream", &upstream.addr]);
     let url = format!("http://{}/v2/team/app/blobs/{digest}", serve.addr);
     let http = reqwest::Client::new();

@@ -268,25 +268,8 @@ async fn the_upstream_is_reached_through_http_and_socks5_proxies() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_busy_client_is_capped_and_sigterm_lets_responses_in_flight_finish() {
     use futures_util::StreamExt;
-    let registry = TestRegistry::start();
-    let layer = random_bytes(512 << 10);
-    let digest = common::images::digest_of(&layer);
-    Pusher::new(&registry.addr)
-        .image(
-            "team/app",
-            "1",
-            Format::Oci,
-            "amd64",
-            std::slice::from_ref(&layer),
-        )
-        .await;
-    let upstream = common::faults::FaultProxy::start(&registry.addr);
-    upstream.inject(common::faults::Rule {
-        method: "GET",
-        path_contains: digest.clone(),
-        times: 1,
-        fault: common::faults::Fault::Trickle(std::time::Duration::from_millis(60)),
-    });
+    let (_registry, upstream, layer, digest) =
+        common::serve::trickled_upstream(512 << 10, std::time::Duration::from_millis(60)).await;
     let mut serve = Serve::start(&["--upstream", &upstream.addr, "--client-limit", "1"]);
     let http = reqwest::Client::new();
     let url = format!("http://{}/v2/team/app/blobs/{digest}", serve.addr);

@@ -255,3 +255,38 @@ pub fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         dir.join("key.pem"),
     )
 }
+
+/// An upstream whose one image `team/app:1` has a random layer of `size` bytes, served
+/// through a fault proxy that trickles its first download (one frame per `frame`), so
+/// clients can arrive while that download is in flight: (registry, proxy, layer, digest).
+#[allow(dead_code)] // not every test binary uses it
+pub async fn trickled_upstream(
+    size: usize,
+    frame: Duration,
+) -> (
+    super::TestRegistry,
+    super::faults::FaultProxy,
+    Vec<u8>,
+    String,
+) {
+    let registry = super::TestRegistry::start();
+    let layer = super::images::random_bytes(size);
+    let digest = super::images::digest_of(&layer);
+    super::Pusher::new(&registry.addr)
+        .image(
+            "team/app",
+            "1",
+            super::Format::Oci,
+            "amd64",
+            std::slice::from_ref(&layer),
+        )
+        .await;
+    let upstream = super::faults::FaultProxy::start(&registry.addr);
+    upstream.inject(super::faults::Rule {
+        method: "GET",
+        path_contains: digest.clone(),
+        times: 1,
+        fault: super::faults::Fault::Trickle(frame),
+    });
+    (registry, upstream, layer, digest)
+}
