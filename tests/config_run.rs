@@ -50,21 +50,6 @@ fn gcrsync_with(dir: &Path, text: &str, args: &[&str], env: &[(&str, &str)]) -> 
     run(&mut command)
 }
 
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The lines `gcrsync test` prints (`SRC:TAG → TARGET:TAG (why)`), sorted.
-fn planned(out: &Output) -> Vec<String> {
-    let mut lines: Vec<String> = stdout(out)
-        .lines()
-        .filter(|l| l.contains(" → "))
-        .map(|l| l.split(" (").next().unwrap().to_string())
-        .collect();
-    lines.sort();
-    lines
-}
-
 #[tokio::test]
 async fn three_sources_with_their_own_filters_mappings_targets_and_logins_in_one_run() {
     let keys = tempfile::tempdir().unwrap();
@@ -566,4 +551,48 @@ async fn the_action_runs_a_config_file_given_as_its_config_input() {
     let at_dst = Pusher::with_login(d, "bot", password);
     assert_eq!(at_dst.tags("mirror/app").await, ["1"]);
     assert!(at_dst.tags("mirror/other-app").await.is_empty());
+}
+
+#[tokio::test]
+async fn images_from_gives_each_source_only_its_own_lines() {
+    let (a, b, dst) = (
+        TestRegistry::start(),
+        TestRegistry::start(),
+        TestRegistry::start(),
+    );
+    push(&a, &["team/app:1", "team/app:2", "team/web:1"]).await;
+    push(&b, &["team/app:1", "team/app:3", "other/db:1"]).await;
+    let (a, b, d) = (&a.addr, &b.addr, &dst.addr);
+    let work = tempfile::tempdir().unwrap();
+    // The same image name under both sources, with different tags: each source takes its
+    // own pairs, not the union. `other` has no line, and mirrors nothing.
+    std::fs::write(
+        work.path().join("pulled.txt"),
+        format!("{a}/team/app:1\n{b}/team/app:3\nquay.io/elsewhere/x:1\n"),
+    )
+    .unwrap();
+    let config = format!(
+        "insecure-registry: [{a}, {b}, {d}]\nsources:\n  - source: {a}/team\n    target: {d}/a\n  - source: {b}/team\n    target: {d}/b\n  - source: {b}/other\n    target: {d}/o\n"
+    );
+    let args = [
+        "test",
+        "--config",
+        "mirror.yml",
+        "--images-from",
+        "pulled.txt",
+    ];
+    let out = gcrsync_with(work.path(), &config, &args, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        planned(&out),
+        [
+            format!("team/app:1 → {d}/a/app:1"),
+            format!("team/app:3 → {d}/b/app:3"),
+        ]
+    );
+    // No line under any source is still an error, naming the option.
+    std::fs::write(work.path().join("pulled.txt"), "quay.io/elsewhere/x:1\n").unwrap();
+    let out = gcrsync_with(work.path(), &config, &args, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--images-from"), "{}", stderr(&out));
 }

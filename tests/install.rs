@@ -14,6 +14,7 @@ use std::time::Duration;
 use common::release_assets::{release_targets, run_publish_step};
 use common::releases::{FakeReleases, Hit, REPO, TOKEN};
 use common::runner::{Runner, runner, tools_without_rust};
+use common::stdout;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const LINUX_X64: &str = "gcrsync-x86_64-unknown-linux-musl.tar.gz";
@@ -100,10 +101,6 @@ impl Install {
     fn cargo_ran(&self) -> bool {
         self.work.path().join("cargo.log").exists()
     }
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Release downloads in `hits` (paths on the web host).

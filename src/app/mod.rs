@@ -109,7 +109,9 @@ async fn list_all<M: MetadataStore>(
     }
     if let Some(listed) = &settings.images_from {
         // `--images-from` names image:tag pairs; the listing kept their names and tags.
-        candidates.retain(|c: &Candidate| listed.contains(&c.image, &c.tag));
+        candidates.retain(|c: &Candidate| {
+            listed.contains(&settings.sources[c.source].namespace, &c.image, &c.tag)
+        });
     }
     recorder.listed(listed_by);
     let clashes = collisions(&mapped);

@@ -324,24 +324,13 @@ pub(super) fn sources(
             format!("{target} is also a source; mirror into another namespace"),
         ));
     }
-    let mut images = if o.images.is_empty() {
+    let images = if o.images.is_empty() {
         None
     } else {
         let parsed: Result<Vec<RepoPath>, _> = o.images.iter().map(|i| i.trim().parse()).collect();
         Some(parsed.map_err(|e| bad("images", format!("{e}")))?)
     };
-    let images_from = images_from(o, &namespaces)?;
-    let mut include_tags = o.include_tags.clone();
-    if let Some(listed) = &images_from {
-        // Listed by name (no catalog walk), and only tags of these names are HEADed.
-        let all = images.get_or_insert_with(Vec::new);
-        for image in listed.images() {
-            if !all.contains(&image) {
-                all.push(image);
-            }
-        }
-        include_tags = include_tags.or_else(|| Some(listed.tags_regex()));
-    }
+    let listed = images_from_text(o)?;
     let legacy = match o.filter_preset.as_deref() {
         None => false,
         Some("legacy") => true,
@@ -355,7 +344,7 @@ pub(super) fn sources(
     let filters = Filters {
         include_images: regex("include-images", &o.include_images)?,
         exclude_images: regex("exclude-images", &o.exclude_images)?,
-        include_tags: regex("include-tags", &include_tags)?,
+        include_tags: regex("include-tags", &o.include_tags)?,
         exclude_tags: regex("exclude-tags", &o.exclude_tags)?,
         legacy,
         latest: o
@@ -372,13 +361,31 @@ pub(super) fn sources(
     namespaces
         .into_iter()
         .map(|namespace| {
+            let mut images = images.clone();
+            let mut filters = filters.clone();
+            if let Some((path, text)) = &listed {
+                // Listed by name (no catalog walk), and only tags of these names are HEADed;
+                // each source takes only the lines under it.
+                let listed = super::images_from::parse_for(text, &namespace)
+                    .map_err(|e| bad("images-from", format!("{}: {e}", path.display())))?;
+                let all = images.get_or_insert_with(Vec::new);
+                for image in listed.images(&namespace) {
+                    if !all.contains(&image) {
+                        all.push(image);
+                    }
+                }
+                if filters.include_tags.is_none() {
+                    filters.include_tags =
+                        regex("include-tags", &Some(listed.tags_regex(&namespace)))?;
+                }
+            }
             Ok(SourceSettings {
                 namespace,
-                images: images.clone(),
+                images,
                 target: target.clone(),
                 mapper: NameMapper::new(&o.name_template, &o.flatten_separator)
                     .map_err(|e| bad("name-template", e.to_string()))?,
-                filters: filters.clone(),
+                filters,
                 platforms: platforms.clone(),
                 share: None,
                 logins: logins.clone(),
@@ -387,15 +394,25 @@ pub(super) fn sources(
         .collect()
 }
 
-/// `--images-from FILE` read and kept to the images under `sources`.
-fn images_from(o: &Options, sources: &[Namespace]) -> Result<Option<ImagesFrom>, ConfigError> {
+/// `--images-from FILE`: its path and text.
+fn images_from_text(o: &Options) -> Result<Option<(&std::path::Path, String)>, ConfigError> {
     o.images_from
-        .as_ref()
+        .as_deref()
         .map(|p| {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| bad("images-from", format!("cannot read {}: {e}", p.display())))?;
+            std::fs::read_to_string(p)
+                .map(|text| (p, text))
+                .map_err(|e| bad("images-from", format!("cannot read {}: {e}", p.display())))
+        })
+        .transpose()
+}
+
+/// `--images-from FILE` read and kept to the images under `sources`: at least one line
+/// must lie under one of them.
+fn images_from(o: &Options, sources: &[Namespace]) -> Result<Option<ImagesFrom>, ConfigError> {
+    images_from_text(o)?
+        .map(|(path, text)| {
             super::images_from::parse(&text, sources)
-                .map_err(|e| bad("images-from", format!("{}: {e}", p.display())))
+                .map_err(|e| bad("images-from", format!("{}: {e}", path.display())))
         })
         .transpose()
 }

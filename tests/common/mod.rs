@@ -74,6 +74,21 @@ pub fn run(command: &mut Command) -> Output {
     output
 }
 
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The lines `gcrsync test` prints (`SRC:TAG → TARGET:TAG (why)`), sorted.
+pub fn planned(output: &Output) -> Vec<String> {
+    let mut lines: Vec<String> = stdout(output)
+        .lines()
+        .filter(|l| l.contains(" → "))
+        .map(|l| l.split(" (").next().unwrap().to_string())
+        .collect();
+    lines.sort();
+    lines
+}
+
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
