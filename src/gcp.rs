@@ -21,6 +21,14 @@ impl GcpKey {
     }
 }
 
+/// Whether a GCP key is sent to `host`: Google's registries always; another registry
+/// only when it is the one registry the key can be meant for (`only_registry`: the run's
+/// sole source registry, or serve's sole upstream). A Google token never reaches a
+/// third-party registry that merely sits beside a Google source in a config file.
+pub fn key_goes_to(host: &RegistryHost, only_registry: bool) -> bool {
+    is_google_registry(host) || only_registry
+}
+
 /// Registries that take Google access tokens as a target login.
 pub fn is_google_registry(host: &RegistryHost) -> bool {
     let host = host.as_str();
@@ -51,6 +59,15 @@ impl CredentialSource for GoogleTokens {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_goes_to_google_or_to_the_only_registry() {
+        let host = |h: &str| h.parse::<RegistryHost>().unwrap();
+        assert!(key_goes_to(&host("gcr.io"), false));
+        assert!(key_goes_to(&host("us-docker.pkg.dev"), false));
+        assert!(!key_goes_to(&host("quay.io"), false));
+        assert!(key_goes_to(&host("127.0.0.1:5000"), true));
+    }
 
     #[test]
     fn malformed_keys_name_the_field_and_never_the_value() {

@@ -287,3 +287,68 @@ async fn a_repository_the_accepted_credentials_cannot_reach_is_no_access_not_bad
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_gcp_key_goes_to_the_google_source_not_to_a_second_registry_beside_it() {
+    use base64::Engine as _;
+    use common::gcr::FakeGcr;
+    use common::google::FakeGoogle;
+    let dir = tempfile::tempdir().unwrap();
+    let (upstream, dst) = (TestRegistry::start(), TestRegistry::start());
+    let private = protected_registry(dir.path());
+    let image = |p: Pusher, repo: &'static str| async move {
+        p.image(repo, "1", Format::Oci, "amd64", &[random_bytes(800)])
+            .await
+    };
+    image(Pusher::new(&upstream.addr), "team/a").await;
+    image(Pusher::with_login(&private.addr, USER, PASSWORD), "team/b").await;
+    let keys = tempfile::tempdir().unwrap();
+    let google = FakeGoogle::start(keys.path());
+    let gcr = FakeGcr::start(&upstream.addr, false);
+    gcr.trust_google(google.issued.clone());
+    let work = tempfile::tempdir().unwrap();
+    // The second registry's login is in docker's config. Before, the key (sent to every
+    // source) won over it: the registry got `oauth2accesstoken` and a Google token.
+    let docker = work.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    let config = format!(
+        r#"{{"auths": {{"http://{}": {{"auth": "{auth}"}}}}}}"#,
+        private.addr
+    );
+    std::fs::write(docker.join("config.json"), config).unwrap();
+    let (g, p, d) = (&gcr.addr, &private.addr, &dst.addr);
+    let meta = work.path().join("meta");
+    let run_with = |config: String| {
+        std::fs::write(work.path().join("mirror.yml"), config).unwrap();
+        run(gcrsync(work.path())
+            .args([
+                "--config",
+                "mirror.yml",
+                "--metadata-dir",
+                meta.to_str().unwrap(),
+            ])
+            .env("DOCKER_CONFIG", &docker)
+            .env("SA_KEY", google.key_json()))
+    };
+    let head = format!("insecure-registry: [{g}, {p}, {d}]\n");
+    let (gs, ps) = (
+        format!("  - source: {g}/team\n    target: {d}/g\n"),
+        format!("  - source: {p}/team\n    target: {d}/p\n"),
+    );
+    // The key at the top level: it goes to neither loopback registry (none is Google's and
+    // there are two), so the fake gcr, which wants a Google token, refuses the listing.
+    let out = run_with(format!(
+        "{head}gcp-credentials-env: SA_KEY\nsources:\n{gs}{ps}"
+    ));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("listing {g}/team failed")));
+    // Named by the gcr source's own entry: there only; the other keeps its docker login.
+    let out = run_with(format!(
+        "{head}sources:\n{gs}    gcp-credentials-env: SA_KEY\n{ps}"
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(Pusher::new(d).tags("g/a").await, ["1"]);
+    assert_eq!(Pusher::new(d).tags("p/b").await, ["1"]);
+    assert!(google.token_requests() >= 1, "the gcr source used the key");
+}

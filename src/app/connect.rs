@@ -1,10 +1,11 @@
 //! Wiring a run to the outside: HTTP clients (timeouts, proxy, CA), one registry client
 //! per source and the target with their logins, and the metadata recorder.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::exit::Failure;
-use crate::gcp::is_google_registry;
+use crate::gcp::{is_google_registry, key_goes_to};
 use crate::metadata::render::{Renderer, TemplateFiles};
 use crate::metadata::{MetadataStore, Recorder};
 use crate::oci::any::AnyRegistry;
@@ -92,9 +93,14 @@ impl Registries {
         let mut targets = Vec::new();
         let mut chosen: Vec<(&RegistryHost, Choice<'_>)> = Vec::new();
         let mut target_of = Vec::new();
+        let source_hosts: HashSet<&RegistryHost> = settings
+            .sources
+            .iter()
+            .map(|s| &s.namespace.registry)
+            .collect();
         for source in &settings.sources {
             let host = &source.namespace.registry;
-            let choice = choose(&source.logins, host, Side::Source);
+            let choice = choose(&source.logins, host, Side::Source, source_hosts.len() == 1);
             sources.push(registry(
                 &source.namespace,
                 Access::Pull,
@@ -102,8 +108,13 @@ impl Registries {
                 &choice,
             )?);
             let host = &source.target.registry;
-            let choice = choose(&source.logins, host, Side::Target);
-            match chosen.iter().position(|(h, c)| *h == host && *c == choice) {
+            let choice = choose(&source.logins, host, Side::Target, false);
+            // A layout directory has one writer whatever the login, so its `index.json`
+            // lock is one lock.
+            let same = |h: &RegistryHost, c: &Choice<'_>| {
+                h == host && (host.layout_dir().is_some() || *c == choice)
+            };
+            match chosen.iter().position(|(h, c)| same(h, c)) {
                 Some(known) => target_of.push(known),
                 None => {
                     targets.push(registry(
@@ -178,9 +189,16 @@ impl Choice<'_> {
 }
 
 /// The login for `host`, in this order: the side's options (flags, `GCRSYNC_*`,
-/// `DOCKER_*` for the target, a source's own in a config file); the GCP key (any source;
-/// gcr.io and `*-docker.pkg.dev` targets); docker's config.json; else anonymous.
-fn choose<'a>(logins: &'a Logins, host: &RegistryHost, side: Side) -> Choice<'a> {
+/// `DOCKER_*` for the target, a source's own in a config file); the GCP key (Google's
+/// registries, the run's only source registry, or a source whose own config entry names
+/// it; gcr.io and `*-docker.pkg.dev` targets);
+/// docker's config.json; else anonymous.
+fn choose<'a>(
+    logins: &'a Logins,
+    host: &RegistryHost,
+    side: Side,
+    only_source_registry: bool,
+) -> Choice<'a> {
     let explicit = match side {
         Side::Source => &logins.source,
         Side::Target => &logins.target,
@@ -188,11 +206,10 @@ fn choose<'a>(logins: &'a Logins, host: &RegistryHost, side: Side) -> Choice<'a>
     if let Some(c) = explicit {
         return Choice::Options(c);
     }
-    if let Some(key) = logins
-        .gcp_key
-        .as_ref()
-        .filter(|_| side == Side::Source || is_google_registry(host))
-    {
+    if let Some(key) = logins.gcp_key.as_ref().filter(|_| match side {
+        Side::Source => key_goes_to(host, only_source_registry || logins.gcp_key_own),
+        Side::Target => is_google_registry(host),
+    }) {
         return Choice::Gcp(key);
     }
     match logins.docker_config.get(host) {

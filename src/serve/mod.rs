@@ -26,7 +26,7 @@ use axum::extract::State;
 use axum::routing::get;
 
 use crate::exit::Failure;
-use crate::gcp::is_google_registry;
+use crate::gcp::key_goes_to;
 use crate::oci::auth::Login;
 use crate::oci::clients::{ClientOptions, Clients};
 use crate::oci::http::{Access, Endpoint, HttpRegistry, RetryPolicy};
@@ -86,7 +86,7 @@ fn login_for(settings: &ServeSettings, host: &RegistryHost) -> Result<Option<Log
     if let Some(key) = settings
         .gcp_key
         .as_ref()
-        .filter(|_| is_google_registry(host) || settings.upstreams.len() == 1)
+        .filter(|_| key_goes_to(host, settings.upstreams.len() == 1))
     {
         return key.login().map(Some);
     }

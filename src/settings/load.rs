@@ -128,8 +128,12 @@ pub fn load(
             errors.push(at(&name, *line, clash));
         }
         seen.push(this);
+        let own_key = own
+            .iter()
+            .any(|e| e.key == "gcp-credentials" || e.key == "gcp-credentials-env");
         for mut source in found {
             source.share = share;
+            source.logins.gcp_key_own = own_key;
             sources.push(source);
             description.sources.push(merged.values.clone());
         }

@@ -82,6 +82,10 @@ pub struct Logins {
     pub target: Option<Credentials>,
     /// A GCP service-account key.
     pub gcp_key: Option<GcpKey>,
+    /// The source's own entry in a config file names the key, so it goes to that source's
+    /// registry even when it is not Google's (otherwise only to Google's, or to the run's
+    /// only source registry).
+    pub gcp_key_own: bool,
     /// Logins from docker's config.json.
     pub docker_config: DockerConfig,
 }

@@ -241,6 +241,7 @@ fn logins(o: &Options, env: &impl Fn(&str) -> Option<String>) -> Result<Logins, 
             o.target_password.clone().or_else(|| env("DOCKER_PASSWORD")),
         )?,
         gcp_key: gcp_key(o.gcp_credentials.as_deref(), env)?,
+        gcp_key_own: false,
         docker_config: docker_config(o, env)?,
     })
 }
