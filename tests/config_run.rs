@@ -522,7 +522,7 @@ async fn the_action_runs_a_config_file_given_as_its_config_input() {
     std::fs::write(
         work.path().join("mirror.yml"),
         format!(
-            "target: {d}/mirror\ninsecure-registry: [{s}, {d}]\ntarget-username: bot\ntarget-password-env: DST_PASS\nprocess-count: 100\nsources:\n  - source: {s}/team\n    include-tags: '^1$'\n  - source: {s}/other\n    name-template: 'other-{{{{ image }}}}'\n"
+            "target: {d}/mirror\ninsecure-registry: [{s}, {d}]\ntarget-username: bot\ntarget-password-env: DST_PASS\nprocess-count: 100\nreport: from-file.json\nsources:\n  - source: {s}/team\n    include-tags: '^1$'\n  - source: {s}/other\n    name-template: 'other-{{{{ image }}}}'\n"
         ),
     )
     .unwrap();
@@ -541,6 +541,12 @@ async fn the_action_runs_a_config_file_given_as_its_config_input() {
     assert_eq!(run.status.code(), Some(0));
     assert_eq!(outputs["copied"], "1", "{outputs:?}");
     assert_eq!(outputs["pending"], "1", "{outputs:?}");
+    // The file's `report:` key is kept under the action, and the output names it.
+    assert!(outputs["report"].ends_with("from-file.json"), "{outputs:?}");
+    assert_eq!(
+        read_json(&work.path().join("from-file.json"))["totals"]["copied"],
+        1
+    );
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
         stdout.starts_with(&format!("::add-mask::{password}\n")),

@@ -496,6 +496,14 @@ pub(super) fn run(
             images_from(&o, &namespaces)?
         },
         sources,
+        // Under Actions a report is always written, so the step's outputs have one; a
+        // config file's `report:` key still chooses where (it is below the variables).
+        report: o.report.or_else(|| {
+            (env("GITHUB_ACTIONS").as_deref() == Some("true")).then(|| {
+                PathBuf::from(env("RUNNER_TEMP").unwrap_or_else(|| "/tmp".into()))
+                    .join("gcrsync-report.json")
+            })
+        }),
         actions: actions_env(env, github.as_ref()),
         github,
         metadata_dir: o.metadata_dir,
@@ -517,7 +525,6 @@ pub(super) fn run(
         image_template: o.image_template,
         changelog_template: o.changelog_template,
         dry_run: o.dry_run,
-        report: o.report,
         log_format,
         // GitHub's "re-run with debug logging" sets RUNNER_DEBUG=1: debug logs, even if quiet.
         verbosity: match env("RUNNER_DEBUG").as_deref() {
