@@ -229,7 +229,11 @@ impl<M: MetadataStore> Recorder<M> {
     }
 
     fn dir(&self, source: usize) -> String {
-        format!("{}{}", self.prefix, self.namespaces[source].0)
+        format!(
+            "{}{}",
+            self.prefix,
+            namespace_dir(&self.namespaces[source].0)
+        )
     }
 
     /// The records of every source, importing the seeds' lists where no `images.json` exists.
@@ -471,5 +475,38 @@ impl<M: MetadataStore> Recorder<M> {
             .map(|&s| self.namespaces[s].0.to_string())
             .collect();
         format!("gcrsync: {} ({})", counts.join(", "), sources.join(", "))
+    }
+}
+
+/// A namespace's directory in the metadata store: its name (`gcr.io/google-containers`),
+/// except that a layout directory `oci:DIR` is kept under `oci/` with its path's plain
+/// parts: a colon is refused by Windows checkouts, and a leading `/` or a `..` would leave
+/// the store.
+fn namespace_dir(ns: &Namespace) -> String {
+    let Some(dir) = ns.registry.layout_dir() else {
+        return ns.to_string();
+    };
+    let parts = dir.components().filter_map(|c| match c {
+        std::path::Component::Normal(part) => Some(part.to_string_lossy().into_owned()),
+        std::path::Component::ParentDir => Some("_up".to_string()),
+        _ => None,
+    });
+    std::iter::once("oci".to_string())
+        .chain(parts)
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layout_namespace_is_kept_under_oci_without_a_colon_or_an_escape() {
+        let dir = |text: &str| namespace_dir(&text.parse().unwrap());
+        assert_eq!(dir("gcr.io/google-containers"), "gcr.io/google-containers");
+        assert_eq!(dir("oci:/srv/mirror"), "oci/srv/mirror");
+        assert_eq!(dir("oci:./carried"), "oci/carried");
+        assert_eq!(dir("oci:../up/x"), "oci/_up/up/x");
     }
 }

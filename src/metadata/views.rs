@@ -150,7 +150,8 @@ impl Object for ImagesView {
     }
 }
 
-/// One image: `name`, `target`, `page` (link from the README), `readme` (link back),
+/// One image: `name`, `target`, `pull` (the command that fetches its newest tag), `page`
+/// (link from the README), `readme` (link back),
 /// `tag_count`, `newest` (up to `NEWEST` tags), `tags` (all, by name), `skipped`.
 #[derive(Debug)]
 pub struct ImageView {
@@ -172,6 +173,7 @@ impl ImageView {
 const IMAGE_KEYS: &[&str] = &[
     "name",
     "target",
+    "pull",
     "page",
     "readme",
     "tag_count",
@@ -187,6 +189,12 @@ impl Object for ImageView {
         Some(match key.as_str()? {
             "name" => Value::from(self.name.as_str()),
             "target" => Value::from(image.target.as_str()),
+            "pull" => {
+                let tag = newest(image, 1)
+                    .first()
+                    .map_or("TAG", |(tag, _)| tag.as_str());
+                Value::from(pull_command(&image.target, tag))
+            }
             "page" => Value::from(link(&page_path(&self.name))),
             "readme" => Value::from(readme_link(&self.name)),
             "tag_count" => Value::from(image.tags.len()),
@@ -310,6 +318,18 @@ impl Object for SkippedView {
     }
 }
 
+/// How a reader fetches `target:tag`: `docker pull`, or for an `oci:DIR` layout (which
+/// docker cannot read) skopeo's copy of it into a registry.
+fn pull_command(target: &str, tag: &str) -> String {
+    match target.strip_prefix(crate::reference::LAYOUT_PREFIX) {
+        Some(path) => {
+            let name = path.rsplit('/').next().unwrap_or(path);
+            format!("skopeo copy oci:{path}:{tag} docker://REGISTRY/{name}:{tag}")
+        }
+        None => format!("docker pull {target}:{tag}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,6 +353,18 @@ mod tests {
         assert_eq!(
             tags,
             ["latest", "v1.9.3", "v01.9.4", "v1.9.10", "v1.10.0", "v2"]
+        );
+    }
+
+    #[test]
+    fn a_layout_target_is_fetched_with_skopeo_not_docker() {
+        assert_eq!(
+            pull_command("docker.io/m/pause", "3.9"),
+            "docker pull docker.io/m/pause:3.9"
+        );
+        assert_eq!(
+            pull_command("oci:/srv/mirror/pause", "3.9"),
+            "skopeo copy oci:/srv/mirror/pause:3.9 docker://REGISTRY/pause:3.9"
         );
     }
 
