@@ -226,6 +226,34 @@ async fn server_errors_on_tree_commit_and_ref_calls_are_retried_and_nothing_is_l
     assert_eq!(changelog.matches("\n- ").count(), 3, "{changelog}");
 }
 
+/// The ref moves, its answer is lost, and another writer commits on top before the retry:
+/// the retry is refused as not a fast forward, yet the batch is in. Re-applying it would
+/// repeat its CHANGELOG block.
+#[tokio::test]
+async fn a_lost_ref_answer_with_a_commit_on_top_is_not_applied_twice() {
+    let (src, dst, gh) = (
+        TestRegistry::start(),
+        TestRegistry::start(),
+        FakeGitHub::start(false),
+    );
+    let work = tempfile::tempdir().unwrap();
+    three_tags(&src).await;
+    gh.inject_on("PATCH /git/refs", Fault::ServerErrorAfterApplying(502));
+    gh.inject_on("PATCH /git/refs", Fault::ForeignCommitFirst);
+    let before = gh.history("main").len();
+    let out = gh.sync(work.path(), &src, &dst, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(commits_since(&gh, before), 2, "ours and the foreign one");
+    assert_eq!(recorded_tags(&images_json(&gh, &src)), 3);
+    let changelog = gh.file("main", "CHANGELOG.md").unwrap();
+    assert_eq!(changelog.matches("mirror/app:1 ").count(), 1, "{changelog}");
+    assert!(changelog.contains("foreign block"), "{changelog}");
+    assert!(
+        gh.log().iter().any(|r| r.path.contains("/compare/")),
+        "the refused retry was checked against the branch"
+    );
+}
+
 #[tokio::test]
 async fn a_rate_limit_wait_past_the_deadline_fails_clearly_saying_what_was_committed() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());

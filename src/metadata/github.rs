@@ -227,6 +227,24 @@ impl GitHubStore {
         Ok(Some(found.object.sha))
     }
 
+    /// Whether the branch holds `commit` (compare `COMMIT...BRANCH` is "identical" or
+    /// "ahead"); asked only after a refused ref update.
+    async fn branch_contains(&self, commit: &str) -> Result<bool, StoreError> {
+        let route = format!("/repos/{}/compare/{commit}...{}", self.repo, self.branch);
+        let answer = self.call("GET", &route, None, None).await?;
+        if answer.status == 404 {
+            return Ok(false);
+        }
+        #[derive(Deserialize)]
+        struct Comparison {
+            status: String,
+        }
+        let found: Comparison = self
+            .expect(answer, &[200], "comparing the branch")?
+            .json("comparing the branch")?;
+        Ok(matches!(found.status.as_str(), "identical" | "ahead"))
+    }
+
     /// GitHub answers 409 "Git Repository is empty" on Git Data reads of an empty repository.
     async fn is_empty(&self) -> Result<bool, StoreError> {
         let answer = self
@@ -480,9 +498,15 @@ impl MetadataStore for GitHubStore {
                 None,
             )
             .await?;
-        // 422 "Update is not a fast forward": someone else committed since `head`.
+        // 422 "Update is not a fast forward": someone else committed since `head`. Or our
+        // own update landed and its answer was lost, the retry came after another writer's
+        // commit on top: then the batch is in, and applying it again would repeat its
+        // CHANGELOG block.
         if answer.status == 422 || answer.status == 409 {
-            return Ok(WriteOutcome::Conflict);
+            return Ok(match self.branch_contains(&commit).await? {
+                true => WriteOutcome::Written { id: Some(commit) },
+                false => WriteOutcome::Conflict,
+            });
         }
         self.expect(answer, &[200], "updating the branch")?;
         Ok(WriteOutcome::Written { id: Some(commit) })

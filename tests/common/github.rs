@@ -45,6 +45,8 @@ pub enum Fault {
     SecondaryLimit(u64),
     /// 403 with `x-ratelimit-remaining: 0` and a reset `secs` from now (the primary limit).
     PrimaryLimit(i64),
+    /// A ref update carried out normally, but another writer's commit lands just before it.
+    ForeignCommitFirst,
 }
 
 /// How the fake is set up.

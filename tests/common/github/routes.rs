@@ -31,6 +31,7 @@ fn fault_answer(fault: &Fault, remaining: u64) -> Response<Body> {
             answer(*status, json!({"message": "Server Error"}), remaining)
         }
         Fault::SecondaryLimit(secs) => secondary_limit(*secs, remaining),
+        Fault::ForeignCommitFirst => unreachable!("carried out, not answered"),
         Fault::PrimaryLimit(secs) => {
             let mut response = answer(403, json!({"message": "API rate limit exceeded"}), 0);
             let reset = (jiff::Timestamp::now().as_second() + secs).to_string();
@@ -59,11 +60,16 @@ pub(super) fn route(
     let repo_prefix = format!("/repos/{}", state.repo);
     let rest = api_path.strip_prefix(&repo_prefix).map(str::to_string);
     let signature = format!("{method} {}", rest.as_deref().unwrap_or(api_path));
-    let fault = state
+    let mut fault = state
         .faults
         .iter()
         .position(|(route, _)| signature.starts_with(route.as_str()))
         .map(|i| state.faults.remove(i).1);
+    if matches!(fault, Some(Fault::ForeignCommitFirst)) {
+        // Carried out normally, after a foreign commit lands (at a ref update).
+        state.races += 1;
+        fault = None;
+    }
     if let Some(fault) = &fault {
         if !matches!(fault, Fault::ServerErrorAfterApplying(_)) {
             return fault_answer(fault, remaining);
@@ -133,6 +139,32 @@ fn repo_route(
                     remaining,
                 ),
                 None => answer(404, json!({"message": "Not Found"}), remaining),
+            }
+        }
+        ("GET", r) if r.starts_with("/compare/") => {
+            // `BASE...HEAD`, each a commit or a branch; only `status` is modelled.
+            let resolve = |name: &str| {
+                state
+                    .refs
+                    .get(name)
+                    .cloned()
+                    .or_else(|| state.git.commit_tree(name).map(|_| name.to_string()))
+            };
+            let pair = r["/compare/".len()..].split_once("...");
+            match pair.map(|(b, h)| (resolve(b), resolve(h))) {
+                Some((Some(base), Some(head))) => {
+                    let status = if base == head {
+                        "identical"
+                    } else if state.git.is_ancestor(&base, &head) {
+                        "ahead"
+                    } else if state.git.is_ancestor(&head, &base) {
+                        "behind"
+                    } else {
+                        "diverged"
+                    };
+                    answer(200, json!({"status": status}), remaining)
+                }
+                _ => answer(404, json!({"message": "Not Found"}), remaining),
             }
         }
         ("GET", r) if r.starts_with("/git/commits/") => {
