@@ -360,7 +360,18 @@ async fn prune_max_refuses_a_larger_deletion_and_deletes_nothing() {
     m.source().delete_manifest("team/app", &m.v2).await;
     m.source().delete_manifest("team/tool", &m.tool).await;
 
-    let out = m.sync(&["--prune", "--prune-max", "1"]);
+    // A bad limit is a configuration error, before any request.
+    let out = m.sync(&["--prune", "--prune-max", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--prune-max (GCRSYNC_PRUNE_MAX): 0 is out of range"),
+        "{}",
+        stderr(&out)
+    );
+    // Options given in a config file, as any other.
+    let config = m.work.path().join("mirror.yml");
+    std::fs::write(&config, "prune: true\nprune-max: 1\n").unwrap();
+    let out = m.sync(&["--config", config.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
