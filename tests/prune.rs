@@ -355,6 +355,50 @@ async fn prune_deletes_marked_tags_and_keeps_a_digest_a_live_tag_shares() {
 }
 
 #[tokio::test]
+async fn prune_never_deletes_a_child_of_an_index_still_upstream() {
+    let src = TestRegistry::start();
+    let dst = TestRegistry::start();
+    let p = Pusher::new(&src.addr);
+    let platforms = [
+        ("amd64", vec![random_bytes(400)]),
+        ("arm64", vec![random_bytes(400)]),
+    ];
+    let (index, children) = p.index("team/app", "v1", Format::Oci, &platforms).await;
+    // The amd64 child tagged on its own too, as some projects publish.
+    let child = p.get_manifest("team/app", &children[0]).await;
+    p.manifest("team/app", "v1-amd64", images::OCI_MANIFEST, &child)
+        .await;
+    let work = tempfile::tempdir().unwrap();
+    let metadata = work.path().join("meta");
+    let sync = || {
+        run(gcrsync(work.path())
+            .args(mirror_args(&src, &dst, &metadata))
+            .arg("--prune"))
+    };
+    assert_eq!(sync().status.code(), Some(0));
+    p.delete_manifest("team/app", &children[0]).await;
+
+    let out = sync();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let target = Pusher::new(&dst.addr);
+    assert_eq!(
+        target.head("mirror/app", "v1-amd64").await,
+        Some(children[0].clone())
+    );
+    assert_eq!(
+        target.head("mirror/app", &children[0]).await,
+        Some(children[0].clone())
+    );
+    assert_eq!(target.head("mirror/app", "v1").await, Some(index));
+    assert!(dst.accesses().iter().all(|a| a.method != "DELETE"));
+    assert!(
+        stderr(&out).contains("a child of the index of app:v1, which is still upstream"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
 async fn prune_max_refuses_a_larger_deletion_and_deletes_nothing() {
     let m = Mirrored::new(TestRegistry::start()).await;
     m.source().delete_manifest("team/app", &m.v2).await;

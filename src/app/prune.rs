@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::connect::Registries;
-use crate::deletions::delete::{Deleted, PruneReport, PruneTag, delete_step, pruned};
+use crate::deletions::delete::{Deleted, PruneReport, PruneTag, child_of, delete_step, pruned};
 use crate::deletions::{PrunePlan, PruneStep, plan_prune};
 use crate::exit::Failure;
 use crate::metadata::record::{NamespaceRecord, Outcome, now_utc};
@@ -145,6 +145,8 @@ impl Upstream {
         let mut outcomes = Vec::new();
         // The first refusal of each target client, which the rest of its steps share.
         let mut refused: HashMap<usize, String> = HashMap::new();
+        // Live indexes read to guard their children: index digest → children.
+        let mut read = HashMap::new();
         for step in &self.plan.delete {
             let source = settings.sources[step.source].namespace.to_string();
             let tag_entry = |tag: &str, detail: Option<String>| PruneTag {
@@ -174,6 +176,20 @@ impl Upstream {
                 continue;
             };
             let target = registries.target(step.source);
+            let hold = match child_of(target.as_ref(), &repo, step, &mut read).await {
+                Ok(Some(index)) => Some((
+                    &mut report.held,
+                    format!(
+                        "a child of the index of {index}, which is still upstream; deleting it would break that index"
+                    ),
+                )),
+                Ok(None) => None,
+                Err(why) => Some((&mut report.failed, why)),
+            };
+            if let Some((list, why)) = hold {
+                list.extend(step.tags.iter().map(|t| tag_entry(t, Some(why.clone()))));
+                continue;
+            }
             let done = delete_step(target.as_ref(), &repo, step).await;
             for (tag, why) in done.moved {
                 report.held.push(tag_entry(&tag, Some(why)));

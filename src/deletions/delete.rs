@@ -4,12 +4,15 @@
 //! `GOOGLE_MANIFEST_DANGLING_TAG` until the tags are gone). A registry that refuses
 //! deletes is reported, and not asked again in this run.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use super::PruneStep;
 use crate::metadata::record::Outcome;
+use crate::oci::manifest::Contents;
 use crate::oci::{Error, ManifestRef, Registry};
-use crate::reference::{RepoPath, Tag};
+use crate::reference::{Digest, RepoPath, Tag};
 
 /// One tag in the prune report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -201,6 +204,42 @@ pub async fn delete_step<R: Registry>(target: &R, repo: &RepoPath, step: &PruneS
         other => other,
     };
     StepResult { deleted, moved }
+}
+
+/// The live index (`image:tag` of a step's guards) whose child the step's digest is, if
+/// any: read from the target, each index once per run (`read`: index → its children). An
+/// index that cannot be read leaves the answer unknown (an error: nothing is deleted).
+pub async fn child_of<R: Registry>(
+    target: &R,
+    repo: &RepoPath,
+    step: &PruneStep,
+    read: &mut HashMap<Digest, Vec<Digest>>,
+) -> Result<Option<String>, String> {
+    for (label, index) in &step.guards {
+        if !read.contains_key(index) {
+            let reference = ManifestRef::Digest(index.clone());
+            let children = match target.get_manifest(repo, &reference).await {
+                Ok(manifest) => match manifest.contents() {
+                    Ok(Contents::Index(children)) => {
+                        children.into_iter().map(|(d, _)| d.digest).collect()
+                    }
+                    _ => Vec::new(),
+                },
+                // Gone from the target: it holds no child any more.
+                Err(e) if e.is_not_found() => Vec::new(),
+                Err(e) => {
+                    return Err(format!(
+                        "cannot read the index of {label} to check that this is none of its children: {e}"
+                    ));
+                }
+            };
+            read.insert(index.clone(), children);
+        }
+        if read[index].contains(&step.digest) {
+            return Ok(Some(label.clone()));
+        }
+    }
+    Ok(None)
 }
 
 /// Deletes each tag, then the digest they left untagged (a failure there leaves an

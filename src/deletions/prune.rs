@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use crate::metadata::record::NamespaceRecord;
+use crate::oci::manifest::is_index;
 use crate::reference::Digest;
 
 /// Why a tag marked deleted upstream stays on the target.
@@ -50,6 +51,11 @@ pub struct PruneStep {
     pub digest: Digest,
     /// The marked tags of this digest, by name.
     pub tags: Vec<String>,
+    /// For an image (not an index): the indexes of tags still upstream in the same
+    /// repository (`image:tag`, digest), whose children it may be; deleting a child would
+    /// break its index, so they are read before the deletion.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub guards: Vec<(String, Digest)>,
 }
 
 /// A marked tag that stays.
@@ -88,6 +94,8 @@ impl PrunePlan {
 pub fn plan_prune(records: &[NamespaceRecord]) -> PrunePlan {
     // Digests still used by a tag upstream, per target repository: (repo, digest) → tag.
     let mut live: HashMap<(&str, &Digest), String> = HashMap::new();
+    // Indexes still upstream, per target repository.
+    let mut indexes: HashMap<&str, Vec<(String, Digest)>> = HashMap::new();
     for record in records {
         for (name, image) in &record.images {
             for (tag, t) in &image.tags {
@@ -95,8 +103,14 @@ pub fn plan_prune(records: &[NamespaceRecord]) -> PrunePlan {
                     && t.pruned_at.is_none()
                     && let Some(digest) = &t.digest
                 {
-                    live.entry((image.target.as_str(), digest))
-                        .or_insert_with(|| format!("{name}:{tag}"));
+                    let label = format!("{name}:{tag}");
+                    if is_index(&t.media_type) {
+                        let repo = indexes.entry(image.target.as_str()).or_default();
+                        if !repo.iter().any(|(_, d)| d == digest) {
+                            repo.push((label.clone(), digest.clone()));
+                        }
+                    }
+                    live.entry((image.target.as_str(), digest)).or_insert(label);
                 }
             }
         }
@@ -132,6 +146,13 @@ pub fn plan_prune(records: &[NamespaceRecord]) -> PrunePlan {
                             target: image.target.clone(),
                             digest: digest.clone(),
                             tags: Vec::new(),
+                            guards: match is_index(&t.media_type) {
+                                true => Vec::new(),
+                                false => indexes
+                                    .get(image.target.as_str())
+                                    .cloned()
+                                    .unwrap_or_default(),
+                            },
                         })
                         .tags
                         .push(tag.clone()),
@@ -240,6 +261,45 @@ mod tests {
             .flat_map(|s| s.tags.iter().map(String::as_str))
             .collect();
         assert_eq!(deleted, ["2", "3"]);
+    }
+
+    #[test]
+    fn an_image_is_guarded_by_the_live_indexes_of_its_repository() {
+        let mut r = record(&[
+            ("app", "1-amd64", Some('a'), true, false),
+            ("app", "1", Some('b'), false, false),
+            ("app", "0", Some('c'), true, false),
+            ("other", "1", Some('d'), false, false),
+        ]);
+        for (tag, media_type) in [
+            ("1", "application/vnd.oci.image.index.v1+json"),
+            ("0", "application/vnd.oci.image.index.v1+json"),
+        ] {
+            let t = r.images.get_mut("app").unwrap().tags.get_mut(tag).unwrap();
+            t.media_type = media_type.into();
+        }
+        r.images
+            .get_mut("other")
+            .unwrap()
+            .tags
+            .get_mut("1")
+            .unwrap()
+            .media_type = "application/vnd.oci.image.index.v1+json".into();
+        let plan = plan_prune(&[r]);
+        let guards: Vec<(&str, &[(String, Digest)])> = plan
+            .delete
+            .iter()
+            .map(|s| (s.tags[0].as_str(), s.guards.as_slice()))
+            .collect();
+        // The image is checked against the live index of its repository; an index needs no
+        // check (deleting it leaves its children), and other repositories do not count.
+        assert_eq!(
+            guards,
+            [
+                ("1-amd64", &[("app:1".to_string(), digest('b'))][..]),
+                ("0", &[][..])
+            ]
+        );
     }
 
     #[test]
