@@ -150,6 +150,35 @@ mod tests {
     }
 
     #[test]
+    fn marks_keep_their_first_time_and_a_pruned_tag_counts_as_unrecorded() {
+        let mut r = record(&[("app", "1", None)]);
+        let gone = |at: &str| Outcome::DeletedUpstream {
+            image: "app".into(),
+            tag: "1".into(),
+            at: at.into(),
+        };
+        assert!(r.apply(&[gone("T1")]).images.contains("app"));
+        assert!(r.apply(&[gone("T2")]).images.is_empty(), "marked already");
+        r.apply(&[Outcome::Pruned {
+            image: "app".into(),
+            tag: "1".into(),
+            at: "T3".into(),
+        }]);
+        let tag = &r.images["app"].tags["1"];
+        assert_eq!(tag.deleted_upstream_at.as_deref(), Some("T1"));
+        assert_eq!(tag.pruned_at.as_deref(), Some("T3"));
+        // The mirror no longer holds it: planned as a tag never recorded.
+        assert_eq!(r.digest("app", "1"), None);
+        assert!(r.to_json().contains("\"pruned_at\": \"T3\""));
+        // A mark on a tag with no record changes nothing.
+        let other = Outcome::BackUpstream {
+            image: "other".into(),
+            tag: "1".into(),
+        };
+        assert!(!r.apply(&[other]).record);
+    }
+
+    #[test]
     fn a_tag_listed_again_is_unmarked() {
         let r = record(&[("app", "1", Some(AT)), ("app", "2", None)]);
         let marks = upstream_marks(&r, &seen(&[("app", &["1", "2"])], true), |_| true, AT);

@@ -563,43 +563,6 @@ mod tests {
     }
 
     #[test]
-    fn deletion_marks_keep_their_first_time_and_a_pruned_tag_counts_as_unrecorded() {
-        let mut record = NamespaceRecord::new("s".into(), "t".into());
-        record.apply(&[synced("1", 'a', "2026-01-01T00:00:00Z")]);
-        let gone = |at: &str| Outcome::DeletedUpstream {
-            image: "pause".into(),
-            tag: "1".into(),
-            at: at.into(),
-        };
-        assert!(record.apply(&[gone("T1")]).images.contains("pause"));
-        assert!(
-            record.apply(&[gone("T2")]).images.is_empty(),
-            "marked already"
-        );
-        let pruned = Outcome::Pruned {
-            image: "pause".into(),
-            tag: "1".into(),
-            at: "T3".into(),
-        };
-        record.apply(&[pruned]);
-        let tag = &record.images["pause"].tags["1"];
-        assert_eq!(tag.deleted_upstream_at.as_deref(), Some("T1"));
-        assert_eq!(tag.pruned_at.as_deref(), Some("T3"));
-        assert_eq!(record.digest("pause", "1"), None);
-        assert!(record.to_json().contains("\"pruned_at\": \"T3\""));
-        // Copied again: a fresh record, unmarked.
-        record.apply(&[synced("1", 'a', "2026-02-01T00:00:00Z")]);
-        let tag = &record.images["pause"].tags["1"];
-        assert!(tag.deleted_upstream_at.is_none() && tag.pruned_at.is_none());
-        // A mark on a tag with no record changes nothing.
-        let other = Outcome::BackUpstream {
-            image: "other".into(),
-            tag: "1".into(),
-        };
-        assert_eq!(record.apply(&[other]), Changes::default());
-    }
-
-    #[test]
     fn legacy_lists_import_with_unknown_digests() {
         let record = NamespaceRecord::from_json(
             br#"["base:debug", "cc:latest"]"#,
