@@ -40,6 +40,8 @@ fn synced(i: usize, tag: usize, seed: usize, at: &str, copied: bool) -> (usize, 
         image,
         tag: format!("v1.{tag}.0"),
         record: TagRecord {
+            deleted_upstream_at: None,
+            pruned_at: None,
             digest: Some(format!("sha256:{seed:064x}").parse().unwrap()),
             dropped_platforms: vec![],
             media_type: "application/vnd.oci.image.index.v1+json".into(),

@@ -312,6 +312,20 @@ pub struct Options {
     /// skipped (default: every platform, verbatim).
     #[arg(long, env = "GCRSYNC_PLATFORMS", global = true)]
     pub platforms: Option<String>,
+    /// Delete from the target the tags a complete source listing shows deleted upstream
+    /// (never a digest another recorded tag uses, never `sha256-*` referrer tags).
+    #[arg(long, env = "GCRSYNC_PRUNE", global = true)]
+    pub prune: bool,
+    /// Refuse to prune more than N tags in one run (nothing is deleted then); raise it to
+    /// let a larger deletion through.
+    #[arg(
+        long,
+        env = "GCRSYNC_PRUNE_MAX",
+        global = true,
+        default_value_t = 50,
+        allow_negative_numbers = true
+    )]
+    pub prune_max: i64,
     /// Connect and idle-read timeout (never a cap on a whole transfer).
     #[arg(
         long,

@@ -18,7 +18,8 @@ use crate::settings::ConfigError;
 pub enum Exit {
     /// Everything planned was done (or nothing was to do).
     Success = 0,
-    /// Some tags failed, or a signal stopped the run.
+    /// Some tags failed (copies, or deletions `--prune` asked for), or a signal stopped
+    /// the run.
     Failed = 1,
     /// Configuration or usage error, found before (or instead of) any copy.
     Config = 2,
@@ -32,7 +33,11 @@ impl Exit {
     pub fn of_report(report: &Report) -> Exit {
         if report.error.is_some() {
             Exit::Fatal
-        } else if report.totals.failed > 0 || report.stopped.as_deref() == Some("signal") {
+        } else if report.totals.failed > 0
+            || report.stopped.as_deref() == Some("signal")
+            // `--prune` refused by the target or by `--prune-max`, or a deletion failed.
+            || report.prune.as_ref().is_some_and(|p| p.failed())
+        {
             Exit::Failed
         } else {
             Exit::Success

@@ -6,6 +6,7 @@ pub mod actions;
 pub mod app;
 pub mod cli;
 pub mod copy;
+pub mod deletions;
 pub mod docs;
 pub mod exit;
 pub mod filter;

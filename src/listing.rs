@@ -101,6 +101,9 @@ pub struct SourceListing {
     pub mapped: Vec<(RepoPath, Repository)>,
     /// How the namespace was listed (`None`: `--images`), to be recorded.
     pub listed_by: Option<ListedBy>,
+    /// Every tag of this shard's listed images, before tag filters, for judging upstream
+    /// deletions.
+    pub seen: crate::deletions::Seen,
 }
 
 /// A stable shard of an image name (FNV-1a), the same on every machine and run.
@@ -190,6 +193,8 @@ async fn list_many<R: Registry>(
 #[derive(Default)]
 struct Discovered {
     listed_by: Option<ListedBy>,
+    /// Whether every repository walked was listed (none failed, not `--images`).
+    complete: bool,
     lists: Vec<(RepoPath, TagList)>,
     images_removed: BTreeMap<&'static str, usize>,
     failures: Vec<ListFailure>,
@@ -199,6 +204,8 @@ impl Discovered {
     /// Keeps the listed images that pass the image filters; repository failures of kept
     /// images are failures, those of images walked only for their children are warnings.
     fn add(&mut self, ns: &Namespace, lists: Lists, filters: &Filters) {
+        // A repository not listed hides its tags, and in a gcr tree what is below it.
+        self.complete &= lists.failed.is_empty();
         for (image, error) in lists.failed {
             match filters.image(image.as_str()) {
                 Ok(()) => self.failures.push(failure(ns, image, None, &error)),
@@ -249,6 +256,7 @@ async fn walk_children<R: Registry>(
 ) -> Discovered {
     let mut found = Discovered {
         listed_by: Some(ListedBy::Children),
+        complete: true,
         ..Discovered::default()
     };
     let child_paths = |parent: Option<&RepoPath>, list: &TagList| -> Vec<RepoPath> {
@@ -359,6 +367,7 @@ async fn from_catalog<R: Registry>(
 ) -> Discovered {
     let mut found = Discovered {
         listed_by: Some(ListedBy::Catalog),
+        complete: true,
         ..Discovered::default()
     };
     let wanted = found.worth_listing(images, filters, false);
@@ -414,6 +423,7 @@ pub async fn list_source<R: Registry>(
         listed_by: found.listed_by,
         ..SourceListing::default()
     };
+    out.seen.complete = found.complete;
     let stats = &mut out.stats;
     stats.images_removed = found.images_removed;
     stats.failures = found.failures;
@@ -464,6 +474,7 @@ pub async fn list_source<R: Registry>(
                 None => to_head.push(listed),
             }
         }
+        out.seen.add(image.to_string(), list.tags);
     }
     let headed: Vec<Result<Option<Candidate>, ListFailure>> = stream::iter(to_head)
         .map(|listed| async move {
@@ -495,6 +506,18 @@ pub async fn list_source<R: Registry>(
         .sort_by(|a, b| (&a.image, &a.tag).cmp(&(&b.image, &b.tag)));
     out.candidates = candidates;
     Ok(out)
+}
+
+/// Whether the run mirrors `image` of `spec`'s source at all: named by `--images` (when
+/// given), kept by the image filters, and of this shard. Deletions are judged only there.
+pub fn in_scope(spec: &SourceSpec<'_>, filters: &Filters, image: &str) -> bool {
+    let (shard, shards) = spec.shard;
+    let named = spec
+        .images
+        .is_none_or(|images| images.iter().any(|i| i.as_str() == image));
+    named
+        && filters.image(image).is_ok()
+        && shard_of(&format!("{}/{image}", spec.namespace), shards) == shard
 }
 
 /// Listing a source failed: the registry failed, or a listed name does not map.

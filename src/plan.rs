@@ -362,6 +362,8 @@ mod tests {
                 tag: tag.to_string(),
                 target: format!("{target}/{image}"),
                 record: TagRecord {
+                    deleted_upstream_at: None,
+                    pruned_at: None,
                     digest: d.map(digest),
                     source_digest: None,
                     media_type: String::new(),
@@ -586,6 +588,8 @@ mod tests {
             tag: step.candidate.tag.to_string(),
             target: step.candidate.target.to_string(),
             record: TagRecord {
+                deleted_upstream_at: None,
+                pruned_at: None,
                 digest: Some(step.candidate.digest.clone()),
                 source_digest: None,
                 media_type: String::new(),

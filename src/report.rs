@@ -135,6 +135,10 @@ pub struct Report {
     pub unrecorded: usize,
     /// For `test`: every tag the plan would copy or adopt, in order.
     pub plan: Option<Vec<Step>>,
+    /// Upstream deletions seen in this run, and what `--prune` did (or, for `test`, would
+    /// do) about them; absent when there were none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prune: Option<crate::deletions::delete::PruneReport>,
 }
 
 /// Builds the report of a plan (and of its run, for `sync`).
@@ -219,7 +223,10 @@ pub fn build(
                 previous: Some(_), ..
             } => counts.moved += 1,
             Outcome::Synced { .. } => counts.copied += 1,
-            Outcome::Missing { .. } => {}
+            Outcome::Missing { .. }
+            | Outcome::DeletedUpstream { .. }
+            | Outcome::BackUpstream { .. }
+            | Outcome::Pruned { .. } => {}
             Outcome::Skipped {
                 image,
                 tag,
@@ -299,6 +306,7 @@ pub fn build(
         error: run.and_then(|r| r.fatal.clone()),
         unrecorded: run.map_or(0, |r| r.unrecorded),
         plan: plan_steps,
+        prune: None,
     }
 }
 
@@ -329,6 +337,7 @@ impl Report {
             error: None,
             unrecorded: 0,
             plan: None,
+            prune: None,
         }
     }
 
@@ -395,6 +404,9 @@ impl Report {
                 "skipped: {}/{}:{}: {}\n",
                 s.source, s.image, s.tag, s.reason
             ));
+        }
+        if let Some(prune) = &self.prune {
+            out.push_str(&prune.summary());
         }
         for f in &self.failed_repositories {
             out.push_str(&format!(

@@ -109,6 +109,8 @@ fn outcome_of(step: &Step, result: Result<Copied, CopyError>, at: String) -> Out
             tag: c.tag.to_string(),
             target: c.target.to_string(),
             record: TagRecord {
+                deleted_upstream_at: None,
+                pruned_at: None,
                 digest: Some(copied.digest),
                 source_digest: copied.source_digest,
                 media_type: copied.media_type,
@@ -406,6 +408,8 @@ mod tests {
             tag: "1".into(),
             target: "t.io/m/a".into(),
             record: TagRecord {
+                deleted_upstream_at: None,
+                pruned_at: None,
                 digest: Some(digest("a")),
                 media_type: String::new(),
                 platforms: Vec::new(),

@@ -36,6 +36,8 @@ fn copied(i: usize, tag: usize, seed: usize, at: &str) -> (usize, Outcome) {
         image,
         tag: format!("v1.{tag}.0"),
         record: TagRecord {
+            deleted_upstream_at: None,
+            pruned_at: None,
             digest: Some(digest(seed)),
             dropped_platforms: vec![],
             media_type: "application/vnd.oci.image.index.v1+json".into(),

@@ -35,6 +35,8 @@ fn synced(
         tag: tag.into(),
         target: format!("docker.io/myuser/{image}"),
         record: TagRecord {
+            deleted_upstream_at: None,
+            pruned_at: None,
             digest: Some(digest_of(digest)),
             source_digest: None,
             media_type: media_type.into(),

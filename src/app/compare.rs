@@ -18,7 +18,8 @@ pub(super) async fn compare<M: MetadataStore>(
     recorder: &Recorder<M>,
 ) -> Result<Finished, Failure> {
     let records = recorder.load_all().await?;
-    let (candidates, mut stats) = list_all(settings, registries, &records, recorder).await?;
+    // Upstream deletions are for sync to record; compare records what the target holds.
+    let (candidates, mut stats, _) = list_all(settings, registries, &records, recorder).await?;
     let all: Vec<&Candidate> = candidates.iter().collect();
     let checked = super::target_heads(registries, &all, settings.limits.queries).await?;
     // A tag whose HEAD failed is unknown, neither found nor missing: its record stays.
@@ -57,6 +58,8 @@ pub(super) async fn compare<M: MetadataStore>(
                     .and_then(|i| i.tags.get(&tag))
                     .filter(|t| t.digest.as_ref() == Some(&digest) && t.source_digest.is_some());
                 let record = TagRecord {
+                    deleted_upstream_at: None,
+                    pruned_at: None,
                     digest: Some(digest),
                     source_digest: subset.and_then(|t| t.source_digest.clone()),
                     dropped_platforms: subset.map_or(Vec::new(), |t| t.dropped_platforms.clone()),

@@ -3,6 +3,7 @@
 
 mod compare;
 mod connect;
+mod prune;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -45,12 +46,14 @@ impl Finished {
 /// Lists every source; fails when a namespace cannot be listed at all, or when two images
 /// map to one target repository (checked over every shard's images, before any target
 /// request). Repositories and tags that cannot be listed are failures in the stats.
+/// Also gives the upstream deletions each listing vouches for (`deletions`).
 async fn list_all<M: MetadataStore>(
     settings: &Settings,
     registries: &Registries,
     records: &[NamespaceRecord],
     recorder: &Recorder<M>,
-) -> Result<(Vec<Candidate>, Vec<ListStats>), Failure> {
+) -> Result<(Vec<Candidate>, Vec<ListStats>, Vec<(usize, Outcome)>), Failure> {
+    let mut marks = Vec::new();
     let mut listed_by = Vec::new();
     let mut candidates = Vec::new();
     let mut stats = Vec::new();
@@ -72,7 +75,7 @@ async fn list_all<M: MetadataStore>(
                 crate::actions::group(&format!("gcrsync: listing {namespace}"))
             );
         }
-        let listing = listing::list_source(
+        let mut listing = listing::list_source(
             registry,
             &spec,
             &source.filters,
@@ -80,6 +83,14 @@ async fn list_all<M: MetadataStore>(
             settings.limits.queries,
         )
         .await?;
+        if let Some(record) = records.get(index) {
+            // Judged now, so the listing's tags are dropped before the next source's.
+            let seen = std::mem::take(&mut listing.seen);
+            let scope = |image: &str| listing::in_scope(&spec, &source.filters, image);
+            let at = now_utc();
+            let found = crate::deletions::upstream_marks(record, &seen, scope, &at);
+            marks.extend(found.into_iter().map(|m| (index, m)));
+        }
         let stat = listing.stats;
         tracing::info!(
             "{namespace}: {} images, {} tags listed, {} filtered out, {} images not listed (filters), {} failed",
@@ -118,7 +129,7 @@ async fn list_all<M: MetadataStore>(
     if !clashes.is_empty() {
         return Err(Failure::Collisions(clashes));
     }
-    Ok((candidates, stats))
+    Ok((candidates, stats, marks))
 }
 
 /// Lists, loads the records, checks the target where needed, and plans. A tag whose
@@ -127,9 +138,10 @@ async fn make_plan<M: MetadataStore>(
     settings: &Settings,
     registries: &Registries,
     recorder: &Recorder<M>,
-) -> Result<(Plan, Vec<ListStats>), Failure> {
-    let records = recorder.load_all().await?;
-    let (candidates, mut stats) = list_all(settings, registries, &records, recorder).await?;
+) -> Result<(Plan, Vec<ListStats>, prune::Upstream), Failure> {
+    let mut records = recorder.load_all().await?;
+    let (candidates, mut stats, marks) = list_all(settings, registries, &records, recorder).await?;
+    let upstream = prune::Upstream::new(marks, &mut records);
     let to_check = plan::needs_target_check(&candidates, &records);
     let checked = target_heads(registries, &to_check, settings.limits.queries).await?;
     let mut unknown = HashSet::new();
@@ -154,7 +166,7 @@ async fn make_plan<M: MetadataStore>(
     );
     let caps: Vec<Option<usize>> = settings.sources.iter().map(|s| s.share).collect();
     plan::share(&mut plan, settings.budget, &caps);
-    Ok((plan, stats))
+    Ok((plan, stats, upstream))
 }
 
 /// What each source's target serves for `candidates`: one pass per target client.
@@ -195,13 +207,15 @@ pub fn blank_report(settings: &Settings) -> Report {
 }
 
 /// Records the tags that could not be listed or HEADed as failed (never as synced), so
-/// they go last next run; failed repositories are reported only (see `report`).
+/// they go last next run, and the upstream deletions the listing saw (`marks`); failed
+/// repositories are reported only (see `report`).
 async fn record_listing_failures<M: MetadataStore>(
     stats: &[ListStats],
+    marks: &[(usize, Outcome)],
     recorder: &Recorder<M>,
 ) -> Result<Option<Committed>, Failure> {
     let at = now_utc();
-    let outcomes: Vec<(usize, Outcome)> = stats
+    let mut outcomes: Vec<(usize, Outcome)> = stats
         .iter()
         .enumerate()
         .flat_map(|(source, stat)| {
@@ -218,6 +232,7 @@ async fn record_listing_failures<M: MetadataStore>(
             })
         })
         .collect();
+    outcomes.extend_from_slice(marks);
     Ok(recorder.commit(&outcomes, jiff::Timestamp::now()).await?)
 }
 
@@ -261,7 +276,7 @@ async fn command<M: MetadataStore>(
     match &settings.command {
         Command::Sync => sync(settings, registries, recorder, started, &stop).await,
         Command::Test => {
-            let Some((plan, stats)) =
+            let Some((plan, stats, upstream)) =
                 until_stopped(&stop, make_plan(settings, registries, recorder)).await?
             else {
                 return Ok(stopped_before_planning("test", settings));
@@ -281,9 +296,9 @@ async fn command<M: MetadataStore>(
                     c.source_repo, c.tag, c.target, c.tag
                 );
             }
-            Ok(Finished {
-                report: report::build("test", &names(settings), &stats, &plan, None),
-            })
+            let mut report = report::build("test", &names(settings), &stats, &plan, None);
+            report.prune = upstream.show(settings);
+            Ok(Finished { report })
         }
         Command::Compare => {
             match until_stopped(&stop, compare(settings, registries, recorder)).await? {
@@ -306,15 +321,17 @@ async fn sync<M: MetadataStore>(
     started: Instant,
     stop: &StopFlag,
 ) -> Result<Finished, Failure> {
-    let Some((mut plan, stats)) =
+    let Some((mut plan, stats, upstream)) =
         until_stopped(stop, make_plan(settings, registries, recorder)).await?
     else {
         return Ok(stopped_before_planning("sync", settings));
     };
     // A signal here leaves the failures to be reported only (they are listed again).
-    let listing_commit = until_stopped(stop, record_listing_failures(&stats, recorder))
-        .await?
-        .flatten();
+    let recorded = record_listing_failures(&stats, &upstream.marks, recorder);
+    let listing_commit = until_stopped(stop, recorded).await?.flatten();
+    // Before the copies, so that a deadline they reach never starves it: a few requests.
+    let pruning = until_stopped(stop, upstream.prune(settings, registries, recorder)).await?;
+    let (prune_commit, prune_report) = pruning.unwrap_or_default();
     let quotas: Vec<Option<u64>> = registries.sources.iter().map(|s| s.pull_quota()).collect();
     let over_quota = plan::fit_quotas(&mut plan, &quotas);
     if over_quota > 0 {
@@ -369,10 +386,12 @@ async fn sync<M: MetadataStore>(
     )
     .await;
     progress.finish();
-    result.commits.splice(0..0, listing_commit);
-    Ok(Finished {
-        report: report::build("sync", &names(settings), &stats, &plan, Some(&result)),
-    })
+    result
+        .commits
+        .splice(0..0, listing_commit.into_iter().chain(prune_commit));
+    let mut report = report::build("sync", &names(settings), &stats, &plan, Some(&result));
+    report.prune = prune_report;
+    Ok(Finished { report })
 }
 
 /// Prints pending counts per namespace, `--count` times every `--interval`.
@@ -384,7 +403,7 @@ async fn monitor<M: MetadataStore>(
 ) -> Result<Finished, Failure> {
     let mut round = 0;
     loop {
-        let Some((plan, stats)) =
+        let Some((plan, stats, _)) =
             until_stopped(stop, make_plan(settings, registries, recorder)).await?
         else {
             return Ok(stopped_before_planning("monitor", settings));

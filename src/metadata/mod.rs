@@ -369,7 +369,7 @@ impl<M: MetadataStore> Recorder<M> {
                 record.listed_by = Some(how);
                 changed.record = true;
             }
-            let lines = change_lines(&record.source, outcomes.iter().copied());
+            let lines = change_lines(&record, outcomes.iter().copied());
             let dir = self.dir(source);
             let listing = self.store.list(revision, &dir).await?;
             let files = files::Namespace {
@@ -445,7 +445,7 @@ impl<M: MetadataStore> Recorder<M> {
     /// `gcrsync: 12 copied, 3 moved (gcr.io/google-containers)`.
     fn message(&self, by_source: &BTreeMap<usize, Vec<&Outcome>>) -> String {
         let (mut copied, mut moved, mut adopted, mut failed, mut missing) = (0, 0, 0, 0, 0);
-        let mut skipped = 0;
+        let (mut skipped, mut removed, mut back, mut pruned) = (0, 0, 0, 0);
         for outcome in by_source.values().flatten() {
             match outcome {
                 Outcome::Synced { copied: false, .. } => adopted += 1,
@@ -456,6 +456,9 @@ impl<M: MetadataStore> Recorder<M> {
                 Outcome::Failed { .. } => failed += 1,
                 Outcome::Missing { .. } => missing += 1,
                 Outcome::Skipped { .. } => skipped += 1,
+                Outcome::DeletedUpstream { .. } => removed += 1,
+                Outcome::BackUpstream { .. } => back += 1,
+                Outcome::Pruned { .. } => pruned += 1,
             }
         }
         let counts: Vec<String> = [
@@ -465,6 +468,9 @@ impl<M: MetadataStore> Recorder<M> {
             (failed, "failed"),
             (skipped, "skipped"),
             (missing, "missing"),
+            (removed, "removed upstream"),
+            (back, "back upstream"),
+            (pruned, "pruned"),
         ]
         .into_iter()
         .filter(|(n, _)| *n > 0)

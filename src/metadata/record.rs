@@ -62,6 +62,10 @@ pub struct ImageRecord {
 /// One tag as it was mirrored.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TagRecord {
+    /// When a complete source listing first no longer showed the tag (RFC 3339, UTC);
+    /// cleared when it is listed again. The mirror keeps it unless `--prune` deletes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_upstream_at: Option<String>,
     /// The manifest digest on the target (on both sides unless `source_digest` is set);
     /// `None` for entries imported from the seeds' lists.
     pub digest: Option<Digest>,
@@ -76,6 +80,11 @@ pub struct TagRecord {
     /// unknown: adopted single images, records from before platforms were read).
     #[serde(default)]
     pub platforms: Vec<String>,
+    /// When `--prune` deleted the tag from the target (RFC 3339, UTC): the record stays,
+    /// so what was mirrored is not forgotten, but the mirror no longer holds it (runs treat
+    /// it as unrecorded, so a tag that comes back is copied again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruned_at: Option<String>,
     /// Upstream's digest, when the mirror holds other bytes: an index cut down to
     /// `--platforms`. Runs compare the listing with this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,6 +144,33 @@ pub enum Outcome {
         /// When.
         at: String,
     },
+    /// A complete source listing no longer shows the recorded tag: it is marked
+    /// `deleted_upstream_at` (the mirror keeps it unless `--prune` deletes it).
+    DeletedUpstream {
+        /// Image name relative to the namespace.
+        image: String,
+        /// The tag.
+        tag: String,
+        /// When.
+        at: String,
+    },
+    /// A tag marked deleted upstream is listed again: the mark is cleared.
+    BackUpstream {
+        /// Image name relative to the namespace.
+        image: String,
+        /// The tag.
+        tag: String,
+    },
+    /// `--prune` deleted the tag (marked deleted upstream) from the target: its record
+    /// stays, with `pruned_at`.
+    Pruned {
+        /// Image name relative to the namespace.
+        image: String,
+        /// The tag.
+        tag: String,
+        /// When.
+        at: String,
+    },
     /// The copy failed; nothing is recorded as synced.
     Failed {
         /// Image name relative to the namespace.
@@ -182,12 +218,14 @@ impl NamespaceRecord {
 
     /// The recorded source digest of `image:tag` (what a listing is compared with), if
     /// any: upstream's digest of a platform subset, else the one digest of both sides.
-    /// `Some(None)`: recorded with unknown digest.
+    /// `Some(None)`: recorded with unknown digest. A tag pruned from the target counts as
+    /// unrecorded: the mirror no longer holds it.
     pub fn digest(&self, image: &str, tag: &str) -> Option<Option<&Digest>> {
         self.images
             .get(image)?
             .tags
             .get(tag)
+            .filter(|t| t.pruned_at.is_none())
             .map(|t| t.source_digest.as_ref().or(t.digest.as_ref()))
     }
 
@@ -284,6 +322,22 @@ impl NamespaceRecord {
                 }
                 (image, changed, false)
             }
+            Outcome::DeletedUpstream { image, tag, at } => {
+                let changed = self.mark(image, tag, |t| {
+                    t.deleted_upstream_at.get_or_insert_with(|| at.clone());
+                });
+                (image, changed, false)
+            }
+            Outcome::BackUpstream { image, tag } => {
+                let changed = self.mark(image, tag, |t| t.deleted_upstream_at = None);
+                (image, changed, false)
+            }
+            Outcome::Pruned { image, tag, at } => {
+                let changed = self.mark(image, tag, |t| {
+                    t.pruned_at.get_or_insert_with(|| at.clone());
+                });
+                (image, changed, false)
+            }
             Outcome::Failed {
                 image,
                 tag,
@@ -303,6 +357,17 @@ impl NamespaceRecord {
                 (image, false, true)
             }
         }
+    }
+
+    /// Changes the record of `image:tag`, if there is one; says whether it changed (a
+    /// mark already set, or a record gone since, is left as it is).
+    fn mark(&mut self, image: &str, tag: &str, change: impl FnOnce(&mut TagRecord)) -> bool {
+        let Some(record) = self.images.get_mut(image).and_then(|i| i.tags.get_mut(tag)) else {
+            return false;
+        };
+        let before = record.clone();
+        change(record);
+        *record != before
     }
 
     /// Pretty JSON with 2-space indent, every object's keys sorted, and a trailing newline.
@@ -343,11 +408,13 @@ impl NamespaceRecord {
             let image_record = record.images.entry(image.to_string()).or_default();
             image_record.target = format!("{target}/{image}");
             let legacy = TagRecord {
+                deleted_upstream_at: None,
                 digest: None,
                 source_digest: None,
                 media_type: String::new(),
                 platforms: Vec::new(),
                 dropped_platforms: Vec::new(),
+                pruned_at: None,
                 synced_at: String::new(),
             };
             image_record.tags.insert(tag.to_string(), legacy);
@@ -366,6 +433,8 @@ mod tests {
             tag: tag.into(),
             target: "t/pause".into(),
             record: TagRecord {
+                deleted_upstream_at: None,
+                pruned_at: None,
                 digest: Some(
                     format!("sha256:{}", digest.to_string().repeat(64))
                         .parse()

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::changelog::BlockStart;
 use super::record::{NamespaceRecord, Outcome};
-use super::views::{self, ImageView, ImagesView, SkippedView};
+use super::views::{self, ImageView, ImagesView, RemovedView, SkippedView};
 
 const README: &str = "namespace-readme.md.j2";
 const IMAGE: &str = "image-page.md.j2";
@@ -55,9 +55,12 @@ pub struct Renderer {
     block_start: Option<BlockStart>,
 }
 
-/// One copied tag in a CHANGELOG block or a README's recent changes.
+/// One change to a tag in a CHANGELOG block or a README's recent changes: copied, or
+/// (`change`) removed upstream, back upstream, pruned from the mirror.
 #[derive(Debug, Serialize)]
 pub struct ChangeLine {
+    /// What happened: `copied`, `removed upstream`, `back upstream` or `pruned`.
+    pub change: &'static str,
     /// `registry/namespace/image:tag` at the source.
     pub source: String,
     /// `target/repository:tag`.
@@ -126,7 +129,10 @@ impl Renderer {
         record: &Arc<NamespaceRecord>,
         recent: &[ChangeLine],
     ) -> Result<String, RenderError> {
-        let tag_count: usize = record.images.values().map(|i| i.tags.len()).sum();
+        let tag_count: usize = record.images.values().map(views::mirrored).sum();
+        let removed = RemovedView::new(record.clone(), None);
+        let removed = Value::from_object(removed);
+        let removed_count = removed.len().unwrap_or(0);
         let updated_at = record
             .images
             .values()
@@ -144,6 +150,8 @@ impl Renderer {
             recent_count => recent.len(),
             skipped => Value::from_object(SkippedView::new(record.clone(), None)),
             skipped_count => record.skipped.len(),
+            removed => removed,
+            removed_count => removed_count,
         })?;
         Ok(out)
     }
@@ -197,14 +205,35 @@ pub fn page_path(image: &str) -> String {
     views::page_path(image)
 }
 
-/// The change lines of the copied (not adopted) outcomes of a namespace.
+/// The change lines of the copied (not adopted) outcomes of a namespace, and of its
+/// upstream deletions (`record`, with the outcomes applied, gives their target and digest).
 pub fn change_lines<'a>(
-    source: &str,
+    record: &NamespaceRecord,
     outcomes: impl IntoIterator<Item = &'a Outcome>,
 ) -> Vec<ChangeLine> {
+    let source = &record.source;
+    let recorded = |image: &String, tag: &String, change: &'static str| {
+        let entry = record.images.get(image)?;
+        let t = entry.tags.get(tag)?;
+        Some(ChangeLine {
+            change,
+            source: format!("{source}/{image}:{tag}"),
+            target: format!("{}:{tag}", entry.target),
+            image: image.clone(),
+            tag: tag.clone(),
+            digest: t
+                .digest
+                .as_ref()
+                .map_or(String::new(), |d| d.short().to_string()),
+            previous: None,
+        })
+    };
     let mut lines: Vec<ChangeLine> = outcomes
         .into_iter()
         .filter_map(|o| match o {
+            Outcome::DeletedUpstream { image, tag, .. } => recorded(image, tag, "removed upstream"),
+            Outcome::BackUpstream { image, tag } => recorded(image, tag, "back upstream"),
+            Outcome::Pruned { image, tag, .. } => recorded(image, tag, "pruned"),
             Outcome::Synced {
                 image,
                 tag,
@@ -213,6 +242,7 @@ pub fn change_lines<'a>(
                 previous,
                 copied: true,
             } => Some(ChangeLine {
+                change: "copied",
                 source: format!("{source}/{image}:{tag}"),
                 target: format!("{target}:{tag}"),
                 image: image.clone(),

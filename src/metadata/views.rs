@@ -83,9 +83,14 @@ pub fn natural(a: &str, b: &str) -> Ordering {
     }
 }
 
-/// The newest `n` tags of `image`: latest `synced_at` first, then the highest version.
+/// The newest `n` tags of `image` the mirror holds (not pruned): latest `synced_at`
+/// first, then the highest version.
 pub fn newest(image: &ImageRecord, n: usize) -> Vec<(&String, &TagRecord)> {
-    let mut tags: Vec<(&String, &TagRecord)> = image.tags.iter().collect();
+    let mut tags: Vec<(&String, &TagRecord)> = image
+        .tags
+        .iter()
+        .filter(|(_, t)| t.pruned_at.is_none())
+        .collect();
     let order = |a: &(&String, &TagRecord), b: &(&String, &TagRecord)| {
         b.1.synced_at
             .cmp(&a.1.synced_at)
@@ -107,7 +112,18 @@ fn tag_value(tag: &str, t: &TagRecord) -> Value {
         media_type => &t.media_type,
         platforms => &t.platforms,
         synced_at => &t.synced_at,
+        deleted_upstream_at => &t.deleted_upstream_at,
+        pruned_at => &t.pruned_at,
     }
+}
+
+/// Tags the mirror holds: every recorded tag but the pruned ones.
+pub fn mirrored(image: &ImageRecord) -> usize {
+    image
+        .tags
+        .values()
+        .filter(|t| t.pruned_at.is_none())
+        .count()
 }
 
 /// Every image of a namespace, in name order (`images` in the README).
@@ -151,8 +167,9 @@ impl Object for ImagesView {
 }
 
 /// One image: `name`, `target`, `pull` (the command that fetches its newest tag), `page`
-/// (link from the README), `readme` (link back),
-/// `tag_count`, `newest` (up to `NEWEST` tags), `tags` (all, by name), `skipped`.
+/// (link from the README), `readme` (link back), `tag_count` (held by the mirror),
+/// `newest` (up to `NEWEST` tags), `tags` (all, by name), `skipped`, `removed` (removed
+/// upstream or pruned).
 #[derive(Debug)]
 pub struct ImageView {
     record: Shared,
@@ -180,6 +197,7 @@ const IMAGE_KEYS: &[&str] = &[
     "newest",
     "tags",
     "skipped",
+    "removed",
 ];
 
 impl Object for ImageView {
@@ -197,7 +215,7 @@ impl Object for ImageView {
             }
             "page" => Value::from(link(&page_path(&self.name))),
             "readme" => Value::from(readme_link(&self.name)),
-            "tag_count" => Value::from(image.tags.len()),
+            "tag_count" => Value::from(mirrored(image)),
             "newest" => Value::from(
                 newest(image, NEWEST)
                     .into_iter()
@@ -209,6 +227,10 @@ impl Object for ImageView {
                 name: self.name.clone(),
             }),
             "skipped" => Value::from_object(SkippedView::new(
+                self.record.clone(),
+                Some(self.name.clone()),
+            )),
+            "removed" => Value::from_object(RemovedView::new(
                 self.record.clone(),
                 Some(self.name.clone()),
             )),
@@ -330,6 +352,62 @@ fn pull_command(target: &str, tag: &str) -> String {
     }
 }
 
+/// Tags removed upstream or pruned from the mirror (of one image, or all): `image`, `tag`,
+/// short `digest`, `deleted_upstream_at`, `pruned_at` (either may be none).
+#[derive(Debug)]
+pub struct RemovedView {
+    record: Shared,
+    image: Option<String>,
+}
+
+impl RemovedView {
+    /// The removed tags of `record`, of `image` only when given.
+    pub fn new(record: Shared, image: Option<String>) -> Self {
+        RemovedView { record, image }
+    }
+
+    fn entries(&self) -> impl Iterator<Item = Value> + '_ {
+        let images: Box<dyn Iterator<Item = (&String, &ImageRecord)> + Send + Sync + '_> =
+            match &self.image {
+                None => Box::new(self.record.images.iter()),
+                Some(name) => Box::new(self.record.images.get_key_value(name).into_iter()),
+            };
+        images.flat_map(|(image, record)| {
+            record
+                .tags
+                .iter()
+                .filter(|(_, t)| t.deleted_upstream_at.is_some() || t.pruned_at.is_some())
+                .map(move |(tag, t)| {
+                    context! {
+                        image => image,
+                        tag => tag,
+                        digest => t.digest.as_ref().map_or("unknown", |d| d.short()),
+                        deleted_upstream_at => &t.deleted_upstream_at,
+                        pruned_at => &t.pruned_at,
+                    }
+                })
+        })
+    }
+}
+
+impl Object for RemovedView {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Seq
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        self.entries().nth(key.as_usize()?)
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        self.mapped_enumerator(|this| Box::new(this.entries()))
+    }
+
+    fn enumerator_len(self: &Arc<Self>) -> Option<usize> {
+        Some(self.entries().count())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,6 +449,8 @@ mod tests {
     #[test]
     fn newest_tags_are_the_last_synced_then_the_highest() {
         let tag = |at: &str| TagRecord {
+            deleted_upstream_at: None,
+            pruned_at: None,
             digest: None,
             dropped_platforms: vec![],
             media_type: String::new(),

@@ -62,6 +62,9 @@ impl Registry for AnyRegistry {
     ) -> Result<()> {
         each!(self, r => r.put_manifest(repo, m, manifest))
     }
+    async fn delete_manifest(&self, repo: &RepoPath, m: &ManifestRef) -> Result<()> {
+        each!(self, r => r.delete_manifest(repo, m))
+    }
     async fn blob_exists(&self, repo: &RepoPath, digest: &Digest) -> Result<bool> {
         each!(self, r => r.blob_exists(repo, digest))
     }

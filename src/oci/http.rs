@@ -346,6 +346,20 @@ impl Registry for HttpRegistry {
             .await
     }
 
+    /// With the push scope, as other clients ask it (crane: "for now DELETE is PUSH").
+    async fn delete_manifest(&self, repo: &RepoPath, r: &ManifestRef) -> Result<()> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{r}"));
+        let scopes = [self.scope(repo)];
+        self.retry
+            .run("", || async {
+                let response = self.send(Method::DELETE, &url, &scopes, |b| b).await?;
+                expect(&Method::DELETE, &url, response, &[200, 202, 204])
+                    .await
+                    .map(drop)
+            })
+            .await
+    }
+
     async fn blob_exists(&self, repo: &RepoPath, digest: &Digest) -> Result<bool> {
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
         let scopes = [self.scope(repo)];

@@ -420,6 +420,30 @@ impl Registry for LayoutRegistry {
         }
     }
 
+    /// Removes the `index.json` entries of the digest (every tag of it) or of the tag. The
+    /// blobs stay: other entries may share them, and readers ignore what no entry names
+    /// (`umoci gc` removes them).
+    async fn delete_manifest(&self, repo: &RepoPath, r: &ManifestRef) -> Result<()> {
+        let lock = self.lock(repo);
+        let _held = lock.lock().await;
+        let mut index = self.read_index(repo).await?;
+        let before = index.manifests.len();
+        index.manifests.retain(|e| match r {
+            ManifestRef::Tag(tag) => entry_tag(e) != Some(tag.as_str()),
+            ManifestRef::Digest(d) => entry_of(e).is_none_or(|found| found.digest != *d),
+        });
+        let path = self.layout(repo).join("index.json");
+        if index.manifests.len() == before {
+            return Err(missing(&path, format!("no manifest {r}")));
+        }
+        let bytes = serde_json::to_vec(&index).expect("index serializes");
+        self.write_file(repo, &path, &bytes).await?;
+        if let Ok(dir) = tokio::fs::File::open(self.layout(repo)).await {
+            let _ = dir.sync_all().await;
+        }
+        Ok(())
+    }
+
     async fn blob_exists(&self, repo: &RepoPath, digest: &Digest) -> Result<bool> {
         Ok(tokio::fs::metadata(self.blob_path(repo, digest))
             .await

@@ -109,6 +109,14 @@ pub trait Registry: Send + Sync {
         r: &ManifestRef,
         manifest: &RawManifest,
     ) -> impl Future<Output = Result<()>> + Send;
+    /// Deletes a manifest (`DELETE /v2/<repo>/manifests/<r>`): by digest, every tag of it
+    /// goes; by tag, only that tag (where the registry allows it). A missing manifest is
+    /// an error whose `is_not_found` is true; a registry with deletes disabled answers 405.
+    fn delete_manifest(
+        &self,
+        repo: &RepoPath,
+        r: &ManifestRef,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Whether the blob is in `repo`.
     fn blob_exists(
         &self,

@@ -161,6 +161,10 @@ pub struct Settings {
     pub image_template: Option<PathBuf>,
     /// CHANGELOG template override.
     pub changelog_template: Option<PathBuf>,
+    /// `--prune`: delete from the target the tags deleted upstream.
+    pub prune: bool,
+    /// `--prune-max`: the most tags one run prunes.
+    pub prune_max: usize,
     /// Plan only.
     pub dry_run: bool,
     /// JSON report path.

@@ -524,6 +524,8 @@ pub(super) fn run(
         readme_template: o.readme_template,
         image_template: o.image_template,
         changelog_template: o.changelog_template,
+        prune: o.prune,
+        prune_max: positive("prune-max", o.prune_max, 1_000_000)?,
         dry_run: o.dry_run,
         log_format,
         // GitHub's "re-run with debug logging" sets RUNNER_DEBUG=1: debug logs, even if quiet.

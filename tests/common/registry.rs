@@ -62,14 +62,24 @@ impl TestRegistry {
         )
     }
 
+    /// Starts a registry with deletes disabled (distribution's default): DELETE answers
+    /// 405 `UNSUPPORTED`.
+    pub fn start_without_delete() -> Self {
+        Self::start_full("", "", false)
+    }
+
     fn start_configured(extra: &str, http_extra: &str) -> Self {
+        Self::start_full(extra, http_extra, true)
+    }
+
+    fn start_full(extra: &str, http_extra: &str, delete: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{http_extra}{extra}",
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: {delete}\nhttp:\n  addr: 127.0.0.1:{port}\n{http_extra}{extra}",
                 dir.path().join("data").display()
             ),
         )
