@@ -292,7 +292,8 @@ async fn an_upstream_cutting_or_corrupting_a_blob_leaves_nothing_cached_and_the_
 #[tokio::test(flavor = "multi_thread")]
 async fn with_the_upstream_stopped_cached_tags_are_still_served() {
     let registry = TestRegistry::start();
-    let (app, _) = Pusher::new(&registry.addr)
+    let pusher = Pusher::new(&registry.addr);
+    let (app, _) = pusher
         .image(
             "team/app",
             "1",
@@ -300,6 +301,9 @@ async fn with_the_upstream_stopped_cached_tags_are_still_served() {
             "amd64",
             &[random_bytes(10_000)],
         )
+        .await;
+    pusher
+        .image("team/app", "2", Format::Oci, "amd64", &[random_bytes(100)])
         .await;
     let serve = Serve::start(&[
         "--upstream",
@@ -312,6 +316,21 @@ async fn with_the_upstream_stopped_cached_tags_are_still_served() {
     let work = tempfile::tempdir().unwrap();
     let image = format!("{}/team/app:1", serve.addr);
     assert!(pull(&image, &work.path().join("a")).status.success());
+    let http = reqwest::Client::new();
+    let tags = |query: &'static str| {
+        let url = format!("http://{}/v2/team/app/tags/list{query}", serve.addr);
+        let http = http.clone();
+        async move {
+            let response = http.get(url).send().await.unwrap();
+            let link = response.headers().get("link").cloned();
+            (response.status(), link, response.text().await.unwrap())
+        }
+    };
+    let (status, _, listed) = tags("").await;
+    assert_eq!(
+        (status.as_u16(), listed.as_str()),
+        (200, r#"{"name":"team/app","tags":["1","2"]}"#)
+    );
     drop(registry);
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let out = work.path().join("b");
@@ -322,6 +341,30 @@ async fn with_the_upstream_stopped_cached_tags_are_still_served() {
         "{}",
         serve.log()
     );
+    // The last good listing answers, paginated as the spec says.
+    let (status, link, page) = tags("?n=1").await;
+    assert_eq!(
+        (status.as_u16(), page.as_str()),
+        (200, r#"{"name":"team/app","tags":["1"]}"#)
+    );
+    assert_eq!(
+        link.unwrap(),
+        r#"</v2/team/app/tags/list?n=1&last=1>; rel="next""#
+    );
+    let (_, link, page) = tags("?n=1&last=1").await;
+    assert_eq!(
+        (page.as_str(), link),
+        (r#"{"name":"team/app","tags":["2"]}"#, None)
+    );
+    assert!(
+        serve.log().contains("serving the cached listing of 2 tags"),
+        "{}",
+        serve.log()
+    );
+    // A repository never listed has no listing to fall back on.
+    let url = format!("http://{}/v2/team/other/tags/list", serve.addr);
+    let never = http.get(url).send().await.unwrap();
+    assert_eq!(never.status(), 503);
     // A tag never pulled cannot be made up: the client gets the upstream failure.
     let missing = skopeo(&[
         "inspect",

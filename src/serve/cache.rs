@@ -2,6 +2,8 @@
 //! media type beside it in `types/HEX`), tag records per upstream repository, and the
 //! least-recently-used index that `--cache-max` evicts by. Every file is written under
 //! `tmp/` and renamed into place, so a crash leaves no partial content where it is read.
+//! Each upstream repository's last good tag listing is kept beside its tag records, for
+//! when the upstream cannot list.
 
 use std::collections::HashMap;
 use std::io;
@@ -233,6 +235,36 @@ impl Cache {
             .join(tag.as_str())
     }
 
+    fn list_path(&self, host: &RegistryHost, repo: &RepoPath) -> PathBuf {
+        // Beside `@tags`; `@` keeps it apart from repositories below this one.
+        self.dir
+            .join("tags")
+            .join(host.as_str().replace(':', "_"))
+            .join(repo.as_str())
+            .join("@list")
+    }
+
+    /// The last good tag listing of `repo`, if one was kept.
+    pub fn tag_list(&self, host: &RegistryHost, repo: &RepoPath) -> Option<Vec<String>> {
+        let text = std::fs::read(self.list_path(host, repo)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Keeps `tags` as `repo`'s last good listing (replacing the one before, atomically).
+    pub fn put_tag_list(
+        &self,
+        host: &RegistryHost,
+        repo: &RepoPath,
+        tags: &[String],
+    ) -> io::Result<()> {
+        let path = self.list_path(host, repo);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let json = serde_json::to_vec(tags).map_err(io::Error::other)?;
+        self.write_atomic(&path, &json)
+    }
+
     /// What `tag` pointed to when last asked, if it was.
     pub fn tag(&self, host: &RegistryHost, repo: &RepoPath, tag: &Tag) -> Option<TagRecord> {
         let text = std::fs::read(self.tag_path(host, repo, tag)).ok()?;
@@ -329,5 +361,23 @@ mod tests {
         assert_eq!(cache.tag(&host, &other, &tag), None);
         cache.drop_tag(&host, &repo, &tag);
         assert_eq!(cache.tag(&host, &repo, &tag), None);
+    }
+
+    #[test]
+    fn a_tag_listing_is_kept_per_repository_and_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), None).unwrap();
+        let host: RegistryHost = "localhost:5000".parse().unwrap();
+        let (repo, parent): (RepoPath, RepoPath) =
+            ("team/app".parse().unwrap(), "team".parse().unwrap());
+        assert_eq!(cache.tag_list(&host, &repo), None);
+        let tags = vec!["1".to_string(), "2".to_string()];
+        cache.put_tag_list(&host, &repo, &tags).unwrap();
+        cache.put_tag_list(&host, &parent, &["x".into()]).unwrap();
+        cache.put_tag_list(&host, &repo, &tags[1..]).unwrap();
+        drop(cache);
+        let cache = Cache::open(dir.path(), None).unwrap();
+        assert_eq!(cache.tag_list(&host, &repo), Some(vec!["2".to_string()]));
+        assert_eq!(cache.tag_list(&host, &parent), Some(vec!["x".to_string()]));
     }
 }

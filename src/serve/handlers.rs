@@ -264,6 +264,8 @@ async fn get_blob(
 }
 
 /// The upstream's tags, paginated here with `n` and `last` (sorted, as the spec says).
+/// Each good listing is kept; when the upstream is down or throttling, the last one kept
+/// answers instead (with a warning), as cached tags do.
 async fn tags(
     proxy: &Arc<Proxy>,
     up: usize,
@@ -272,15 +274,37 @@ async fn tags(
     query: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
     let registry = &proxy.upstreams[up].registry;
-    let what = format!("{repo} tags");
+    let host = &proxy.upstreams[up].route.namespace.registry;
+    let what = format!("{host}/{repo} tags");
     inc(&proxy.metrics.upstream_requests);
-    let list = registry
+    let listed = registry
         .list_tags(repo)
         .await
-        .map_err(|e| from_upstream(&e, &what))?;
-    let mut all: Vec<String> = list.tags.iter().map(|t| t.to_string()).collect();
-    all.sort();
-    all.dedup();
+        .map_err(|e| from_upstream(&e, &what));
+    let (all, origin) = match listed {
+        Ok(list) => {
+            let mut all: Vec<String> = list.tags.iter().map(|t| t.to_string()).collect();
+            all.sort();
+            all.dedup();
+            if let Err(e) = proxy.cache.put_tag_list(host, repo, &all) {
+                tracing::error!("cache: cannot keep {what}: {e}");
+            }
+            (all, Origin::Upstream)
+        }
+        Err(e) if e.serves_stale() => match proxy.cache.tag_list(host, repo) {
+            Some(all) => {
+                tracing::warn!(
+                    "{what}: upstream cannot list ({}); serving the cached listing of {} tags",
+                    e.message,
+                    all.len()
+                );
+                inc(&proxy.metrics.stale);
+                (all, Origin::Stale)
+            }
+            None => return Err(e),
+        },
+        Err(e) => return Err(e),
+    };
     let n = query_param(query, "n")
         .and_then(|n| n.parse::<usize>().ok())
         .unwrap_or(DEFAULT_PAGE);
@@ -292,7 +316,7 @@ async fn tags(
         let link = format!("</v2/{client_repo}/tags/list?n={n}&last={last}>; rel=\"next\"");
         response.headers_mut().insert(header::LINK, value(&link));
     }
-    Ok(with_origin(response, Origin::Upstream))
+    Ok(with_origin(response, origin))
 }
 
 /// The page after `last` of at most `n` tags, and whether more follow.

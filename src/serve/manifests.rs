@@ -56,7 +56,7 @@ pub fn revalidated(cached: &Digest, head: Result<Option<Digest>, ApiError>) -> R
         Ok(Some(d)) if &d == cached => Revalidated::Same,
         Ok(Some(d)) => Revalidated::Moved(d),
         Ok(None) => Revalidated::Gone,
-        Err(e) if e.upstream_down() || e.status == 429 => Revalidated::Stale(e.message),
+        Err(e) if e.serves_stale() => Revalidated::Stale(e.message),
         Err(e) => Revalidated::Refused(e),
     }
 }
