@@ -290,6 +290,83 @@ async fn an_upstream_cutting_or_corrupting_a_blob_leaves_nothing_cached_and_the_
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_cut_upstream_download_resumes_with_a_range_request_within_the_retries() {
+    use common::faults::{Fault, FaultProxy, Rule};
+    let registry = TestRegistry::start();
+    // Cut after more than hyper's first read (about 400 KB), so the headers go out first
+    // and the cut falls mid-body.
+    let (a, b) = (random_bytes(1_200_000), random_bytes(1_200_000));
+    let (da, db) = (common::images::digest_of(&a), common::images::digest_of(&b));
+    Pusher::new(&registry.addr)
+        .image(
+            "team/app",
+            "1",
+            Format::Oci,
+            "amd64",
+            &[a.clone(), b.clone()],
+        )
+        .await;
+    let upstream = FaultProxy::start(&registry.addr);
+    let serve = Serve::start(&["--upstream", &upstream.addr, "--retries", "1"]);
+    let url = |d: &str| format!("http://{}/v2/team/app/blobs/{d}", serve.addr);
+    let fault = |digest: &str, times, fault| {
+        upstream.inject(Rule {
+            method: "GET",
+            path_contains: digest.to_string(),
+            times,
+            fault,
+        })
+    };
+    let gets = |d: &str| -> Vec<String> {
+        let log = upstream.log();
+        log.into_iter()
+            .filter(|(m, p, _)| m == "GET" && p.contains(d))
+            .map(|(_, p, _)| p)
+            .collect()
+    };
+    let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
+
+    // Cut once: resumed from the bytes received; the client gets the whole, verified blob.
+    fault(&da, 1, Fault::CutAfter(500_000));
+    let got = reqwest::get(url(&da)).await.unwrap().bytes().await.unwrap();
+    assert!(got == a, "the client got the whole blob");
+    let asked = gets(&da);
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    let resumed_at: u64 = asked[1]
+        .split("[bytes=")
+        .nth(1)
+        .and_then(|r| r.strip_suffix("-]"))
+        .unwrap_or_else(|| panic!("a Range request: {asked:?}"))
+        .parse()
+        .unwrap();
+    assert!(resumed_at > 0 && resumed_at <= 500_000, "{asked:?}");
+    assert!(serve.cached_blobs().contains(&hex(&da)));
+    assert!(
+        serve.log().contains("resuming from there"),
+        "{}",
+        serve.log()
+    );
+
+    // The resumption refused (within the retries too): as before, an error, nothing cached.
+    fault(&db, 1, Fault::CutAfter(500_000));
+    fault(&db, 10, Fault::Status(503, None));
+    let response = reqwest::get(url(&db)).await.unwrap();
+    let body = response.bytes().await;
+    assert!(body.is_err(), "the client's transfer fails");
+    assert_eq!(gets(&db).len(), 3, "one GET, one resumption and its retry");
+    common::wait_until(
+        "the failed download is cleaned up",
+        std::time::Duration::from_secs(5),
+        || serve.leftovers() == 0,
+    );
+    assert!(!serve.cached_blobs().contains(&hex(&db)));
+    assert!(serve.log().contains("resuming failed"), "{}", serve.log());
+    upstream.clear();
+    let got = reqwest::get(url(&db)).await.unwrap().bytes().await.unwrap();
+    assert!(got == b, "the next request is good");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn with_the_upstream_stopped_cached_tags_are_still_served() {
     let registry = TestRegistry::start();
     let pusher = Pusher::new(&registry.addr);
