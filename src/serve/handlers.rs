@@ -8,12 +8,13 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 
 use super::Proxy;
+use super::cache::CachedManifest;
 use super::errors::{ApiError, from_upstream};
 use super::fetch::{Source, blob_source};
-use super::manifests::{Origin, accept_list, accepts, manifest};
+use super::manifests::{Negotiated, Origin, accept_list, manifest, negotiate};
 use super::metrics::inc;
 use super::route::{Endpoint, endpoint, route};
-use crate::oci::Registry;
+use crate::oci::{ManifestRef, Registry};
 use crate::reference::{Digest, RepoPath};
 
 /// Tags per page when the client does not say.
@@ -74,16 +75,21 @@ async fn answer(proxy: &Arc<Proxy>, req: Request) -> Result<Response<Body>, ApiE
                     .iter()
                     .filter_map(|v| v.to_str().ok()),
             );
-            if !accepts(&accepted, &m.media_type) {
-                return Err(ApiError::new(
-                    404,
-                    "MANIFEST_UNKNOWN",
-                    format!(
-                        "{repo}:{r} is a {}, which the request's Accept header does not list",
-                        m.media_type
-                    ),
-                ));
-            }
+            let refuse =
+                |why: String| ApiError::new(404, "MANIFEST_UNKNOWN", format!("{repo}:{r}: {why}"));
+            let by_tag = matches!(r, ManifestRef::Tag(_));
+            let (m, origin) = match negotiate(&accepted, &m, by_tag) {
+                Negotiated::Serve => (m, origin),
+                Negotiated::Refuse(why) => return Err(refuse(why)),
+                Negotiated::Child(digest) => {
+                    let child = ManifestRef::Digest(digest);
+                    let (child, origin) = manifest(proxy, up, &upstream_repo, &child).await?;
+                    match negotiate(&accepted, &child, false) {
+                        Negotiated::Serve => (child, origin),
+                        _ => return Err(refuse(negotiate_failed(&m, &child))),
+                    }
+                }
+            };
             let mut response = Response::new(if head {
                 Body::empty()
             } else {
@@ -115,6 +121,16 @@ async fn answer(proxy: &Arc<Proxy>, req: Request) -> Result<Response<Body>, ApiE
             ),
         )),
     }
+}
+
+/// Why the child an index's negotiation chose cannot be sent either (its descriptor had
+/// no media type, and the manifest's own is one the client does not take).
+fn negotiate_failed(index: &CachedManifest, child: &CachedManifest) -> String {
+    format!(
+        "{} is a multi-arch index whose linux/amd64 image is a {}; the request's Accept \
+         lists neither",
+        index.digest, child.media_type
+    )
 }
 
 fn value(text: &str) -> HeaderValue {
