@@ -159,6 +159,14 @@ fn serve(cli: Cli) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(e.into()).into(),
     };
+    if env("GITHUB_ACTIONS").as_deref() == Some("true") {
+        // Before anything else is printed, as for sync.
+        let secrets = settings.secrets();
+        print!(
+            "{}",
+            gcrsync::actions::mask_commands(secrets.iter().map(String::as_str))
+        );
+    }
     init_logging(settings.verbosity, settings.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
