@@ -479,3 +479,62 @@ async fn a_client_without_index_types_in_accept_gets_the_amd64_image_of_a_multi_
     let whole = ask("team/oci/manifests/1".into(), OCI_INDEX, false).await;
     assert_eq!(whole.headers()["docker-content-digest"], oci_index.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_files_top_level_network_keys_apply_to_serve() {
+    use common::proxies::http_proxy;
+    let registry = TestRegistry::start();
+    let (app, _) = Pusher::new(&registry.addr)
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(1000)])
+        .await;
+    let proxy = http_proxy();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gcrsync.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "proxy: http://{}\nsources:\n  - source: gcr.io/google_containers\n    target: ghcr.io/me\n",
+            proxy.addr
+        ),
+    )
+    .unwrap();
+    let serve = Serve::start(&[
+        "--upstream",
+        &registry.addr,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let out = dir.path().join("app");
+    assert!(
+        pull(&format!("{}/team/app:1", serve.addr), &out)
+            .status
+            .success()
+    );
+    assert_eq!(layout_digests(&out).0, app);
+    assert!(proxy.count() > 0, "the file's proxy was used");
+    assert!(serve.log().contains("do not apply"), "{}", serve.log());
+
+    // A bad value in the file is named with its line, from --config or GCRSYNC_CONFIG.
+    let bad = dir.path().join("bad.yml");
+    std::fs::write(&bad, "http-timeout: 30s\nretries: 99\n").unwrap();
+    let by_flag = run(gcrsync(dir.path()).args([
+        "serve",
+        "--upstream",
+        "gcr.io",
+        "--config",
+        bad.to_str().unwrap(),
+    ]));
+    let by_env = run(gcrsync(dir.path()).env("GCRSYNC_CONFIG", &bad).args([
+        "serve",
+        "--upstream",
+        "gcr.io",
+    ]));
+    for output in [by_flag, by_env] {
+        assert_eq!(output.status.code(), Some(2));
+        assert!(
+            stderr(&output).contains("bad.yml:2: retries"),
+            "{}",
+            stderr(&output)
+        );
+    }
+}

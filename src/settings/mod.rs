@@ -23,7 +23,7 @@ use std::time::Duration;
 pub use credentials::{Credentials, GcpKey};
 pub use docker_config::{DockerConfig, DockerConfigError, DockerLogin};
 pub use layers::{Given, Origin};
-pub use load::{Described, Description, LoadError, load};
+pub use load::{Described, Description, LoadError, load, load_serve};
 pub use outside::{ActionsEnv, GitHubConfig};
 pub use resolve::{parse_duration, resolve};
 pub use show::show;
