@@ -452,6 +452,62 @@ async fn with_the_upstream_stopped_cached_tags_are_still_served() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_failing_upstream_is_asked_retries_plus_one_times_before_the_cached_tag_answers() {
+    use common::faults::{Fault, FaultProxy, Rule};
+    let registry = TestRegistry::start();
+    let (app, _) = Pusher::new(&registry.addr)
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(100)])
+        .await;
+    let upstream = FaultProxy::start(&registry.addr);
+    let serve = Serve::start(&[
+        "--upstream",
+        &upstream.addr,
+        "--tag-ttl",
+        "1s",
+        "--retries",
+        "1",
+    ]);
+    let url = format!("http://{}/v2/team/app/manifests/1", serve.addr);
+    let http = reqwest::Client::new();
+    let get = || async {
+        let r = http
+            .get(&url)
+            .header("accept", common::images::OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.headers()["docker-content-digest"]
+                .to_str()
+                .unwrap()
+                .to_string(),
+        )
+    };
+    assert_eq!(get().await, (200, app.clone()));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    upstream.inject(Rule {
+        method: "HEAD",
+        path_contains: "/manifests/1".into(),
+        times: 100,
+        fault: Fault::Status(503, None),
+    });
+    let before = upstream.log().len();
+    assert_eq!(get().await, (200, app), "the cached tag answers");
+    let heads = upstream.log()[before..]
+        .iter()
+        .filter(|(m, p, _)| m == "HEAD" && p.contains("/manifests/1"))
+        .count();
+    assert_eq!(
+        heads,
+        2,
+        "one HEAD and one retry (--retries 1), not retries of retries: {:?}\n{}",
+        &upstream.log()[before..],
+        serve.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn pushes_and_deletes_are_refused_with_unsupported() {
     let registry = TestRegistry::start();
     Pusher::new(&registry.addr)

@@ -169,12 +169,10 @@ async fn head_blob(
     } else {
         let registry = &proxy.upstreams[up].registry;
         let what = format!("{repo}@{digest}");
-        let found = proxy
-            .retry
-            .run("", || {
-                inc(&proxy.metrics.upstream_requests);
-                registry.head_blob(repo, digest)
-            })
+        // The registry client retries its own HEADs (`--retries`): not again here.
+        inc(&proxy.metrics.upstream_requests);
+        let found = registry
+            .head_blob(repo, digest)
             .await
             .map_err(|e| from_upstream(&e, &what))?;
         match found {

@@ -132,12 +132,12 @@ async fn fetch(
         .run(key, move || async move {
             let registry = &p.upstreams[up].registry;
             let what = format!("{host}/{repo}:{r}");
-            let m = p
-                .retry
-                .run("", || {
-                    inc(&p.metrics.upstream_requests);
-                    registry.get_manifest(&repo, &r)
-                })
+            // The registry client retries manifest requests itself (`--retries`); retried
+            // again here, a down upstream cost (retries + 1)² attempts before a cached
+            // tag was served.
+            inc(&p.metrics.upstream_requests);
+            let m = registry
+                .get_manifest(&repo, &r)
                 .await
                 .map_err(|e| from_upstream(&e, &what))?;
             crate::serve::metrics::add(&p.metrics.upstream_bytes, m.bytes.len() as u64);
@@ -252,11 +252,9 @@ async fn head(
         .heads
         .run(key, move || async move {
             let registry = &p.upstreams[up].registry;
-            p.retry
-                .run("", || {
-                    inc(&p.metrics.upstream_requests);
-                    registry.head_manifest(&repo, &r)
-                })
+            inc(&p.metrics.upstream_requests);
+            registry
+                .head_manifest(&repo, &r)
                 .await
                 .map_err(|e| from_upstream(&e, &what))
         })

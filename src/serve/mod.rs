@@ -56,7 +56,9 @@ pub struct Proxy {
     pub heads: coalesce::Coalescer<Option<crate::oci::ManifestHead>>,
     /// Counters.
     pub metrics: metrics::Metrics,
-    /// The one retry policy (`--retries`).
+    /// The one retry policy (`--retries`): the registry clients retry their own requests
+    /// with it; serve applies it only to blob GETs and their resumptions, which the
+    /// client leaves to its callers.
     pub retry: RetryPolicy,
     /// `--tag-ttl`.
     pub tag_ttl: Duration,
