@@ -41,7 +41,14 @@ pub struct CachedManifest {
 struct Entry {
     size: u64,
     used: u64,
+    /// When its file's modification time was last set (seconds since the epoch): the
+    /// LRU order a restart rebuilds, kept to within `TOUCH_EVERY`.
+    touched: u64,
 }
+
+/// A cache hit sets its file's modification time at most this often (seconds): a restart
+/// then evicts in use order, at the cost of one syscall per blob per hour, not per hit.
+const TOUCH_EVERY: u64 = 3600;
 
 #[derive(Default)]
 struct Index {
@@ -94,11 +101,21 @@ impl Cache {
         }
         found.sort();
         let mut index = Index::default();
-        for (_, name, size) in found {
+        for (modified, name, size) in found {
             index.clock += 1;
             index.total += size;
             let used = index.clock;
-            index.entries.insert(name, Entry { size, used });
+            let touched = modified
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            index.entries.insert(
+                name,
+                Entry {
+                    size,
+                    used,
+                    touched,
+                },
+            );
         }
         Ok(Cache {
             dir: dir.to_path_buf(),
@@ -129,12 +146,25 @@ impl Cache {
     /// The size of `digest` if cached; counts as a use for the LRU order.
     pub fn lookup(&self, digest: &Digest) -> Option<u64> {
         let hex = digest.sha256_hex()?;
-        let mut index = self.index.lock().expect("cache index");
-        index.clock += 1;
-        let clock = index.clock;
-        let entry = index.entries.get_mut(hex)?;
-        entry.used = clock;
-        Some(entry.size)
+        let (size, touch) = {
+            let mut index = self.index.lock().expect("cache index");
+            index.clock += 1;
+            let clock = index.clock;
+            let entry = index.entries.get_mut(hex)?;
+            entry.used = clock;
+            let now = now();
+            let touch = now.saturating_sub(entry.touched) >= TOUCH_EVERY;
+            if touch {
+                entry.touched = now;
+            }
+            (entry.size, touch)
+        };
+        if touch {
+            let path = self.dir.join("blobs/sha256").join(hex);
+            let _ = std::fs::File::open(path)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        }
+        Some(size)
     }
 
     /// Moves a verified temporary file into place as `digest` (flushed to disk first, so
@@ -155,7 +185,12 @@ impl Cache {
             let mut index = self.index.lock().expect("cache index");
             index.clock += 1;
             let used = index.clock;
-            if let Some(old) = index.entries.insert(hex.to_string(), Entry { size, used }) {
+            let entry = Entry {
+                size,
+                used,
+                touched: now(),
+            };
+            if let Some(old) = index.entries.insert(hex.to_string(), entry) {
                 index.total -= old.size;
             }
             index.total += size;
@@ -341,6 +376,40 @@ mod tests {
         );
         assert!(cache.manifest(&a.digest).is_some() && cache.manifest(&c.digest).is_some());
         assert_eq!(cache.size(), 20);
+    }
+
+    #[test]
+    fn a_restart_keeps_the_use_order_of_content_used_an_hour_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (
+            manifest("aaaaaaaaaa"),
+            manifest("bbbbbbbbbb"),
+            manifest("cccccccccc"),
+        );
+        let cache = Cache::open(dir.path(), None).unwrap();
+        cache.put_manifest(&a).unwrap();
+        cache.put_manifest(&b).unwrap();
+        drop(cache);
+        let ago = |hours: u64| {
+            std::time::SystemTime::now() - std::time::Duration::from_secs(hours * 3600)
+        };
+        for (m, hours) in [(&a, 3), (&b, 2)] {
+            let file = std::fs::File::open(
+                dir.path()
+                    .join("blobs/sha256")
+                    .join(m.digest.sha256_hex().unwrap()),
+            )
+            .unwrap();
+            file.set_modified(ago(hours)).unwrap();
+        }
+        // a, the older, is used; after a restart b is the least recently used.
+        let cache = Cache::open(dir.path(), None).unwrap();
+        assert!(cache.lookup(&a.digest).is_some());
+        drop(cache);
+        let cache = Cache::open(dir.path(), Some(25)).unwrap();
+        cache.put_manifest(&c).unwrap();
+        assert!(cache.manifest(&b.digest).is_none(), "b was evicted");
+        assert!(cache.manifest(&a.digest).is_some());
     }
 
     #[test]
