@@ -452,7 +452,7 @@ async fn with_the_upstream_stopped_cached_tags_are_still_served() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_failing_upstream_is_asked_retries_plus_one_times_before_the_cached_tag_answers() {
+async fn a_failing_upstream_is_asked_once_before_the_cached_tag_answers() {
     use common::faults::{Fault, FaultProxy, Rule};
     let registry = TestRegistry::start();
     let (app, _) = Pusher::new(&registry.addr)
@@ -500,11 +500,25 @@ async fn a_failing_upstream_is_asked_retries_plus_one_times_before_the_cached_ta
         .count();
     assert_eq!(
         heads,
-        2,
-        "one HEAD and one retry (--retries 1), not retries of retries: {:?}\n{}",
+        1,
+        "one HEAD, not --retries more (the cached tag answers): {:?}\n{}",
         &upstream.log()[before..],
         serve.log()
     );
+    // The same for a listing kept: one GET, then the kept listing.
+    let tags = format!("http://{}/v2/team/app/tags/list", serve.addr);
+    let listed = http.get(&tags).send().await.unwrap().text().await.unwrap();
+    upstream.inject(Rule {
+        method: "GET",
+        path_contains: "/tags/list".into(),
+        times: 100,
+        fault: Fault::Status(503, None),
+    });
+    let before = upstream.log().len();
+    let kept = http.get(&tags).send().await.unwrap();
+    assert_eq!(kept.status(), 200);
+    assert_eq!(kept.text().await.unwrap(), listed);
+    assert_eq!(upstream.log().len() - before, 1, "{:?}", upstream.log());
 }
 
 #[tokio::test(flavor = "multi_thread")]

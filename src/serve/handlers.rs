@@ -287,9 +287,14 @@ async fn tags(
     repo: &RepoPath,
     query: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
-    let registry = &proxy.upstreams[up].registry;
     let host = &proxy.upstreams[up].route.namespace.registry;
     let what = format!("{host}/{repo} tags");
+    // With a listing kept, the upstream is asked once: the listing answers if it fails.
+    let kept = proxy.cache.tag_list(host, repo);
+    let registry = match kept {
+        Some(_) => &proxy.upstreams[up].once,
+        None => &proxy.upstreams[up].registry,
+    };
     inc(&proxy.metrics.upstream_requests);
     let listed = registry
         .list_tags(repo)
@@ -305,7 +310,7 @@ async fn tags(
             }
             (all, Origin::Upstream)
         }
-        Err(e) if e.serves_stale() => match proxy.cache.tag_list(host, repo) {
+        Err(e) if e.serves_stale() => match kept {
             Some(all) => {
                 tracing::warn!(
                     "{what}: upstream cannot list ({}); serving the cached listing of {} tags",

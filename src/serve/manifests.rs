@@ -237,7 +237,7 @@ async fn by_tag(
     }
 }
 
-/// A HEAD on a tag, coalesced.
+/// A HEAD on a tag, coalesced; asked once (the cached tag answers if it fails).
 async fn head(
     proxy: &Arc<Proxy>,
     up: usize,
@@ -251,7 +251,7 @@ async fn head(
     proxy
         .heads
         .run(key, move || async move {
-            let registry = &p.upstreams[up].registry;
+            let registry = &p.upstreams[up].once;
             inc(&p.metrics.upstream_requests);
             registry
                 .head_manifest(&repo, &r)
