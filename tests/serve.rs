@@ -350,10 +350,13 @@ async fn a_cut_upstream_download_resumes_with_a_range_request_within_the_retries
     // The resumption refused (within the retries too): as before, an error, nothing cached.
     fault(&db, 1, Fault::CutAfter(500_000));
     fault(&db, 10, Fault::Status(503, None));
+    // (Under load the cut can come before the headers leave the fault proxy: then the
+    // first GET itself failed, and the client gets the upstream's error instead.)
     let response = reqwest::get(url(&db)).await.unwrap();
-    let body = response.bytes().await;
-    assert!(body.is_err(), "the client's transfer fails");
-    assert_eq!(gets(&db).len(), 3, "one GET, one resumption and its retry");
+    let got_blob = response.status() == 200 && response.bytes().await.is_ok();
+    assert!(!got_blob, "the client's transfer fails");
+    let asked = gets(&db).len();
+    assert!((2..=3).contains(&asked), "one GET and the retries: {asked}");
     common::wait_until(
         "the failed download is cleaned up",
         std::time::Duration::from_secs(5),
