@@ -154,12 +154,23 @@ fn fail(failure: Failure) -> Exit {
 }
 
 /// `gcrsync serve`: runs until SIGTERM/SIGINT; exit 0 after draining.
-fn serve(cli: Cli) -> ExitCode {
-    let settings = match settings::serve::resolve_serve(cli, env) {
-        Ok(s) => s,
+fn serve(cli: Cli, given: &Given) -> ExitCode {
+    let (settings, note) = match settings::load_serve(cli, given, env) {
+        Ok(loaded) => loaded,
         Err(e) => return fail(e.into()).into(),
     };
+    if env("GITHUB_ACTIONS").as_deref() == Some("true") {
+        // Before anything else is printed, as for sync.
+        let secrets = settings.secrets();
+        print!(
+            "{}",
+            gcrsync::actions::mask_commands(secrets.iter().map(String::as_str))
+        );
+    }
     init_logging(settings.verbosity, settings.log_format);
+    if let Some(note) = note {
+        tracing::warn!("{note}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -230,7 +241,7 @@ fn main() -> ExitCode {
         };
     }
     if let Some(Command::Serve(_)) = &cli.command {
-        return serve(cli);
+        return serve(cli, &given);
     }
     let settings = match settings::load(cli, &given, env, false) {
         Ok((s, _)) => s,

@@ -395,3 +395,146 @@ fn bad_serve_options_are_named_before_anything_starts() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_without_index_types_in_accept_gets_the_amd64_image_of_a_multi_arch_tag() {
+    use common::images::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+    let registry = TestRegistry::start();
+    let pusher = Pusher::new(&registry.addr);
+    let (list, children) = pusher
+        .index(
+            "team/multi",
+            "1",
+            Format::Docker,
+            &[
+                ("arm64/v8", vec![random_bytes(3000)]),
+                ("amd64", vec![random_bytes(4000)]),
+            ],
+        )
+        .await;
+    let (oci_index, _) = pusher
+        .index(
+            "team/oci",
+            "1",
+            Format::Oci,
+            &[("amd64", vec![random_bytes(2000)])],
+        )
+        .await;
+    let serve = Serve::start(&["--upstream", &registry.addr]);
+    let http = reqwest::Client::new();
+    let base = format!("http://{}/v2", serve.addr);
+    let ask = |path: String, accept: &'static str, head: bool| {
+        let request = match head {
+            true => http.head(format!("{base}/{path}")),
+            false => http.get(format!("{base}/{path}")),
+        };
+        async move { request.header("accept", accept).send().await.unwrap() }
+    };
+
+    // Only Docker's image type accepted: the list's linux/amd64 image, verbatim.
+    for head in [false, true] {
+        let child = ask("team/multi/manifests/1".into(), DOCKER_MANIFEST, head).await;
+        assert_eq!(child.status(), 200);
+        assert_eq!(child.headers()["content-type"], DOCKER_MANIFEST);
+        assert_eq!(
+            child.headers()["docker-content-digest"],
+            children[1].as_str()
+        );
+        if !head {
+            let bytes = child.bytes().await.unwrap();
+            assert_eq!(common::images::digest_of(&bytes), children[1]);
+        }
+    }
+    // A client that takes lists gets the list itself.
+    let whole = ask("team/multi/manifests/1".into(), DOCKER_LIST, false).await;
+    assert_eq!(whole.headers()["docker-content-digest"], list.as_str());
+    // By digest the client asked for those bytes: no substitute, distribution's refusal.
+    let by_digest = ask(
+        format!("team/multi/manifests/{list}"),
+        DOCKER_MANIFEST,
+        false,
+    )
+    .await;
+    assert_eq!(by_digest.status(), 404);
+    let body: serde_json::Value = by_digest.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "MANIFEST_UNKNOWN");
+    let said = body["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        said.contains("manifest list found, but accept header does not support manifest lists"),
+        "{said}"
+    );
+    // An OCI index whose amd64 image is OCI: nothing a Docker-only client can take, and
+    // nothing is converted.
+    let refused = ask("team/oci/manifests/1".into(), DOCKER_MANIFEST, false).await;
+    assert_eq!(refused.status(), 404);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    let said = body["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        said.contains("OCI index found, but accept header does not support OCI indexes"),
+        "{said}"
+    );
+    let oci_child = ask("team/oci/manifests/1".into(), OCI_MANIFEST, false).await;
+    assert_eq!(oci_child.status(), 200);
+    assert_eq!(oci_child.headers()["content-type"], OCI_MANIFEST);
+    let whole = ask("team/oci/manifests/1".into(), OCI_INDEX, false).await;
+    assert_eq!(whole.headers()["docker-content-digest"], oci_index.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_files_top_level_network_keys_apply_to_serve() {
+    use common::proxies::http_proxy;
+    let registry = TestRegistry::start();
+    let (app, _) = Pusher::new(&registry.addr)
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(1000)])
+        .await;
+    let proxy = http_proxy();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gcrsync.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "proxy: http://{}\nsources:\n  - source: gcr.io/google_containers\n    target: ghcr.io/me\n",
+            proxy.addr
+        ),
+    )
+    .unwrap();
+    let serve = Serve::start(&[
+        "--upstream",
+        &registry.addr,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let out = dir.path().join("app");
+    assert!(
+        pull(&format!("{}/team/app:1", serve.addr), &out)
+            .status
+            .success()
+    );
+    assert_eq!(layout_digests(&out).0, app);
+    assert!(proxy.count() > 0, "the file's proxy was used");
+    assert!(serve.log().contains("do not apply"), "{}", serve.log());
+
+    // A bad value in the file is named with its line, from --config or GCRSYNC_CONFIG.
+    let bad = dir.path().join("bad.yml");
+    std::fs::write(&bad, "http-timeout: 30s\nretries: 99\n").unwrap();
+    let by_flag = run(gcrsync(dir.path()).args([
+        "serve",
+        "--upstream",
+        "gcr.io",
+        "--config",
+        bad.to_str().unwrap(),
+    ]));
+    let by_env = run(gcrsync(dir.path()).env("GCRSYNC_CONFIG", &bad).args([
+        "serve",
+        "--upstream",
+        "gcr.io",
+    ]));
+    for output in [by_flag, by_env] {
+        assert_eq!(output.status.code(), Some(2));
+        assert!(
+            stderr(&output).contains("bad.yml:2: retries"),
+            "{}",
+            stderr(&output)
+        );
+    }
+}

@@ -2,6 +2,8 @@
 //! media type beside it in `types/HEX`), tag records per upstream repository, and the
 //! least-recently-used index that `--cache-max` evicts by. Every file is written under
 //! `tmp/` and renamed into place, so a crash leaves no partial content where it is read.
+//! Each upstream repository's last good tag listing is kept beside its tag records, for
+//! when the upstream cannot list.
 
 use std::collections::HashMap;
 use std::io;
@@ -39,7 +41,14 @@ pub struct CachedManifest {
 struct Entry {
     size: u64,
     used: u64,
+    /// When its file's modification time was last set (seconds since the epoch): the
+    /// LRU order a restart rebuilds, kept to within `TOUCH_EVERY`.
+    touched: u64,
 }
+
+/// A cache hit sets its file's modification time at most this often (seconds): a restart
+/// then evicts in use order, at the cost of one syscall per blob per hour, not per hit.
+const TOUCH_EVERY: u64 = 3600;
 
 #[derive(Default)]
 struct Index {
@@ -92,11 +101,21 @@ impl Cache {
         }
         found.sort();
         let mut index = Index::default();
-        for (_, name, size) in found {
+        for (modified, name, size) in found {
             index.clock += 1;
             index.total += size;
             let used = index.clock;
-            index.entries.insert(name, Entry { size, used });
+            let touched = modified
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            index.entries.insert(
+                name,
+                Entry {
+                    size,
+                    used,
+                    touched,
+                },
+            );
         }
         Ok(Cache {
             dir: dir.to_path_buf(),
@@ -127,12 +146,25 @@ impl Cache {
     /// The size of `digest` if cached; counts as a use for the LRU order.
     pub fn lookup(&self, digest: &Digest) -> Option<u64> {
         let hex = digest.sha256_hex()?;
-        let mut index = self.index.lock().expect("cache index");
-        index.clock += 1;
-        let clock = index.clock;
-        let entry = index.entries.get_mut(hex)?;
-        entry.used = clock;
-        Some(entry.size)
+        let (size, touch) = {
+            let mut index = self.index.lock().expect("cache index");
+            index.clock += 1;
+            let clock = index.clock;
+            let entry = index.entries.get_mut(hex)?;
+            entry.used = clock;
+            let now = now();
+            let touch = now.saturating_sub(entry.touched) >= TOUCH_EVERY;
+            if touch {
+                entry.touched = now;
+            }
+            (entry.size, touch)
+        };
+        if touch {
+            let path = self.dir.join("blobs/sha256").join(hex);
+            let _ = std::fs::File::open(path)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        }
+        Some(size)
     }
 
     /// Moves a verified temporary file into place as `digest` (flushed to disk first, so
@@ -153,7 +185,12 @@ impl Cache {
             let mut index = self.index.lock().expect("cache index");
             index.clock += 1;
             let used = index.clock;
-            if let Some(old) = index.entries.insert(hex.to_string(), Entry { size, used }) {
+            let entry = Entry {
+                size,
+                used,
+                touched: now(),
+            };
+            if let Some(old) = index.entries.insert(hex.to_string(), entry) {
                 index.total -= old.size;
             }
             index.total += size;
@@ -231,6 +268,36 @@ impl Cache {
             .join(repo.as_str())
             .join("@tags")
             .join(tag.as_str())
+    }
+
+    fn list_path(&self, host: &RegistryHost, repo: &RepoPath) -> PathBuf {
+        // Beside `@tags`; `@` keeps it apart from repositories below this one.
+        self.dir
+            .join("tags")
+            .join(host.as_str().replace(':', "_"))
+            .join(repo.as_str())
+            .join("@list")
+    }
+
+    /// The last good tag listing of `repo`, if one was kept.
+    pub fn tag_list(&self, host: &RegistryHost, repo: &RepoPath) -> Option<Vec<String>> {
+        let text = std::fs::read(self.list_path(host, repo)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Keeps `tags` as `repo`'s last good listing (replacing the one before, atomically).
+    pub fn put_tag_list(
+        &self,
+        host: &RegistryHost,
+        repo: &RepoPath,
+        tags: &[String],
+    ) -> io::Result<()> {
+        let path = self.list_path(host, repo);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let json = serde_json::to_vec(tags).map_err(io::Error::other)?;
+        self.write_atomic(&path, &json)
     }
 
     /// What `tag` pointed to when last asked, if it was.
@@ -312,6 +379,40 @@ mod tests {
     }
 
     #[test]
+    fn a_restart_keeps_the_use_order_of_content_used_an_hour_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (
+            manifest("aaaaaaaaaa"),
+            manifest("bbbbbbbbbb"),
+            manifest("cccccccccc"),
+        );
+        let cache = Cache::open(dir.path(), None).unwrap();
+        cache.put_manifest(&a).unwrap();
+        cache.put_manifest(&b).unwrap();
+        drop(cache);
+        let ago = |hours: u64| {
+            std::time::SystemTime::now() - std::time::Duration::from_secs(hours * 3600)
+        };
+        for (m, hours) in [(&a, 3), (&b, 2)] {
+            let file = std::fs::File::open(
+                dir.path()
+                    .join("blobs/sha256")
+                    .join(m.digest.sha256_hex().unwrap()),
+            )
+            .unwrap();
+            file.set_modified(ago(hours)).unwrap();
+        }
+        // a, the older, is used; after a restart b is the least recently used.
+        let cache = Cache::open(dir.path(), None).unwrap();
+        assert!(cache.lookup(&a.digest).is_some());
+        drop(cache);
+        let cache = Cache::open(dir.path(), Some(25)).unwrap();
+        cache.put_manifest(&c).unwrap();
+        assert!(cache.manifest(&b.digest).is_none(), "b was evicted");
+        assert!(cache.manifest(&a.digest).is_some());
+    }
+
+    #[test]
     fn tags_are_recorded_per_upstream_repository() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path(), None).unwrap();
@@ -329,5 +430,23 @@ mod tests {
         assert_eq!(cache.tag(&host, &other, &tag), None);
         cache.drop_tag(&host, &repo, &tag);
         assert_eq!(cache.tag(&host, &repo, &tag), None);
+    }
+
+    #[test]
+    fn a_tag_listing_is_kept_per_repository_and_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), None).unwrap();
+        let host: RegistryHost = "localhost:5000".parse().unwrap();
+        let (repo, parent): (RepoPath, RepoPath) =
+            ("team/app".parse().unwrap(), "team".parse().unwrap());
+        assert_eq!(cache.tag_list(&host, &repo), None);
+        let tags = vec!["1".to_string(), "2".to_string()];
+        cache.put_tag_list(&host, &repo, &tags).unwrap();
+        cache.put_tag_list(&host, &parent, &["x".into()]).unwrap();
+        cache.put_tag_list(&host, &repo, &tags[1..]).unwrap();
+        drop(cache);
+        let cache = Cache::open(dir.path(), None).unwrap();
+        assert_eq!(cache.tag_list(&host, &repo), Some(vec!["2".to_string()]));
+        assert_eq!(cache.tag_list(&host, &parent), Some(vec!["x".to_string()]));
     }
 }

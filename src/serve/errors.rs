@@ -45,6 +45,12 @@ impl ApiError {
         self.status >= 500
     }
 
+    /// Whether a cached answer (a tag, a tag listing) stands in for the upstream's: it is
+    /// down or throttling us, which the client cannot fix.
+    pub fn serves_stale(&self) -> bool {
+        self.upstream_down() || self.status == 429
+    }
+
     /// The response.
     pub fn response(&self) -> Response<Body> {
         let body = serde_json::json!({

@@ -3,7 +3,8 @@
 //! that file as it grows, so late arrivals stream from the fetch in flight instead of
 //! waiting for its end. The file becomes cache content only once its size and digest are
 //! verified; until then each reader holds back the last byte, so a cut or corrupt upstream
-//! body reaches no client complete: their transfers fail instead.
+//! body reaches no client complete: their transfers fail instead. A cut body is first
+//! resumed with a `Range` request from the bytes received, under the retry policy.
 
 use std::collections::HashMap;
 use std::io;
@@ -19,7 +20,7 @@ use tokio::sync::watch;
 use super::Proxy;
 use super::errors::{ApiError, from_upstream};
 use super::metrics::{add, inc};
-use crate::oci::Registry;
+use crate::oci::{BlobBody, Registry};
 use crate::reference::{Digest, RepoPath};
 
 /// Bytes read from the cache file per body chunk.
@@ -300,16 +301,40 @@ pub fn blob_source(
                 Progress::Failed(e)
             }
         };
-        if !matches!(last, Progress::Done { .. }) {
-            let _ = tokio::fs::remove_file(&tmp).await;
-        }
+        let failed = !matches!(last, Progress::Done { .. });
         tx.send_replace(last);
         proxy2.fetches.0.lock().expect("fetches").remove(&digest);
+        // Last: once the file is gone, the next request starts afresh (it cannot join
+        // this failed download any more).
+        if failed {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
     });
     Ok(Source::Inflight(inflight, false))
 }
 
-/// Downloads into `tmp`, publishing progress; the verified size, or why not.
+/// One upstream GET of the blob from `offset` (a `Range` request past 0), under the retry
+/// policy.
+async fn open(
+    proxy: &Proxy,
+    upstream: usize,
+    repo: &RepoPath,
+    digest: &Digest,
+    offset: u64,
+) -> Result<BlobBody, crate::oci::Error> {
+    let registry = &proxy.upstreams[upstream].registry;
+    proxy
+        .retry
+        .run("", || {
+            inc(&proxy.metrics.upstream_requests);
+            registry.get_blob(repo, digest, offset)
+        })
+        .await
+}
+
+/// Downloads into `tmp`, publishing progress; the verified size, or why not. A body the
+/// upstream cuts is resumed from the bytes received with a `Range` request, at most
+/// `--retries` times, so the clients reading it still get the whole blob.
 async fn download(
     proxy: &Proxy,
     upstream: usize,
@@ -318,14 +343,8 @@ async fn download(
     tmp: &PathBuf,
     tx: &watch::Sender<Progress>,
 ) -> Result<u64, ApiError> {
-    let registry = &proxy.upstreams[upstream].registry;
     let what = format!("{repo}@{digest}");
-    let body = proxy
-        .retry
-        .run("", || {
-            inc(&proxy.metrics.upstream_requests);
-            registry.get_blob(repo, digest, 0)
-        })
+    let body = open(proxy, upstream, repo, digest, 0)
         .await
         .map_err(|e| from_upstream(&e, &what))?;
     let io_error = |e: io::Error| ApiError::new(500, "UNKNOWN", format!("cache write: {e}"));
@@ -335,14 +354,41 @@ async fn download(
     let mut hasher = sha2::Sha256::new();
     let mut written = 0u64;
     let mut stream = body.stream;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::new(
-                502,
-                "UNAVAILABLE",
-                format!("{what}: upstream body cut: {e}"),
-            )
-        })?;
+    let mut resumes = proxy.retry.retries;
+    loop {
+        let chunk = match stream.next().await {
+            None => break,
+            Some(Ok(chunk)) => chunk,
+            Some(Err(e)) => {
+                let cut = format!("{what}: upstream body cut at byte {written}: {e}");
+                let complete = size.is_some_and(|s| written >= s);
+                if resumes == 0 || complete || !e.is_retryable() {
+                    return Err(ApiError::new(502, "UNAVAILABLE", cut));
+                }
+                resumes -= 1;
+                tracing::warn!("{cut}; resuming from there");
+                let rest = open(proxy, upstream, repo, digest, written)
+                    .await
+                    .map_err(|e| {
+                        let why = from_upstream(&e, &what).message;
+                        ApiError::new(502, "UNAVAILABLE", format!("{cut}; resuming failed: {why}"))
+                    })?;
+                if let (Some(size), Some(rest)) = (size, rest.size)
+                    && written + rest != size
+                {
+                    return Err(ApiError::new(
+                        502,
+                        "UNAVAILABLE",
+                        format!(
+                            "{cut}; the upstream's rest is {rest} bytes, not {}",
+                            size - written
+                        ),
+                    ));
+                }
+                stream = rest.stream;
+                continue;
+            }
+        };
         add(&proxy.metrics.upstream_bytes, chunk.len() as u64);
         hasher.update(&chunk);
         file.write_all(&chunk).await.map_err(io_error)?;

@@ -8,12 +8,13 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 
 use super::Proxy;
+use super::cache::CachedManifest;
 use super::errors::{ApiError, from_upstream};
 use super::fetch::{Source, blob_source};
-use super::manifests::{Origin, accept_list, accepts, manifest};
+use super::manifests::{Negotiated, Origin, accept_list, manifest, negotiate};
 use super::metrics::inc;
 use super::route::{Endpoint, endpoint, route};
-use crate::oci::Registry;
+use crate::oci::{ManifestRef, Registry};
 use crate::reference::{Digest, RepoPath};
 
 /// Tags per page when the client does not say.
@@ -74,16 +75,21 @@ async fn answer(proxy: &Arc<Proxy>, req: Request) -> Result<Response<Body>, ApiE
                     .iter()
                     .filter_map(|v| v.to_str().ok()),
             );
-            if !accepts(&accepted, &m.media_type) {
-                return Err(ApiError::new(
-                    404,
-                    "MANIFEST_UNKNOWN",
-                    format!(
-                        "{repo}:{r} is a {}, which the request's Accept header does not list",
-                        m.media_type
-                    ),
-                ));
-            }
+            let refuse =
+                |why: String| ApiError::new(404, "MANIFEST_UNKNOWN", format!("{repo}:{r}: {why}"));
+            let by_tag = matches!(r, ManifestRef::Tag(_));
+            let (m, origin) = match negotiate(&accepted, &m, by_tag) {
+                Negotiated::Serve => (m, origin),
+                Negotiated::Refuse(why) => return Err(refuse(why)),
+                Negotiated::Child(digest) => {
+                    let child = ManifestRef::Digest(digest);
+                    let (child, origin) = manifest(proxy, up, &upstream_repo, &child).await?;
+                    match negotiate(&accepted, &child, false) {
+                        Negotiated::Serve => (child, origin),
+                        _ => return Err(refuse(negotiate_failed(&m, &child))),
+                    }
+                }
+            };
             let mut response = Response::new(if head {
                 Body::empty()
             } else {
@@ -115,6 +121,16 @@ async fn answer(proxy: &Arc<Proxy>, req: Request) -> Result<Response<Body>, ApiE
             ),
         )),
     }
+}
+
+/// Why the child an index's negotiation chose cannot be sent either (its descriptor had
+/// no media type, and the manifest's own is one the client does not take).
+fn negotiate_failed(index: &CachedManifest, child: &CachedManifest) -> String {
+    format!(
+        "{} is a multi-arch index whose linux/amd64 image is a {}; the request's Accept \
+         lists neither",
+        index.digest, child.media_type
+    )
 }
 
 fn value(text: &str) -> HeaderValue {
@@ -153,12 +169,10 @@ async fn head_blob(
     } else {
         let registry = &proxy.upstreams[up].registry;
         let what = format!("{repo}@{digest}");
-        let found = proxy
-            .retry
-            .run("", || {
-                inc(&proxy.metrics.upstream_requests);
-                registry.head_blob(repo, digest)
-            })
+        // The registry client retries its own HEADs (`--retries`): not again here.
+        inc(&proxy.metrics.upstream_requests);
+        let found = registry
+            .head_blob(repo, digest)
             .await
             .map_err(|e| from_upstream(&e, &what))?;
         match found {
@@ -264,6 +278,8 @@ async fn get_blob(
 }
 
 /// The upstream's tags, paginated here with `n` and `last` (sorted, as the spec says).
+/// Each good listing is kept; when the upstream is down or throttling, the last one kept
+/// answers instead (with a warning), as cached tags do.
 async fn tags(
     proxy: &Arc<Proxy>,
     up: usize,
@@ -271,16 +287,43 @@ async fn tags(
     repo: &RepoPath,
     query: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
-    let registry = &proxy.upstreams[up].registry;
-    let what = format!("{repo} tags");
+    let host = &proxy.upstreams[up].route.namespace.registry;
+    let what = format!("{host}/{repo} tags");
+    // With a listing kept, the upstream is asked once: the listing answers if it fails.
+    let kept = proxy.cache.tag_list(host, repo);
+    let registry = match kept {
+        Some(_) => &proxy.upstreams[up].once,
+        None => &proxy.upstreams[up].registry,
+    };
     inc(&proxy.metrics.upstream_requests);
-    let list = registry
+    let listed = registry
         .list_tags(repo)
         .await
-        .map_err(|e| from_upstream(&e, &what))?;
-    let mut all: Vec<String> = list.tags.iter().map(|t| t.to_string()).collect();
-    all.sort();
-    all.dedup();
+        .map_err(|e| from_upstream(&e, &what));
+    let (all, origin) = match listed {
+        Ok(list) => {
+            let mut all: Vec<String> = list.tags.iter().map(|t| t.to_string()).collect();
+            all.sort();
+            all.dedup();
+            if let Err(e) = proxy.cache.put_tag_list(host, repo, &all) {
+                tracing::error!("cache: cannot keep {what}: {e}");
+            }
+            (all, Origin::Upstream)
+        }
+        Err(e) if e.serves_stale() => match kept {
+            Some(all) => {
+                tracing::warn!(
+                    "{what}: upstream cannot list ({}); serving the cached listing of {} tags",
+                    e.message,
+                    all.len()
+                );
+                inc(&proxy.metrics.stale);
+                (all, Origin::Stale)
+            }
+            None => return Err(e),
+        },
+        Err(e) => return Err(e),
+    };
     let n = query_param(query, "n")
         .and_then(|n| n.parse::<usize>().ok())
         .unwrap_or(DEFAULT_PAGE);
@@ -292,7 +335,7 @@ async fn tags(
         let link = format!("</v2/{client_repo}/tags/list?n={n}&last={last}>; rel=\"next\"");
         response.headers_mut().insert(header::LINK, value(&link));
     }
-    Ok(with_origin(response, Origin::Upstream))
+    Ok(with_origin(response, origin))
 }
 
 /// The page after `last` of at most `n` tags, and whether more follow.

@@ -56,7 +56,7 @@ pub fn revalidated(cached: &Digest, head: Result<Option<Digest>, ApiError>) -> R
         Ok(Some(d)) if &d == cached => Revalidated::Same,
         Ok(Some(d)) => Revalidated::Moved(d),
         Ok(None) => Revalidated::Gone,
-        Err(e) if e.upstream_down() || e.status == 429 => Revalidated::Stale(e.message),
+        Err(e) if e.serves_stale() => Revalidated::Stale(e.message),
         Err(e) => Revalidated::Refused(e),
     }
 }
@@ -132,12 +132,12 @@ async fn fetch(
         .run(key, move || async move {
             let registry = &p.upstreams[up].registry;
             let what = format!("{host}/{repo}:{r}");
-            let m = p
-                .retry
-                .run("", || {
-                    inc(&p.metrics.upstream_requests);
-                    registry.get_manifest(&repo, &r)
-                })
+            // The registry client retries manifest requests itself (`--retries`); retried
+            // again here, a down upstream cost (retries + 1)² attempts before a cached
+            // tag was served.
+            inc(&p.metrics.upstream_requests);
+            let m = registry
+                .get_manifest(&repo, &r)
                 .await
                 .map_err(|e| from_upstream(&e, &what))?;
             crate::serve::metrics::add(&p.metrics.upstream_bytes, m.bytes.len() as u64);
@@ -237,7 +237,7 @@ async fn by_tag(
     }
 }
 
-/// A HEAD on a tag, coalesced.
+/// A HEAD on a tag, coalesced; asked once (the cached tag answers if it fails).
 async fn head(
     proxy: &Arc<Proxy>,
     up: usize,
@@ -251,17 +251,78 @@ async fn head(
     proxy
         .heads
         .run(key, move || async move {
-            let registry = &p.upstreams[up].registry;
-            p.retry
-                .run("", || {
-                    inc(&p.metrics.upstream_requests);
-                    registry.head_manifest(&repo, &r)
-                })
+            let registry = &p.upstreams[up].once;
+            inc(&p.metrics.upstream_requests);
+            registry
+                .head_manifest(&repo, &r)
                 .await
                 .map_err(|e| from_upstream(&e, &what))
         })
         .await
         .0
+}
+
+/// What to send a client for a manifest, given what its `Accept` lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Negotiated {
+    /// The manifest itself.
+    Serve,
+    /// A multi-arch tag asked for by a client that cannot take indexes: its linux/amd64
+    /// image instead (as distribution and Docker Hub answer old clients), verbatim.
+    Child(Digest),
+    /// Nothing the upstream has; 404 `MANIFEST_UNKNOWN`, in distribution's words.
+    Refuse(String),
+}
+
+/// distribution's name for a manifest type, singular and plural, in its refusals.
+fn kind(media_type: &str) -> (&'static str, &'static str) {
+    use crate::oci::manifest::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+    match media_type {
+        OCI_INDEX => ("OCI index", "OCI indexes"),
+        OCI_MANIFEST => ("OCI manifest", "OCI manifests"),
+        DOCKER_LIST => ("manifest list", "manifest lists"),
+        DOCKER_MANIFEST => ("Schema 2 manifest", "schema 2 manifests"),
+        _ => ("manifest", "its media type"),
+    }
+}
+
+/// Decides what answers a client that accepts `accepted`: the manifest when it can take
+/// it; for a tag whose index it cannot take, the linux/amd64 child when it can take that
+/// (a request by digest wants those exact bytes, so never); else a refusal. Never a
+/// converted manifest.
+pub fn negotiate(accepted: &[String], m: &CachedManifest, by_tag: bool) -> Negotiated {
+    if accepts(accepted, &m.media_type) {
+        return Negotiated::Serve;
+    }
+    let (one, many) = kind(&m.media_type);
+    let refused = format!("{one} found, but accept header does not support {many}");
+    if !by_tag || !crate::oci::manifest::is_index(&m.media_type) {
+        return Negotiated::Refuse(refused);
+    }
+    let raw = crate::oci::manifest::RawManifest {
+        bytes: m.bytes.clone(),
+        media_type: m.media_type.clone(),
+        digest: m.digest.clone(),
+    };
+    let children = match raw.contents() {
+        Ok(crate::oci::manifest::Contents::Index(children)) => children,
+        _ => Vec::new(),
+    };
+    let amd64 = children.into_iter().find(|(_, p)| {
+        p.as_deref()
+            .is_some_and(|p| p == "linux/amd64" || p.starts_with("linux/amd64/"))
+    });
+    match amd64 {
+        None => Negotiated::Refuse(format!("{refused}, and it has no linux/amd64 image")),
+        // A descriptor without a media type is settled once the child is fetched.
+        Some((d, _)) if d.media_type.is_empty() || accepts(accepted, &d.media_type) => {
+            Negotiated::Child(d.digest)
+        }
+        Some((d, _)) => Negotiated::Refuse(format!(
+            "{refused}, nor {} (its linux/amd64 image)",
+            kind(&d.media_type).1
+        )),
+    }
 }
 
 /// Whether a client whose `Accept` lists `accepted` can take `media_type`.
@@ -345,5 +406,74 @@ mod tests {
             "application/vnd.docker.distribution.manifest.list.v2+json"
         ));
         assert!(accepts(&[], "anything"));
+    }
+
+    fn list(media_type: &str, children: &[(&str, &str, &str)]) -> CachedManifest {
+        let manifests: Vec<serde_json::Value> = children
+            .iter()
+            .map(|(t, arch, body)| {
+                serde_json::json!({"mediaType": t, "digest": d(body).as_str(), "size": 1,
+                    "platform": {"os": "linux", "architecture": arch}})
+            })
+            .collect();
+        let body = serde_json::json!({"schemaVersion": 2, "mediaType": media_type,
+            "manifests": manifests})
+        .to_string();
+        CachedManifest {
+            digest: d(&body),
+            bytes: body.into(),
+            media_type: media_type.into(),
+        }
+    }
+
+    #[test]
+    fn an_old_client_gets_the_amd64_image_of_a_multi_arch_tag_or_a_refusal() {
+        use crate::oci::manifest::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+        let docker_only = vec![DOCKER_MANIFEST.to_string()];
+        let m = list(
+            DOCKER_LIST,
+            &[
+                (DOCKER_MANIFEST, "arm64", "arm"),
+                (DOCKER_MANIFEST, "amd64", "x86"),
+            ],
+        );
+        assert_eq!(
+            negotiate(&docker_only, &m, true),
+            Negotiated::Child(d("x86"))
+        );
+        // By digest the client wants those bytes: no substitute.
+        assert!(matches!(
+            negotiate(&docker_only, &m, false),
+            Negotiated::Refuse(_)
+        ));
+        assert_eq!(negotiate(&[], &m, true), Negotiated::Serve);
+        let oci = list(OCI_INDEX, &[(OCI_MANIFEST, "amd64", "x86")]);
+        assert_eq!(
+            negotiate(&docker_only, &oci, true),
+            Negotiated::Refuse(
+                "OCI index found, but accept header does not support OCI indexes, \
+                 nor OCI manifests (its linux/amd64 image)"
+                    .into()
+            )
+        );
+        let arm_only = list(DOCKER_LIST, &[(DOCKER_MANIFEST, "arm64", "arm")]);
+        assert_eq!(
+            negotiate(&docker_only, &arm_only, true),
+            Negotiated::Refuse(
+                "manifest list found, but accept header does not support manifest lists, \
+                 and it has no linux/amd64 image"
+                    .into()
+            )
+        );
+        let image = CachedManifest {
+            media_type: OCI_MANIFEST.into(),
+            ..m
+        };
+        assert_eq!(
+            negotiate(&docker_only, &image, true),
+            Negotiated::Refuse(
+                "OCI manifest found, but accept header does not support OCI manifests".into()
+            )
+        );
     }
 }

@@ -84,7 +84,7 @@ impl Metrics {
             (
                 "gcrsync_serve_stale_tags_total",
                 "counter",
-                "Cached tags served while the upstream failed.",
+                "Cached tags and tag listings served while the upstream failed.",
                 self.get(&self.stale),
             ),
             (

@@ -40,6 +40,10 @@ pub struct Upstream {
     pub route: UpstreamRoute,
     /// Its registry client.
     pub registry: HttpRegistry,
+    /// The same, without retries: for questions a cached answer stands in for (a tag's
+    /// revalidating HEAD, a listing already kept), so a down upstream costs one attempt
+    /// before the client is answered, not the whole backoff.
+    pub once: HttpRegistry,
 }
 
 /// Everything the handlers share.
@@ -56,7 +60,9 @@ pub struct Proxy {
     pub heads: coalesce::Coalescer<Option<crate::oci::ManifestHead>>,
     /// Counters.
     pub metrics: metrics::Metrics,
-    /// The one retry policy (`--retries`).
+    /// The one retry policy (`--retries`): the registry clients retry their own requests
+    /// with it; serve applies it only to blob GETs and their resumptions, which the
+    /// client leaves to its callers.
     pub retry: RetryPolicy,
     /// `--tag-ttl`.
     pub tag_ttl: Duration,
@@ -135,6 +141,7 @@ fn upstreams(settings: &ServeSettings, retry: RetryPolicy) -> Result<Vec<Upstrea
             };
             Ok(Upstream {
                 route: route.clone(),
+                once: HttpRegistry::new(endpoint.clone(), client.clone(), RetryPolicy::new(0)),
                 registry: HttpRegistry::new(endpoint, client, retry),
             })
         })

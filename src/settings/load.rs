@@ -1,12 +1,14 @@
 //! A run's settings from `--config`, flags, variables and `.env`: each source's command
 //! line is merged (`layers`) and resolved exactly as flags are, and every error found in
-//! the file names its line. Without a file, this is `resolve` of the flags.
+//! the file names its line. Without a file, this is `resolve` of the flags. `serve` takes
+//! the file's top level the same way (`load_serve`).
 
 use std::path::Path;
 
 use super::file::{self, Entry, FileError, FileErrors};
 use super::layers::{FileLayers, Given, Merged, Origin, merge};
 use super::resolve::{self, budget};
+use super::serve::{ServeSettings, resolve_serve};
 use super::{ConfigError, Settings};
 use crate::cli::Cli;
 
@@ -145,6 +147,47 @@ pub fn load(
     let settings = resolve::run(run_layer.cli, &env, sources, schemes)
         .map_err(|e| FileErrors(vec![placed(&name, &description.run, 0, e)]))?;
     Ok((settings, description))
+}
+
+/// `gcrsync serve`'s settings, with `--config` as for sync: the file's top level (the
+/// upstream credentials and network keys it shares with sync's sources) under flags and
+/// variables. Serve's own options are flags and variables only. Also returns a note when
+/// the file's `sources:` entries were left aside (their keys are sync's, per source).
+pub fn load_serve(
+    cli: Cli,
+    given: &Given,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<(ServeSettings, Option<String>), LoadError> {
+    let Some(path) = cli.options.config.clone() else {
+        return Ok((resolve_serve(cli, env)?, None));
+    };
+    let name = path.display().to_string();
+    let text = read(&path, &name)?;
+    let config = file::parse(&name, &text)?;
+    let layers = FileLayers {
+        file: &name,
+        globals: &config.globals,
+        own: &[],
+    };
+    let merged = merge(given, &layers, &env, false).map_err(FileErrors)?;
+    let values = merged.values;
+    let settings = resolve_serve(merged.cli, &env).map_err(|e| -> LoadError {
+        match values
+            .iter()
+            .any(|(l, _, o)| l == e.flag && matches!(o, Origin::File { .. }))
+        {
+            true => FileErrors(vec![placed(&name, &values, 0, e)]).into(),
+            false => e.into(),
+        }
+    })?;
+    let note = (!config.sources.is_empty()).then(|| {
+        format!(
+            "{name}: serve reads the file's top level only; its {} `sources:` entries are \
+             sync's and do not apply",
+            config.sources.len()
+        )
+    });
+    Ok((settings, note))
 }
 
 /// Reads the file; an unreadable one is an error of the file.

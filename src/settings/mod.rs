@@ -23,7 +23,7 @@ use std::time::Duration;
 pub use credentials::{Credentials, GcpKey};
 pub use docker_config::{DockerConfig, DockerConfigError, DockerLogin};
 pub use layers::{Given, Origin};
-pub use load::{Described, Description, LoadError, load};
+pub use load::{Described, Description, LoadError, load, load_serve};
 pub use outside::{ActionsEnv, GitHubConfig};
 pub use resolve::{parse_duration, resolve};
 pub use show::show;
@@ -209,15 +209,19 @@ impl Settings {
             secrets.extend(logins.gcp_key.iter().flat_map(|k| k.secrets()));
             secrets.extend(logins.docker_config.passwords());
         }
-        // A proxy URL's password, as written and as the URL encodes it.
-        if let Some(password) = self.proxy.as_ref().and_then(|p| p.url().password()) {
-            secrets.push(password.to_string());
-            secrets.push(percent_decoded(password));
-        }
+        secrets.extend(proxy_secrets(self.proxy.as_ref()));
         secrets.retain(|s| !s.is_empty());
         secrets.sort();
         secrets.dedup();
         secrets
+    }
+}
+
+/// A proxy URL's password, as written and as the URL encodes it (sync's and serve's).
+pub(crate) fn proxy_secrets(proxy: Option<&ProxyUrl>) -> Vec<String> {
+    match proxy.and_then(|p| p.url().password()) {
+        Some(password) => vec![password.to_string(), percent_decoded(password)],
+        None => Vec::new(),
     }
 }
 

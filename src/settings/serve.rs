@@ -186,7 +186,7 @@ impl ServeSettings {
         transport(host, insecure, scheme)
     }
 
-    /// Every secret, for masking.
+    /// Every secret, for masking in CI logs (`::add-mask::`, as sync's `Settings::secrets`).
     pub fn secrets(&self) -> Vec<String> {
         let mut secrets: Vec<String> = self
             .source_credentials
@@ -195,6 +195,10 @@ impl ServeSettings {
             .collect();
         secrets.extend(self.gcp_key.iter().flat_map(|k| k.secrets()));
         secrets.extend(self.docker_config.passwords());
+        secrets.extend(super::proxy_secrets(self.proxy.as_ref()));
+        secrets.retain(|s| !s.is_empty());
+        secrets.sort();
+        secrets.dedup();
         secrets
     }
 }
@@ -362,6 +366,33 @@ mod tests {
         assert_eq!(h.scheme, Some(Scheme::Http));
         assert!(upstream_route("google_containers").is_err());
         assert!(upstream_route("Bad Prefix=gcr.io").is_err());
+    }
+
+    #[test]
+    fn secrets_include_the_password_and_the_proxy_password_as_written_and_decoded() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "gcrsync",
+            "serve",
+            "--upstream",
+            "gcr.io",
+            "--source-username",
+            "me",
+            "--source-password",
+            "pw-1",
+            "--proxy",
+            "socks5://me:p%40ss+w@proxy:1080",
+        ])
+        .unwrap();
+        let settings = resolve_serve(cli, |_| None).unwrap();
+        let secrets = settings.secrets();
+        for secret in ["pw-1", "p%40ss+w", "p@ss+w"] {
+            assert!(
+                secrets.contains(&secret.to_string()),
+                "{secret}: {secrets:?}"
+            );
+        }
+        assert!(!secrets.iter().any(|s| s.is_empty() || s == "me"));
     }
 
     #[test]
