@@ -312,6 +312,9 @@ pub struct Options {
     /// skipped (default: every platform, verbatim).
     #[arg(long, env = "GCRSYNC_PLATFORMS", global = true)]
     pub platforms: Option<String>,
+    /// Referrers (signatures, attestations, SBOMs) copied with each image: none, all, or a comma list of artifact types.
+    #[arg(long, env = "GCRSYNC_REFERRERS", global = true, default_value = "all")]
+    pub referrers: String,
     /// Connect and idle-read timeout (never a cap on a whole transfer).
     #[arg(
         long,

@@ -76,6 +76,9 @@ pub struct TagRecord {
     /// unknown: adopted single images, records from before platforms were read).
     #[serde(default)]
     pub platforms: Vec<String>,
+    /// The referrers copied with it (signatures, attestations, SBOMs; recursively), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<Digest>,
     /// Upstream's digest, when the mirror holds other bytes: an index cut down to
     /// `--platforms`. Runs compare the listing with this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -347,6 +350,7 @@ impl NamespaceRecord {
                 source_digest: None,
                 media_type: String::new(),
                 platforms: Vec::new(),
+                referrers: Vec::new(),
                 dropped_platforms: Vec::new(),
                 synced_at: String::new(),
             };
@@ -374,6 +378,7 @@ mod tests {
                 source_digest: None,
                 media_type: "m".into(),
                 platforms: vec![],
+                referrers: Vec::new(),
                 dropped_platforms: vec![],
                 synced_at: at.into(),
             },

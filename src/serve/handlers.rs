@@ -1,5 +1,5 @@
 //! The pull API's answers: `/v2/`, manifests, blobs (with `Range`), `tags/list` (with
-//! pagination); writes are refused with 405 `UNSUPPORTED`.
+//! pagination), referrers (passed through); writes are refused with 405 `UNSUPPORTED`.
 
 use std::sync::Arc;
 
