@@ -326,6 +326,9 @@ pub struct Options {
         allow_negative_numbers = true
     )]
     pub prune_max: i64,
+    /// Referrers (signatures, attestations, SBOMs) copied with each image: none, all, or a comma list of artifact types.
+    #[arg(long, env = "GCRSYNC_REFERRERS", global = true, default_value = "all")]
+    pub referrers: String,
     /// Connect and idle-read timeout (never a cap on a whole transfer).
     #[arg(
         long,

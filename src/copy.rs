@@ -3,6 +3,7 @@
 //! mounted where the target already holds it, deduplicated across concurrent copies,
 //! and streamed with its digest and size verified.
 
+pub mod referrers;
 mod stream;
 
 use std::collections::{HashMap, HashSet};
@@ -65,6 +66,10 @@ pub struct Copied {
     pub platforms: Vec<String>,
     /// Platforms of the source's index left out by `--platforms`.
     pub dropped: Vec<String>,
+    /// The child manifests of a copied index (their referrers are copied too).
+    pub children: Vec<Digest>,
+    /// The referrers copied with it (filled by the run, see `copy::referrers`).
+    pub referrers: Vec<Digest>,
 }
 
 /// Per blob digest, the target repositories known to hold it. The per-digest async lock
@@ -95,6 +100,8 @@ pub struct Copier<T> {
     retry: RetryPolicy,
     /// `--platforms`: `None` copies every platform, verbatim.
     platforms: Option<PlatformSet>,
+    /// `--referrers`: which referrers of a copied tag are copied with it.
+    referrers: crate::referrers::Choice,
 }
 
 impl<T: Registry> Copier<T> {
@@ -107,7 +114,14 @@ impl<T: Registry> Copier<T> {
             transfers: Semaphore::new(transfers.max(1)),
             retry,
             platforms: None,
+            referrers: crate::referrers::Choice::None,
         }
+    }
+
+    /// Copies the referrers `choice` selects with each tag (`--referrers`; default none).
+    pub fn with_referrers(mut self, choice: crate::referrers::Choice) -> Self {
+        self.referrers = choice;
+        self
     }
 
     /// Copies only `platforms` of multi-arch images (`--platforms`); `None`: all, verbatim.
@@ -195,7 +209,13 @@ impl<T: Registry> Copier<T> {
         self.dst
             .put_manifest(dst_repo, &reference, &manifest)
             .await?;
+        let children = match &contents {
+            Contents::Index(children) => children.iter().map(|(c, _)| c.digest.clone()).collect(),
+            Contents::Image(_) => Vec::new(),
+        };
         Ok(Copied {
+            children,
+            referrers: Vec::new(),
             source_digest: (manifest.digest != source_digest).then_some(source_digest),
             digest: manifest.digest,
             media_type: manifest.media_type,

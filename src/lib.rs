@@ -19,6 +19,7 @@ pub mod plan;
 pub mod platforms;
 pub mod progress;
 pub mod reference;
+pub mod referrers;
 pub mod report;
 pub mod retry;
 pub mod run;

@@ -381,6 +381,7 @@ struct Listed {
     image: RepoPath,
     tag: Tag,
     target: Repository,
+    referrer_tags: std::sync::Arc<[Tag]>,
 }
 
 impl Listed {
@@ -401,6 +402,7 @@ impl Listed {
             uploaded_ms,
             target: self.target,
             media_type,
+            referrer_tags: self.referrer_tags,
         }
     }
 }
@@ -429,7 +431,19 @@ pub async fn list_source<R: Registry>(
     stats.failures = found.failures;
     let mut known = Vec::new();
     let mut to_head = Vec::new();
-    for (image, list) in listed {
+    for (image, mut list) in listed {
+        // Referrer tags (`sha256-<hex>`, cosign's `.sig`/`.att`/`.sbom`) are never
+        // ordinary tags, whatever the filters say: they go with their subject's copy.
+        let referrer_tags: std::sync::Arc<[Tag]> = list
+            .tags
+            .iter()
+            .filter(|t| crate::referrers::referrer_tag(t.as_str()).is_some())
+            .cloned()
+            .collect();
+        if !referrer_tags.is_empty() {
+            list.tags
+                .retain(|t| crate::referrers::referrer_tag(t.as_str()).is_none());
+        }
         stats.tags += list.tags.len();
         let verdicts: Vec<_> = list.tags.iter().map(|t| filters.tag(t.as_str())).collect();
         let passing: Vec<&Tag> = list
@@ -463,6 +477,7 @@ pub async fn list_source<R: Registry>(
                 image: image.clone(),
                 tag: tag.clone(),
                 target: target.clone(),
+                referrer_tags: referrer_tags.clone(),
             };
             match list.digests.get(&tag) {
                 Some(info) => known.push(listed.candidate(

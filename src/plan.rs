@@ -34,6 +34,10 @@ pub struct Candidate {
     /// The manifest media type, where the listing (gcr) or the source HEAD told it.
     #[serde(skip)]
     pub media_type: Option<String>,
+    /// The referrer tags of its repository (`sha256-<hex>[.sig|.att|.sbom]`), as listed:
+    /// where its referrers are found without the referrers API. Shared per repository.
+    #[serde(skip)]
+    pub referrer_tags: std::sync::Arc<[Tag]>,
 }
 
 /// The key of a target HEAD result.
@@ -341,6 +345,7 @@ mod tests {
                 path: format!("m/{image}").parse().unwrap(),
             },
             media_type: None,
+            referrer_tags: std::sync::Arc::from(Vec::new()),
         }
     }
 
@@ -368,6 +373,7 @@ mod tests {
                     source_digest: None,
                     media_type: String::new(),
                     platforms: vec![],
+                    referrers: Vec::new(),
                     dropped_platforms: vec![],
                     synced_at: "T".into(),
                 },
@@ -594,6 +600,7 @@ mod tests {
                 source_digest: None,
                 media_type: String::new(),
                 platforms: vec![],
+                referrers: Vec::new(),
                 dropped_platforms: vec![],
                 synced_at: "T2".into(),
             },

@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::copy::referrers::Place;
 use crate::copy::{Copied, Copier, CopyError, index_platforms};
 use crate::metadata::record::{Outcome, TagRecord, now_utc};
 use crate::metadata::{Committed, MetadataStore, Recorder, StoreError};
@@ -115,6 +116,7 @@ fn outcome_of(step: &Step, result: Result<Copied, CopyError>, at: String) -> Out
                 source_digest: copied.source_digest,
                 media_type: copied.media_type,
                 platforms: copied.platforms,
+                referrers: copied.referrers,
                 dropped_platforms: copied.dropped,
                 synced_at: at,
             },
@@ -266,6 +268,8 @@ async fn without_copy<S: Registry + 'static>(
                 media_type: step.media_type.clone().unwrap_or_default(),
                 platforms,
                 dropped: Vec::new(),
+                children: Vec::new(),
+                referrers: Vec::new(),
             };
             (c.source, outcome_of(step, Ok(copied), now_utc()))
         })
@@ -339,7 +343,28 @@ where
             let (step, cancel) = (step.clone(), cancel.clone());
             running.spawn(async move {
                 let c = &step.candidate;
-                let copy = copier.copy_tag(&src, &c.source_repo, &c.target.path, &c.tag);
+                let copy = async {
+                    let mut copied = copier
+                        .copy_tag(&src, &c.source_repo, &c.target.path, &c.tag)
+                        .await?;
+                    // Its referrers, and its children's: a failure fails the tag, which
+                    // is then copied again (its blobs are there) with them next run.
+                    let place = Place {
+                        src: &src,
+                        src_repo: &c.source_repo,
+                        dst_repo: &c.target.path,
+                        tags: &c.referrer_tags,
+                    };
+                    let mut subjects = vec![
+                        copied
+                            .source_digest
+                            .clone()
+                            .unwrap_or(copied.digest.clone()),
+                    ];
+                    subjects.extend(copied.children.iter().cloned());
+                    copied.referrers = copier.copy_referrers_chosen(&place, subjects).await?;
+                    Ok::<_, CopyError>(copied)
+                };
                 // A cancelled copy is dropped where it stands: its tag is not recorded
                 // (whatever reached the target is adopted by the next run).
                 let result = tokio::select! {
@@ -413,6 +438,7 @@ mod tests {
                 digest: Some(digest("a")),
                 media_type: String::new(),
                 platforms: Vec::new(),
+                referrers: Vec::new(),
                 synced_at: "2026-12-01T00:00:00Z".into(),
                 ..TagRecord::default()
             },

@@ -42,6 +42,7 @@ fn copied(i: usize, tag: usize, seed: usize, at: &str) -> (usize, Outcome) {
             dropped_platforms: vec![],
             media_type: "application/vnd.oci.image.index.v1+json".into(),
             platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
+            referrers: Vec::new(),
             source_digest: None,
             synced_at: at.into(),
         },

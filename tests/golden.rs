@@ -41,6 +41,7 @@ fn synced(
             source_digest: None,
             media_type: media_type.into(),
             platforms: platforms.iter().map(|p| p.to_string()).collect(),
+            referrers: Vec::new(),
             dropped_platforms: Vec::new(),
             synced_at: "2026-11-22T10:00:00Z".into(),
         },

@@ -538,3 +538,83 @@ async fn a_config_files_top_level_network_keys_apply_to_serve() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn referrers_pass_through_verbatim_where_the_upstream_has_them_and_404_where_not() {
+    use common::referrers::{NOTATION_SIG, SPDX, artifact, listed};
+    let registry = TestRegistry::start();
+    let pusher = Pusher::new(&registry.addr);
+    let (app, _) = pusher
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(100)])
+        .await;
+    let subject = pusher.get_manifest("team/app", &app).await;
+    let gcr = FakeGcr::start(&registry.addr, true);
+    gcr.referrers_api(2);
+    let mut pushed = Vec::new();
+    for (kind, payload) in [(NOTATION_SIG, "s1"), (SPDX, "b1"), (NOTATION_SIG, "s2")] {
+        let subject = (common::images::OCI_MANIFEST, subject.as_slice());
+        let (body, digest) = artifact(&pusher, "team/app", kind, subject, payload.as_bytes()).await;
+        gcr.push_manifest("team/app", &digest, common::images::OCI_MANIFEST, &body)
+            .await;
+        pushed.push(digest);
+    }
+    let serve = Serve::start(&["--upstream", &gcr.addr]);
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", serve.addr);
+
+    // Two pages of the upstream's index, the Link pointing at the proxy.
+    let first = http
+        .get(format!("{base}/v2/team/app/referrers/{app}"))
+        .send()
+        .await
+        .unwrap();
+    if first.status() != 200 {
+        panic!("{}: {}", first.status(), first.text().await.unwrap());
+    }
+    assert_eq!(
+        first.headers()["content-type"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let link = first.headers()["link"].to_str().unwrap().to_string();
+    assert!(
+        link.starts_with(&format!("</v2/team/app/referrers/{app}?")),
+        "{link}"
+    );
+    let page: serde_json::Value = first.json().await.unwrap();
+    let next = link.trim_start_matches('<').split('>').next().unwrap();
+    let second: serde_json::Value = http
+        .get(format!("{base}{next}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let all: Vec<String> = listed(&page).into_iter().chain(listed(&second)).collect();
+    assert_eq!(all, pushed);
+    assert_eq!(page["manifests"][1]["artifactType"], SPDX);
+
+    // artifactType filtering is the upstream's, with its OCI-Filters-Applied.
+    let filtered = http
+        .get(format!(
+            "{base}/v2/team/app/referrers/{app}?artifactType={}",
+            SPDX.replace('+', "%2B")
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(filtered.headers()["oci-filters-applied"], "artifactType");
+    let filtered: serde_json::Value = filtered.json().await.unwrap();
+    assert_eq!(listed(&filtered), [pushed[1].clone()], "{:?}", gcr.log());
+
+    // distribution 2.8 has no API: 404, the client falls back to the sha256-<hex> tag.
+    let plain = Serve::start(&["--upstream", &registry.addr]);
+    let none = http
+        .get(format!("http://{}/v2/team/app/referrers/{app}", plain.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(none.status(), 404);
+    let error: serde_json::Value = none.json().await.unwrap();
+    assert_eq!(error["errors"][0]["code"], "NAME_UNKNOWN");
+}

@@ -65,6 +65,7 @@ pub(super) async fn compare<M: MetadataStore>(
                     dropped_platforms: subset.map_or(Vec::new(), |t| t.dropped_platforms.clone()),
                     media_type,
                     platforms,
+                    referrers: Vec::new(),
                     synced_at: at.clone(),
                 };
                 let target = c.target.to_string();

@@ -361,7 +361,8 @@ async fn sync<M: MetadataStore>(
                         settings.limits.transfers,
                         registries.retry,
                     )
-                    .with_platforms(key.1.clone()),
+                    .with_platforms(key.1.clone())
+                    .with_referrers(settings.referrers.clone()),
                 );
                 shared.push((key, copier.clone()));
                 copier

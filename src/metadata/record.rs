@@ -85,6 +85,9 @@ pub struct TagRecord {
     /// it as unrecorded, so a tag that comes back is copied again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pruned_at: Option<String>,
+    /// The referrers copied with it (signatures, attestations, SBOMs; recursively), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<Digest>,
     /// Upstream's digest, when the mirror holds other bytes: an index cut down to
     /// `--platforms`. Runs compare the listing with this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -413,6 +416,7 @@ impl NamespaceRecord {
                 source_digest: None,
                 media_type: String::new(),
                 platforms: Vec::new(),
+                referrers: Vec::new(),
                 dropped_platforms: Vec::new(),
                 pruned_at: None,
                 synced_at: String::new(),
@@ -443,6 +447,7 @@ mod tests {
                 source_digest: None,
                 media_type: "m".into(),
                 platforms: vec![],
+                referrers: Vec::new(),
                 dropped_platforms: vec![],
                 synced_at: at.into(),
             },

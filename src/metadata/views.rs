@@ -455,6 +455,7 @@ mod tests {
             dropped_platforms: vec![],
             media_type: String::new(),
             platforms: vec![],
+            referrers: Vec::new(),
             source_digest: None,
             synced_at: at.into(),
         };

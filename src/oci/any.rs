@@ -4,6 +4,7 @@
 use super::http::HttpRegistry;
 use super::layout::LayoutRegistry;
 use super::manifest::RawManifest;
+use super::referrers::ReferrersPage;
 use super::taglist::TagList;
 use super::{BlobBody, BlobHead, ManifestHead, ManifestRef, Registry, Result, Upload};
 use crate::reference::{Digest, RepoPath};
@@ -90,5 +91,22 @@ impl Registry for AnyRegistry {
         body: BlobBody,
     ) -> Result<()> {
         each!(self, r => r.finish_upload(repo, session, digest, size, body))
+    }
+    async fn referrers_page(
+        &self,
+        repo: &RepoPath,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+        page: Option<&str>,
+    ) -> Result<Option<ReferrersPage>> {
+        each!(self, r => r.referrers_page(repo, digest, artifact_type, page))
+    }
+    async fn put_referrer(
+        &self,
+        repo: &RepoPath,
+        m: &ManifestRef,
+        manifest: &RawManifest,
+    ) -> Result<bool> {
+        each!(self, r => r.put_referrer(repo, m, manifest))
     }
 }

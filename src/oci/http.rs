@@ -12,6 +12,7 @@ use super::auth::{Authenticator, Login};
 pub use super::clients::Clients;
 use super::error::{Error, Result};
 use super::manifest::{ACCEPT, RawManifest};
+use super::referrers::ReferrersPage;
 use super::send::{expect, header_str, next_link};
 pub use super::send::{loggable, retry_after};
 use super::taglist::{TagList, TagsPage};
@@ -229,6 +230,42 @@ impl HttpRegistry {
     }
 }
 
+impl HttpRegistry {
+    /// `PUT` a manifest; `true` when the registry answered `OCI-Subject` (it indexed the
+    /// manifest's subject for its referrers API).
+    async fn push_manifest(
+        &self,
+        repo: &RepoPath,
+        r: &ManifestRef,
+        manifest: &RawManifest,
+    ) -> Result<bool> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{r}"));
+        let scopes = [self.scope(repo)];
+        self.retry
+            .run("", || async {
+                let response = self
+                    .send(Method::PUT, &url, &scopes, |b| {
+                        b.header(header::CONTENT_TYPE, &manifest.media_type)
+                            .body(manifest.bytes.clone())
+                    })
+                    .await?;
+                let response = expect(&Method::PUT, &url, response, &[200, 201]).await?;
+                let indexed = header_str(&response, "oci-subject").is_some();
+                match header_str(&response, "docker-content-digest") {
+                    Some(d) if d.starts_with("sha256:") && d != manifest.digest.as_str() => {
+                        Err(Error::DigestMismatch {
+                            what: format!("{repo}:{r} as stored by the target"),
+                            expected: manifest.digest.to_string(),
+                            actual: d.to_string(),
+                        })
+                    }
+                    _ => Ok(indexed),
+                }
+            })
+            .await
+    }
+}
+
 #[derive(Deserialize)]
 struct CatalogPage {
     #[serde(default)]
@@ -321,27 +358,79 @@ impl Registry for HttpRegistry {
         r: &ManifestRef,
         manifest: &RawManifest,
     ) -> Result<()> {
-        let url = self.url(&format!("/v2/{repo}/manifests/{r}"));
+        self.push_manifest(repo, r, manifest).await.map(drop)
+    }
+
+    async fn put_referrer(
+        &self,
+        repo: &RepoPath,
+        r: &ManifestRef,
+        manifest: &RawManifest,
+    ) -> Result<bool> {
+        self.push_manifest(repo, r, manifest).await
+    }
+
+    async fn referrers_page(
+        &self,
+        repo: &RepoPath,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+        page: Option<&str>,
+    ) -> Result<Option<ReferrersPage>> {
+        let url = match page {
+            Some(next) => self.url(next),
+            None => {
+                let mut url = self.url(&format!("/v2/{repo}/referrers/{digest}"));
+                if let Some(kind) = artifact_type {
+                    let query: String = url::form_urlencoded::Serializer::new(String::new())
+                        .append_pair("artifactType", kind)
+                        .finish();
+                    url = format!("{url}?{query}");
+                }
+                url
+            }
+        };
+        // The registry's credentials go with every page: never to another host.
+        if !url.starts_with(&format!("{}/", self.base)) {
+            return Err(Error::InvalidResponse {
+                url: loggable(&url),
+                detail: format!("a next-page link leaves the registry {}", self.base),
+            });
+        }
+        let _turn = self.query_turn().await;
         let scopes = [self.scope(repo)];
         self.retry
             .run("", || async {
                 let response = self
-                    .send(Method::PUT, &url, &scopes, |b| {
-                        b.header(header::CONTENT_TYPE, &manifest.media_type)
-                            .body(manifest.bytes.clone())
+                    .send(Method::GET, &url, &scopes, |b| {
+                        b.header(header::ACCEPT, super::manifest::OCI_INDEX)
                     })
                     .await?;
-                let response = expect(&Method::PUT, &url, response, &[200, 201]).await?;
-                match header_str(&response, "docker-content-digest") {
-                    Some(d) if d.starts_with("sha256:") && d != manifest.digest.as_str() => {
-                        Err(Error::DigestMismatch {
-                            what: format!("{repo}:{r} as stored by the target"),
-                            expected: manifest.digest.to_string(),
-                            actual: d.to_string(),
-                        })
-                    }
-                    _ => Ok(()),
+                // A registry without the API answers 404 (distribution spec); so do
+                // some with a plain-text page: neither is an error.
+                let response = expect(&Method::GET, &url, response, &[200, 404]).await?;
+                if response.status() == 404 {
+                    return Ok(None);
                 }
+                let content_type = header_str(&response, "content-type")
+                    .unwrap_or(super::manifest::OCI_INDEX)
+                    .to_string();
+                let filters_applied =
+                    header_str(&response, "oci-filters-applied").map(str::to_string);
+                let next = next_link(response.headers());
+                let bytes = response
+                    .bytes()
+                    .await
+                    .map_err(|e| Error::transport(&Method::GET, &url, e))?;
+                if super::referrers::parse_index(&bytes).is_none() {
+                    return Ok(None);
+                }
+                Ok(Some(ReferrersPage {
+                    bytes,
+                    content_type,
+                    filters_applied,
+                    next,
+                }))
             })
             .await
     }

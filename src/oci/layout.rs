@@ -322,6 +322,10 @@ fn walk_layouts(root: &Path) -> std::io::Result<Vec<RepoPath>> {
     Ok(found)
 }
 
+// No referrers API (the trait's default `None`): in a layout, referrers are what skopeo and
+// oras write there, manifests tagged `sha256-<hex>` (the distribution spec's fallback) in
+// `index.json`, which `list_tags` shows like any tag. Scanning every blob for a `subject`
+// would read the whole layout for each image.
 impl Registry for LayoutRegistry {
     async fn catalog(&self) -> Result<Vec<RepoPath>> {
         let root = self.root.clone();

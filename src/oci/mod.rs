@@ -7,6 +7,7 @@ pub mod error;
 pub mod http;
 pub mod layout;
 pub mod manifest;
+pub mod referrers;
 mod send;
 pub mod taglist;
 
@@ -19,6 +20,7 @@ use futures_util::stream::BoxStream;
 use crate::reference::{Digest, RepoPath, Tag};
 pub use error::{Error, Result};
 use manifest::RawManifest;
+use referrers::ReferrersPage;
 
 /// A manifest is addressed by tag or by digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,4 +153,29 @@ pub trait Registry: Send + Sync {
         size: u64,
         body: BlobBody,
     ) -> impl Future<Output = Result<()>> + Send;
+    /// One page of the referrers of `digest` (OCI 1.1 `GET /v2/<name>/referrers/<digest>`,
+    /// optionally filtered by `artifact_type`): the first, or `page` (a previous page's
+    /// `next`). `None` when the registry has no referrers API (404, or an answer that is
+    /// no image index): then the `sha256-<hex>` fallback tag holds them. By default none.
+    fn referrers_page(
+        &self,
+        repo: &RepoPath,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+        page: Option<&str>,
+    ) -> impl Future<Output = Result<Option<ReferrersPage>>> + Send {
+        let _ = (repo, digest, artifact_type, page);
+        std::future::ready(Ok(None))
+    }
+    /// Stores a manifest that has a `subject` (a referrer) like `put_manifest`, and says
+    /// whether the registry indexes it for its referrers API (it answered `OCI-Subject`);
+    /// when not, the caller maintains the fallback tag. By default: not.
+    fn put_referrer(
+        &self,
+        repo: &RepoPath,
+        r: &ManifestRef,
+        manifest: &RawManifest,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        async move { self.put_manifest(repo, r, manifest).await.map(|()| false) }
+    }
 }

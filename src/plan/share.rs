@@ -102,6 +102,7 @@ mod tests {
                     path: format!("m{source}/{image}").parse().unwrap(),
                 },
                 media_type: None,
+                referrer_tags: std::sync::Arc::from(Vec::new()),
             },
             reason: Reason::New,
             previous: None,

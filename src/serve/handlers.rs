@@ -1,5 +1,5 @@
 //! The pull API's answers: `/v2/`, manifests, blobs (with `Range`), `tags/list` (with
-//! pagination); writes are refused with 405 `UNSUPPORTED`.
+//! pagination), referrers (passed through); writes are refused with 405 `UNSUPPORTED`.
 
 use std::sync::Arc;
 
@@ -113,13 +113,17 @@ async fn answer(proxy: &Arc<Proxy>, req: Request) -> Result<Response<Body>, ApiE
             let (up, upstream_repo) = routed(&repo)?;
             tags(proxy, up, &repo, &upstream_repo, query.as_deref()).await
         }
-        Endpoint::Referrers(repo, _) => Err(ApiError::new(
-            404,
-            "NAME_UNKNOWN",
-            format!(
-                "{repo}: the referrers API is not proxied; clients fall back to sha256-* tags, which are"
-            ),
-        )),
+        Endpoint::Referrers(repo, digest) => {
+            let (up, upstream_repo) = routed(&repo)?;
+            let asked = Referrers {
+                client_repo: &repo,
+                upstream_repo: &upstream_repo,
+                digest: &digest,
+                query: query.as_deref(),
+                ns: ns.as_deref(),
+            };
+            referrers(proxy, up, &asked, head).await
+        }
     }
 }
 
@@ -275,6 +279,88 @@ async fn get_blob(
         _ => {}
     }
     Ok(with_origin(response, origin))
+}
+
+/// A referrers request as the client sent it.
+struct Referrers<'a> {
+    client_repo: &'a RepoPath,
+    upstream_repo: &'a RepoPath,
+    digest: &'a Digest,
+    query: Option<&'a str>,
+    ns: Option<&'a str>,
+}
+
+/// The upstream's referrers page, verbatim (body, `Content-Type`, `OCI-Filters-Applied`),
+/// its `Link` pointing back at this proxy. Never cached: referrers are added upstream at
+/// any time. An upstream without the API: 404, so clients read the `sha256-<hex>` tags.
+async fn referrers(
+    proxy: &Arc<Proxy>,
+    up: usize,
+    asked: &Referrers<'_>,
+    head: bool,
+) -> Result<Response<Body>, ApiError> {
+    let registry = &proxy.upstreams[up].registry;
+    let (repo, digest) = (asked.upstream_repo, asked.digest);
+    // The client's query without `ns` (routing only) goes upstream as it came: it is
+    // `artifactType`, or the rest of a `Link` this proxy rewrote.
+    let forwarded = asked
+        .query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty() && *p != "ns" && !p.starts_with("ns="))
+        .collect::<Vec<_>>()
+        .join("&");
+    let page =
+        (!forwarded.is_empty()).then(|| format!("/v2/{repo}/referrers/{digest}?{forwarded}"));
+    let what = format!("{repo}@{digest} referrers");
+    inc(&proxy.metrics.upstream_requests);
+    let found = registry
+        .referrers_page(repo, digest, None, page.as_deref())
+        .await
+        .map_err(|e| from_upstream(&e, &what))?;
+    let Some(found) = found else {
+        return Err(ApiError::new(
+            404,
+            "NAME_UNKNOWN",
+            format!(
+                "{}: the upstream has no referrers API; read the sha256-<hex> tag instead",
+                asked.client_repo
+            ),
+        ));
+    };
+    let length = found.bytes.len();
+    let mut response = Response::new(if head {
+        Body::empty()
+    } else {
+        Body::from(found.bytes)
+    });
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, value(&found.content_type));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    if let Some(applied) = &found.filters_applied {
+        h.insert("oci-filters-applied", value(applied));
+    }
+    if let Some(next) = found.next.as_deref().and_then(|n| next_page(n, asked)) {
+        h.insert(header::LINK, value(&format!("<{next}>; rel=\"next\"")));
+    }
+    Ok(with_origin(response, Origin::Upstream))
+}
+
+/// The upstream's next-page link as this proxy's path: same query, the client's
+/// repository (and its `ns`, which routed it here).
+fn next_page(upstream_next: &str, asked: &Referrers<'_>) -> Option<String> {
+    let query = upstream_next.split_once('?').map(|(_, q)| q)?;
+    let mut query = query.to_string();
+    if let Some(ns) = asked.ns {
+        let ns: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("ns", ns)
+            .finish();
+        query = format!("{query}&{ns}");
+    }
+    Some(format!(
+        "/v2/{}/referrers/{}?{query}",
+        asked.client_repo, asked.digest
+    ))
 }
 
 /// The upstream's tags, paginated here with `n` and `last` (sorted, as the spec says).

@@ -137,6 +137,8 @@ pub struct Settings {
     pub deadline: Option<Duration>,
     /// Tags per commit.
     pub commit_every: usize,
+    /// `--referrers`: which referrers are copied with each image.
+    pub referrers: crate::referrers::Choice,
     /// Connect/idle timeout.
     pub http_timeout: Duration,
     /// Retries per request.

@@ -512,6 +512,10 @@ pub(super) fn run(
         limits,
         deadline,
         commit_every: positive("commit-every", o.commit_every, 1_000_000)?,
+        referrers: o
+            .referrers
+            .parse()
+            .map_err(|e: String| bad("referrers", e))?,
         http_timeout: duration("http-timeout", &o.http_timeout)?,
         retries,
         config: o.config,

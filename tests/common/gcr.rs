@@ -25,6 +25,8 @@ mod held;
 #[allow(unused_imports)] // not every test binary uses both
 pub use held::{HeldManifest, SCHEMA1_SIGNED};
 use held::{held_answer, held_for, with_held_tags};
+#[path = "gcr/referrers.rs"]
+mod referrers;
 
 #[derive(Default)]
 struct State {
@@ -53,6 +55,8 @@ struct State {
     refused: HashMap<String, u16>,
     /// Added before every manifest answer, so a run outlives short-lived tokens.
     manifest_delay: Duration,
+    /// The OCI 1.1 referrers API, when on (see `gcr/referrers.rs`).
+    referrers: referrers::Referrers,
 }
 
 /// How the token endpoint treats several `scope` parameters in one request.
@@ -121,6 +125,7 @@ impl State {
 pub struct FakeGcr {
     pub addr: String,
     state: Arc<Mutex<State>>,
+    upstream: String,
 }
 
 impl FakeGcr {
@@ -132,6 +137,7 @@ impl FakeGcr {
             ..State::default()
         }));
         let own = Arc::new(Mutex::new(String::new()));
+        let upstream_addr = upstream.to_string();
         let (shared, upstream, own_addr) = (state.clone(), upstream.to_string(), own.clone());
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -142,7 +148,11 @@ impl FakeGcr {
             handle(req, shared.clone(), client.clone(), upstream.clone(), me)
         });
         *own.lock().unwrap() = addr.clone();
-        FakeGcr { addr, state }
+        FakeGcr {
+            addr,
+            state,
+            upstream: upstream_addr,
+        }
     }
 
     /// Accepts this identity (refresh) token at the token endpoint.
@@ -278,6 +288,7 @@ fn repo_of(path: &str) -> &str {
     let name = path.trim_start_matches("/v2/");
     let name = name.split("/manifests/").next().unwrap_or("");
     let name = name.split("/blobs/").next().unwrap_or("");
+    let name = name.split("/referrers/").next().unwrap_or("");
     name.trim_end_matches("/tags/list")
 }
 
@@ -457,6 +468,9 @@ async fn handle(
             .unwrap_or("")
             .split("/blobs/")
             .next()
+            .unwrap_or("")
+            .split("/referrers/")
+            .next()
             .unwrap_or("");
         let name = name.trim_end_matches("/tags/list");
         let challenge = format!(
@@ -491,6 +505,15 @@ async fn handle(
     if let Some(redirect) = redirect_blob(&req, &path, &state) {
         return redirect;
     }
+    if req.method() == "GET"
+        && let Some(answer) = referrers::answer(&path, &query, &state)
+    {
+        return answer;
+    }
+    let req = match referrers::put_manifest(req, &state, &client, &upstream, &me).await {
+        Ok(answer) => return answer,
+        Err(req) => req,
+    };
     forward(req, &client, &upstream, &me, None).await
 }
 

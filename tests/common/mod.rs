@@ -8,6 +8,7 @@ pub mod github;
 pub mod google;
 pub mod images;
 pub mod proxies;
+pub mod referrers;
 pub mod registry;
 pub mod release_assets;
 pub mod releases;
