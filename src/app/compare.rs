@@ -18,7 +18,8 @@ pub(super) async fn compare<M: MetadataStore>(
     recorder: &Recorder<M>,
 ) -> Result<Finished, Failure> {
     let records = recorder.load_all().await?;
-    let (candidates, mut stats) = list_all(settings, registries, &records, recorder).await?;
+    let (candidates, mut stats, _) =
+        list_all(settings, registries, &records, recorder, false).await?;
     let all: Vec<&Candidate> = candidates.iter().collect();
     let checked = super::target_heads(registries, &all, settings.limits.queries).await?;
     // A tag whose HEAD failed is unknown, neither found nor missing: its record stays.

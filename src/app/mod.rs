@@ -45,12 +45,16 @@ impl Finished {
 /// Lists every source; fails when a namespace cannot be listed at all, or when two images
 /// map to one target repository (checked over every shard's images, before any target
 /// request). Repositories and tags that cannot be listed are failures in the stats.
+/// `settle`: candidates the records show mirrored as listed are counted per source (the
+/// last value), not returned.
 async fn list_all<M: MetadataStore>(
     settings: &Settings,
     registries: &Registries,
     records: &[NamespaceRecord],
     recorder: &Recorder<M>,
-) -> Result<(Vec<Candidate>, Vec<ListStats>), Failure> {
+    settle: bool,
+) -> Result<(Vec<Candidate>, Vec<ListStats>, Vec<usize>), Failure> {
+    let mut unchanged = Vec::new();
     let mut listed_by = Vec::new();
     let mut candidates = Vec::new();
     let mut stats = Vec::new();
@@ -64,6 +68,17 @@ async fn list_all<M: MetadataStore>(
             target: &source.target,
             shard: settings.shard,
             listed_before: records.get(index).and_then(|r| r.listed_by),
+            settled: None,
+        };
+        let (record, chosen) = (records.get(index), source.platforms.as_ref());
+        let images_from = settings.images_from.as_ref();
+        let settled = move |c: &Candidate| {
+            record.is_some_and(|r| plan::unchanged(c, r, chosen))
+                && images_from.is_none_or(|listed| listed.contains(&c.image, &c.tag))
+        };
+        let spec = SourceSpec {
+            settled: settle.then_some(&settled as &listing::Settled<'_>),
+            ..spec
         };
         let registry = registries.sources[index].as_ref();
         if settings.actions.is_some() {
@@ -99,6 +114,7 @@ async fn list_all<M: MetadataStore>(
             candidates.extend(listing.candidates);
         }
         listed_by.push(listing.listed_by);
+        unchanged.push(listing.unchanged);
         stats.push(stat);
         mapped.extend(
             listing
@@ -116,7 +132,7 @@ async fn list_all<M: MetadataStore>(
     if !clashes.is_empty() {
         return Err(Failure::Collisions(clashes));
     }
-    Ok((candidates, stats))
+    Ok((candidates, stats, unchanged))
 }
 
 /// Lists, loads the records, checks the target where needed, and plans. A tag whose
@@ -127,7 +143,8 @@ async fn make_plan<M: MetadataStore>(
     recorder: &Recorder<M>,
 ) -> Result<(Plan, Vec<ListStats>), Failure> {
     let records = recorder.load_all().await?;
-    let (candidates, mut stats) = list_all(settings, registries, &records, recorder).await?;
+    let (candidates, mut stats, unchanged) =
+        list_all(settings, registries, &records, recorder, true).await?;
     let to_check = plan::needs_target_check(&candidates, &records);
     let checked = target_heads(registries, &to_check, settings.limits.queries).await?;
     let mut unknown = HashSet::new();
@@ -150,6 +167,9 @@ async fn make_plan<M: MetadataStore>(
             .map(|s| s.platforms.clone())
             .collect::<Vec<_>>(),
     );
+    for (count, settled) in plan.unchanged.iter_mut().zip(unchanged) {
+        *count += settled;
+    }
     let caps: Vec<Option<usize>> = settings.sources.iter().map(|s| s.share).collect();
     plan::share(&mut plan, settings.budget, &caps);
     Ok((plan, stats))
