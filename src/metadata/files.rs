@@ -12,14 +12,6 @@ use super::{FileChange, Listing, blob_id};
 /// GitHub does not render a README much above this (isaacs/github#1610).
 const README_RENDERED: usize = 512_000;
 
-/// What a batch writes for one namespace: pages and README, images.json, and the record
-/// with the blob id of the images.json it matches.
-pub(super) type Kept = (
-    Vec<FileChange>,
-    Option<FileChange>,
-    Option<(String, NamespaceRecord)>,
-);
-
 /// One namespace's directory as the batch finds it.
 pub(super) struct Namespace<'a> {
     pub(super) renderer: &'a Renderer,
@@ -30,15 +22,14 @@ pub(super) struct Namespace<'a> {
 }
 
 impl Namespace<'_> {
-    /// `(pages and README, images.json, the record with the blob id of its images.json)`
-    /// to write for `record` after `changed`, with `recent` the batch's change lines; the
-    /// record comes back for the next batch to reuse while the store holds that file.
+    /// `(pages and README, images.json)` to write for `record` after `changed`, with
+    /// `recent` the batch's change lines.
     pub(super) fn changes(
         &self,
         record: NamespaceRecord,
         changed: &Changes,
         recent: &[ChangeLine],
-    ) -> Result<Kept, RenderError> {
+    ) -> Result<(Vec<FileChange>, Option<FileChange>), RenderError> {
         let record = Arc::new(record);
         let mut shown = Vec::new();
         for name in record.images.keys() {
@@ -70,16 +61,12 @@ impl Namespace<'_> {
             shown.extend(self.if_different(readme_path, readme.into_bytes()));
         }
         let records_path = format!("{}/images.json", self.dir);
-        let (record_file, id) = if changed.record || !self.listing.contains_key(&records_path) {
-            let bytes = record.to_json_bytes();
-            let id = blob_id(&bytes);
-            (self.if_different(records_path, bytes), Some(id))
+        let record_file = if changed.record || !self.listing.contains_key(&records_path) {
+            self.if_different(records_path, record.to_json_bytes())
         } else {
-            (None, self.listing.get(&records_path).cloned())
+            None
         };
-        // Given back only when no rendering kept a reference to it.
-        let kept = id.zip(Arc::try_unwrap(record).ok());
-        Ok((shown, record_file, kept))
+        Ok((shown, record_file))
     }
 
     /// A change writing `bytes` at `path`, unless the store holds exactly these bytes.

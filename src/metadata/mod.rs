@@ -196,15 +196,7 @@ pub struct Recorder<M> {
     timezone: jiff::tz::TimeZone,
     /// How each source was listed this run, written into its record with the next batch.
     listed_by: std::sync::Mutex<Vec<Option<crate::listing::ListedBy>>>,
-    /// The record each source's last batch wrote, with the blob id of its `images.json`:
-    /// the next batch takes it when the store still holds that file, instead of reading
-    /// and parsing megabytes again (issue 14: at 15,000 tags every batch re-read 4.5 MB,
-    /// and the churn of parsing it 300 times was much of a full mirror's memory and CPU).
-    written: std::sync::Mutex<BTreeMap<usize, (String, NamespaceRecord)>>,
 }
-
-/// A record a batch wrote: `(source, blob id of its images.json, the record)`.
-type Written = Vec<(usize, String, NamespaceRecord)>;
 
 impl<M: MetadataStore> Recorder<M> {
     /// `namespaces[i]` is the (source, target) pair of source `i`; `prefix` is `--metadata-path`.
@@ -228,21 +220,12 @@ impl<M: MetadataStore> Recorder<M> {
             namespaces,
             timezone,
             listed_by: std::sync::Mutex::default(),
-            written: std::sync::Mutex::default(),
         }
     }
 
     /// How each source was listed this run (`None`: not listed), for its records.
     pub fn listed(&self, by_source: Vec<Option<crate::listing::ListedBy>>) {
         *self.listed_by.lock().unwrap_or_else(|e| e.into_inner()) = by_source;
-    }
-
-    /// The record the last batch wrote for `source`, if the store's `images.json` is still
-    /// that one (`id`: its blob id at the revision); taken, so a failed write leaves none.
-    fn take_written(&self, source: usize, id: Option<&String>) -> Option<NamespaceRecord> {
-        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
-        let (was, record) = written.remove(&source)?;
-        (Some(&was) == id).then_some(record)
     }
 
     fn dir(&self, source: usize) -> String {
@@ -317,21 +300,13 @@ impl<M: MetadataStore> Recorder<M> {
         let mut delay = Duration::from_millis(200);
         for _ in 0..MAX_CONFLICTS {
             let revision = self.store.head().await?;
-            let (changes, written) = self.changes(&revision, &by_source, now).await?;
-            let keep = |written: Written| {
-                let mut kept = self.written.lock().unwrap_or_else(|e| e.into_inner());
-                kept.extend(written.into_iter().map(|(s, id, r)| (s, (id, r))));
-            };
+            let changes = self.changes(&revision, &by_source, now).await?;
             if changes.is_empty() {
                 // Nothing shown or recorded changed (outcomes already recorded by others).
-                keep(written);
                 return Ok(None);
             }
             match self.store.write(&revision, &changes, &message).await? {
-                WriteOutcome::Written { id } => {
-                    keep(written);
-                    return Ok(Some(Committed { id, message }));
-                }
+                WriteOutcome::Written { id } => return Ok(Some(Committed { id, message })),
                 WriteOutcome::Conflict => {
                     tracing::info!("metadata changed concurrently; re-applying the batch");
                     tokio::time::sleep(delay).await;
@@ -374,19 +349,12 @@ impl<M: MetadataStore> Recorder<M> {
         revision: &M::Revision,
         by_source: &BTreeMap<usize, Vec<&Outcome>>,
         now: jiff::Timestamp,
-    ) -> Result<(Vec<FileChange>, Written), StoreError> {
+    ) -> Result<Vec<FileChange>, StoreError> {
         let mut shown = Vec::new();
         let mut records = Vec::new();
         let mut entries = Vec::new();
-        let mut written = Vec::new();
         for (&source, outcomes) in by_source {
-            let dir = self.dir(source);
-            let listing = self.store.list(revision, &dir).await?;
-            let records_path = format!("{dir}/images.json");
-            let mut record = match self.take_written(source, listing.get(&records_path)) {
-                Some(record) => record,
-                None => self.load(revision, source).await?,
-            };
+            let mut record = self.load(revision, source).await?;
             let mut changed = record.apply(outcomes.iter().copied());
             let how = {
                 let listed = self.listed_by.lock().unwrap_or_else(|e| e.into_inner());
@@ -398,13 +366,14 @@ impl<M: MetadataStore> Recorder<M> {
                 changed.record = true;
             }
             let lines = change_lines(&record.source, outcomes.iter().copied());
+            let dir = self.dir(source);
+            let listing = self.store.list(revision, &dir).await?;
             let files = files::Namespace {
                 renderer: &self.renderer,
                 dir: &dir,
                 listing: &listing,
             };
-            let (pages, record_file, kept) = files.changes(record, &changed, &lines)?;
-            written.extend(kept.map(|(id, record)| (source, id, record)));
+            let (pages, record_file) = files.changes(record, &changed, &lines)?;
             shown.extend(pages);
             records.extend(record_file);
             entries.extend(lines);
@@ -421,7 +390,7 @@ impl<M: MetadataStore> Recorder<M> {
         }
         changes.extend(shown);
         changes.extend(records);
-        Ok((changes, written))
+        Ok(changes)
     }
 
     /// `CHANGELOG.md` with `block` on top, its older blocks rotated into
@@ -502,71 +471,5 @@ impl<M: MetadataStore> Recorder<M> {
             .map(|&s| self.namespaces[s].0.to_string())
             .collect();
         format!("gcrsync: {} ({})", counts.join(", "), sources.join(", "))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::local::LocalStore;
-    use super::record::{NamespaceRecord, Outcome, TagRecord};
-    use super::render::{Renderer, TemplateFiles};
-    use super::*;
-
-    fn synced(tag: &str) -> (usize, Outcome) {
-        let digest = format!("sha256:{}", "a".repeat(64)).parse().unwrap();
-        let record = TagRecord {
-            digest: Some(digest),
-            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-            synced_at: "2026-12-01T00:00:00Z".into(),
-            ..TagRecord::default()
-        };
-        let outcome = Outcome::Synced {
-            image: "app".into(),
-            tag: tag.into(),
-            target: "t.io/m/app".into(),
-            record,
-            previous: None,
-            copied: true,
-        };
-        (0, outcome)
-    }
-
-    /// A batch reuses the record the previous one wrote only while the store holds that
-    /// very `images.json`; a file changed by anyone else is read again.
-    #[tokio::test]
-    async fn a_batch_reuses_the_record_it_wrote_only_while_the_store_still_holds_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let recorder = Recorder::new(
-            LocalStore::new(dir.path().to_path_buf()),
-            "",
-            Renderer::new(&TemplateFiles::default()).unwrap(),
-            vec![("s.io/ns".parse().unwrap(), "t.io/m".parse().unwrap())],
-            jiff::tz::TimeZone::UTC,
-        );
-        let now = jiff::Timestamp::now();
-        let path = dir.path().join("s.io/ns/images.json");
-        let read = || NamespaceRecord::from_json(&std::fs::read(&path).unwrap(), "", "").unwrap();
-        recorder.commit(&[synced("1")], now).await.unwrap();
-        recorder.commit(&[synced("2")], now).await.unwrap();
-        let tags = |r: &NamespaceRecord| r.images["app"].tags.keys().cloned().collect::<Vec<_>>();
-        assert_eq!(tags(&read()), ["1", "2"]);
-        // The reused record is the one the file holds, byte for byte.
-        let fresh = recorder.load_all().await.unwrap().remove(0);
-        assert_eq!(std::fs::read(&path).unwrap(), fresh.to_json_bytes());
-
-        // Someone else records a tag by hand: the next batch keeps it.
-        let mut edited = read();
-        let (_, Outcome::Synced { record, .. }) = synced("by-hand") else {
-            unreachable!()
-        };
-        edited
-            .images
-            .get_mut("app")
-            .unwrap()
-            .tags
-            .insert("by-hand".into(), record);
-        std::fs::write(&path, edited.to_json_bytes()).unwrap();
-        recorder.commit(&[synced("3")], now).await.unwrap();
-        assert_eq!(tags(&read()), ["1", "2", "3", "by-hand"]);
     }
 }
