@@ -155,10 +155,6 @@ async fn fifteen_thousand_tags_keep_a_readme_github_renders_pages_per_image_and_
     assert_eq!(october.matches("### 2026-10-").count(), 5, "newest first");
     assert!(october.starts_with("### 2026-10-14 "), "newest first");
     assert!(!october.contains("### 2026-11-") && !november.contains("### 2026-10-"));
-    // Batches reuse the record they wrote; the next run reads it, over 1 MB, as a blob.
-    let read = recorder.load_all().await.unwrap();
-    let tags: usize = read[0].images.values().map(|i| i.tags.len()).sum();
-    assert_eq!(tags, IMAGES * TAGS);
     assert!(
         gh.log()
             .iter()
