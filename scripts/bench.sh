@@ -51,9 +51,17 @@ start() { # name port mode(0 plain HTTP | 1 TLS + Basic | 2 TLS + Bearer) → a 
       1) echo "auth: {htpasswd: {realm: bench, path: $W/htpasswd}}" ;;
       2) echo "auth: {token: {realm: 'http://127.0.0.1:16199/token', service: bench, issuer: bench-issuer, rootcertbundle: $W/token.pem}}" ;;
     esac; } >"$dir/config.yml"
+  # A registry still answering on the port (one not stopped) would be measured instead,
+  # with other storage and logs: refused, as is a registry that exits at start.
+  if (echo >"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then echo "port $2 is already in use; cannot start $1" >&2; return 1; fi
   docker-registry serve "$dir/config.yml" >"$W/$1.log" 2>/dev/null &
   eval "PID_$1=$!"
-  for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$2") 2>/dev/null && return; sleep 0.05; done
+  for _ in $(seq 100); do
+    (echo >"/dev/tcp/127.0.0.1/$2") 2>/dev/null && return
+    kill -0 "$(eval echo "\$PID_$1")" 2>/dev/null || { echo "registry $1 exited at start" >&2; return 1; }
+    sleep 0.05
+  done
+  echo "registry $1 did not answer on port $2" >&2; return 1
 }
 stop() { local v="PID_$1"; kill "${!v}" 2>/dev/null || true; wait "${!v}" 2>/dev/null || true; }
 
@@ -180,7 +188,7 @@ scale_size() { # REPOSxTAGS → rows of the scale table in $W/scale-rows, reques
     src_from=$(lines "$W/gcr/requests.log"); dst_from=$(lines "$W/dst.log")
     : >"$W/times"
     measure "$run" "$BIN" "${args[@]}"
-    grep -q " 0 failed, 0 pending" "$W/cmd.out" || { cat "$W/cmd.out"; echo "scale $1 $run: not everything mirrored" >&2; return 1; }
+    grep -q " $tags listed, .* 0 failed, 0 pending" "$W/cmd.out" || { cat "$W/cmd.out"; echo "scale $1 $run: not everything mirrored" >&2; return 1; }
     sleep 0.3 # the front writes its log every 100 ms
     tally "$W/gcr/requests.log" "$src_from" >"$W/src.tally"; tally "$W/dst.log" "$dst_from" >"$W/dst.tally"
     read -r _ wall cpu rss <"$W/times"
@@ -231,5 +239,8 @@ say ""
 say "### One image with a $HUGE_MIB MiB layer"
 say ""
 awk '{ printf "- %s: %s s, peak RSS %d MiB\n", $1, $2, $4 / 1024 }' "$W/times" | tee -a "$OUT"
+# Stopped before the scale part starts its own registries on these ports: left running,
+# they answered in place of the scale registries (whose metadata was then never written).
+stop dst; stop src
 
 run_scale

@@ -65,7 +65,13 @@ pub struct SourceSpec<'a> {
     pub shard: (u64, u64),
     /// How the namespace was listed last time (from its records), if known.
     pub listed_before: Option<ListedBy>,
+    /// Candidates the records already show mirrored as listed (`plan::unchanged`): counted
+    /// in [`SourceListing::unchanged`] and dropped at once, not kept one per tag.
+    pub settled: Option<&'a Settled<'a>>,
 }
+
+/// Whether a candidate is settled already (see [`SourceSpec::settled`]).
+pub type Settled<'a> = dyn Fn(&Candidate) -> bool + Send + Sync + 'a;
 
 /// Counts of one source's listing, for the report.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
@@ -104,6 +110,8 @@ pub struct SourceListing {
     /// Every tag of this shard's listed images, before tag filters, for judging upstream
     /// deletions.
     pub seen: crate::deletions::Seen,
+    /// Candidates dropped as settled (see [`SourceSpec::settled`]).
+    pub unchanged: usize,
 }
 
 /// A stable shard of an image name (FNV-1a), the same on every machine and run.
@@ -376,9 +384,11 @@ async fn from_catalog<R: Registry>(
     found
 }
 
-/// A listed tag waiting for its digest.
+/// A listed tag waiting for its digest. The repositories are shared with the image's
+/// other tags (`RepoPath` is an `Arc<str>`), not copied per tag.
 struct Listed {
     image: RepoPath,
+    source_repo: RepoPath,
     tag: Tag,
     target: Repository,
     referrer_tags: std::sync::Arc<[Tag]>,
@@ -392,11 +402,10 @@ impl Listed {
         uploaded_ms: Option<i64>,
         media_type: Option<String>,
     ) -> Candidate {
-        let source_repo = spec.namespace.repo(&self.image);
         Candidate {
             source: spec.index,
             image: self.image,
-            source_repo,
+            source_repo: self.source_repo,
             tag: self.tag,
             digest,
             uploaded_ms,
@@ -429,6 +438,8 @@ pub async fn list_source<R: Registry>(
     let stats = &mut out.stats;
     stats.images_removed = found.images_removed;
     stats.failures = found.failures;
+    let settled = |c: &Candidate| spec.settled.is_some_and(|settled| settled(c));
+    let mut unchanged = 0;
     let mut known = Vec::new();
     let mut to_head = Vec::new();
     for (image, mut list) in listed {
@@ -472,36 +483,44 @@ pub async fn list_source<R: Registry>(
         if newest.len() < passing.len() {
             *stats.removed.entry("latest").or_default() += passing.len() - newest.len();
         }
-        for tag in newest.into_iter().map(|i| passing[i].clone()) {
+        let chosen: Vec<Tag> = newest.into_iter().map(|i| passing[i].clone()).collect();
+        let source_repo = spec.namespace.repo(&image);
+        for tag in chosen {
+            // Taken out of the listing, which is dropped after this image: not copied.
+            let info = list.digests.remove(&tag);
             let listed = Listed {
                 image: image.clone(),
-                tag: tag.clone(),
+                source_repo: source_repo.clone(),
+                tag,
                 target: target.clone(),
                 referrer_tags: referrer_tags.clone(),
             };
-            match list.digests.get(&tag) {
-                Some(info) => known.push(listed.candidate(
-                    spec,
-                    info.digest.clone(),
-                    info.uploaded_ms,
-                    info.media_type.clone(),
-                )),
+            match info {
+                Some(info) => {
+                    let c = listed.candidate(spec, info.digest, info.uploaded_ms, info.media_type);
+                    if settled(&c) {
+                        unchanged += 1;
+                    } else {
+                        known.push(c);
+                    }
+                }
                 None => to_head.push(listed),
             }
         }
         out.seen.add(image.to_string(), list.tags);
     }
-    let headed: Vec<Result<Option<Candidate>, ListFailure>> = stream::iter(to_head)
+    // `Ok(None)`: deleted since listed; `Ok(Some(None))`: settled, dropped here.
+    let headed: Vec<Result<Option<Option<Candidate>>, ListFailure>> = stream::iter(to_head)
         .map(|listed| async move {
-            let repo = spec.namespace.repo(&listed.image);
             let head = registry
-                .head_manifest(&repo, &ManifestRef::Tag(listed.tag.clone()))
+                .head_manifest(&listed.source_repo, &ManifestRef::Tag(listed.tag.clone()))
                 .await;
             match head {
                 // A tag deleted since it was listed is simply gone.
-                Ok(head) => {
-                    Ok(head.map(|h| listed.candidate(spec, h.digest, None, Some(h.media_type))))
-                }
+                Ok(head) => Ok(head.map(|h| {
+                    let c = listed.candidate(spec, h.digest, None, Some(h.media_type));
+                    (!settled(&c)).then_some(c)
+                })),
                 Err(e) => Err(failure(spec.namespace, listed.image, Some(listed.tag), &e)),
             }
         })
@@ -511,7 +530,8 @@ pub async fn list_source<R: Registry>(
     let mut candidates = known;
     for result in headed {
         match result {
-            Ok(candidate) => candidates.extend(candidate),
+            Ok(Some(None)) => unchanged += 1,
+            Ok(candidate) => candidates.extend(candidate.flatten()),
             Err(failed) => stats.failures.push(failed),
         }
     }
@@ -520,6 +540,7 @@ pub async fn list_source<R: Registry>(
         .failures
         .sort_by(|a, b| (&a.image, &a.tag).cmp(&(&b.image, &b.tag)));
     out.candidates = candidates;
+    out.unchanged = unchanged;
     Ok(out)
 }
 

@@ -146,6 +146,20 @@ fn recorded_elsewhere<'r>(c: &Candidate, record: &'r NamespaceRecord) -> Option<
     (image.target != c.target.to_string()).then_some(image.target.as_str())
 }
 
+/// Whether the records show `c` mirrored as listed, so that the plan only counts it as
+/// unchanged (pure; the same test as [`plan_platforms`]'s): the listing drops such a
+/// candidate as soon as it is made, so that a no-op does not hold one per tag (issue 14).
+pub fn unchanged(c: &Candidate, record: &NamespaceRecord, chosen: Option<&PlatformSet>) -> bool {
+    let (image, tag) = (c.image.as_str(), c.tag.as_str());
+    matches!(record.digest(image, tag), Some(Some(d)) if *d == c.digest)
+        && skip_verdict(c, record, chosen).is_none()
+        && recorded_elsewhere(c, record).is_none()
+        && record.images[image]
+            .tags
+            .get(tag)
+            .is_some_and(|t| !rechosen(&t.media_type, &t.platforms, &t.dropped_platforms, chosen))
+}
+
 /// The candidates whose state on the target must be known before planning: those
 /// without a record, recorded without a digest, or recorded at another target.
 pub fn needs_target_check<'a>(
@@ -426,6 +440,45 @@ mod tests {
         assert_eq!(names(&plan.copy), ["a:2", "b:1", "d:1"]);
         assert_eq!(reasons, [Reason::Moved, Reason::New, Reason::Unverified]);
         assert_eq!(plan.copy[0].previous, Some(digest('0')));
+    }
+
+    #[test]
+    fn what_the_listing_drops_as_unchanged_is_what_the_plan_counts_unchanged() {
+        let mut elsewhere = candidate("e", "1", 'e', None);
+        elsewhere.target.path = "other/e".parse().unwrap();
+        let mut schema1 = candidate("f", "1", 'f', None);
+        schema1.media_type =
+            Some("application/vnd.docker.distribution.manifest.v1+prettyjws".into());
+        let candidates = [
+            candidate("a", "1", 'a', None),
+            candidate("a", "2", 'b', None),
+            candidate("b", "1", 'c', None),
+            candidate("d", "1", 'e', None),
+            elsewhere,
+            schema1,
+        ];
+        let records = [record_with(&[
+            ("a", "1", Some('a')),
+            ("a", "2", Some('0')),
+            ("d", "1", None),
+            ("e", "1", Some('e')),
+            ("f", "1", Some('f')),
+        ])];
+        let settled: Vec<String> = candidates
+            .iter()
+            .filter(|c| unchanged(c, &records[0], None))
+            .map(|c| format!("{}:{}", c.image, c.tag))
+            .collect();
+        assert_eq!(settled, ["a:1"]);
+        let all = plan(candidates.clone(), &records, &HashMap::new(), None);
+        assert_eq!(all.unchanged, [settled.len()]);
+        let rest = candidates
+            .iter()
+            .filter(|c| !unchanged(c, &records[0], None));
+        let without = plan(rest.cloned(), &records, &HashMap::new(), None);
+        assert_eq!(without.unchanged, [0]);
+        assert_eq!(names(&without.copy), names(&all.copy));
+        assert_eq!(without.skip, all.skip);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -50,18 +51,16 @@ macro_rules! string_newtype {
 }
 
 /// A content digest `algorithm:hex`; only `sha256` can be verified while streaming.
+/// A `Box<str>`, not a `String`: a listing and its records hold one per tag (issue 14).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Digest(String);
+pub struct Digest(Box<str>);
 string_newtype!(Digest);
 
 impl Digest {
     /// The digest of `bytes` under sha256, the algorithm every registry accepts.
     pub fn sha256_of(bytes: &[u8]) -> Self {
         use sha2::Digest as _;
-        Digest(format!(
-            "sha256:{}",
-            hex::encode(sha2::Sha256::digest(bytes))
-        ))
+        Digest(format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes))).into())
     }
 
     /// The hex part after `sha256:`, or `None` for other algorithms.
@@ -94,13 +93,13 @@ impl FromStr for Digest {
         if hex.len() != len || !lower_hex {
             return Err(invalid("digest", s, EXPECTED));
         }
-        Ok(Digest(s.to_string()))
+        Ok(Digest(s.into()))
     }
 }
 
 /// A tag, as the distribution spec allows: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Tag(String);
+pub struct Tag(Box<str>);
 string_newtype!(Tag);
 
 impl FromStr for Tag {
@@ -118,13 +117,15 @@ impl FromStr for Tag {
                 "expected [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}",
             ));
         }
-        Ok(Tag(s.to_string()))
+        Ok(Tag(s.into()))
     }
 }
 
 /// A repository path inside a registry (`team/app`), lower-case components joined by `/`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RepoPath(String);
+/// Shared (`Arc<str>`): every listed tag of an image names its image, source and target
+/// repository, and at 15,000 tags a copy of each per tag was megabytes (issue 14).
+pub struct RepoPath(Arc<str>);
 string_newtype!(RepoPath);
 
 /// One component: `[a-z0-9]+` groups joined by `.`, `_`, `__` or runs of `-`.
@@ -166,14 +167,14 @@ impl FromStr for RepoPath {
                 "expected lower-case components [a-z0-9] joined by '.', '_', '__' or '-', separated by '/'",
             ));
         }
-        Ok(RepoPath(s.to_string()))
+        Ok(RepoPath(s.into()))
     }
 }
 
 impl RepoPath {
     /// This path with `child` appended (`team` + `app` = `team/app`).
     pub fn join(&self, child: &RepoPath) -> RepoPath {
-        RepoPath(format!("{}/{}", self.0, child.0))
+        RepoPath(format!("{}/{}", self.0, child.0).into())
     }
 
     /// The part after `prefix/`, when this path lies under `prefix`.
@@ -182,9 +183,9 @@ impl RepoPath {
             None => Some(self.clone()),
             Some(p) => self
                 .0
-                .strip_prefix(&p.0)?
+                .strip_prefix(&*p.0)?
                 .strip_prefix('/')
-                .map(|r| RepoPath(r.to_string())),
+                .map(|r| RepoPath(r.into())),
         }
     }
 
@@ -196,7 +197,8 @@ impl RepoPath {
 
 /// The host (and port) a registry answers on, e.g. `gcr.io` or `localhost:5001`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RegistryHost(String);
+/// Shared like [`RepoPath`]: every listed tag names its target registry.
+pub struct RegistryHost(Arc<str>);
 string_newtype!(RegistryHost);
 
 /// Docker Hub's name as users write it and the host its API really answers on.
@@ -236,7 +238,7 @@ impl FromStr for RegistryHost {
             "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => DOCKER_HUB,
             other => other,
         };
-        Ok(RegistryHost(canonical.to_string()))
+        Ok(RegistryHost(canonical.into()))
     }
 }
 
@@ -252,7 +254,7 @@ impl RegistryHost {
 
     /// The host the registry API is reached on (Docker Hub is not served on docker.io).
     pub fn api_host(&self) -> &str {
-        if self.0 == DOCKER_HUB {
+        if &*self.0 == DOCKER_HUB {
             DOCKER_HUB_API
         } else {
             &self.0
@@ -271,7 +273,7 @@ impl RegistryHost {
 
     /// Docker Hub allows exactly two path levels (`user/repo`).
     pub fn is_docker_hub(&self) -> bool {
-        self.0 == DOCKER_HUB
+        &*self.0 == DOCKER_HUB
     }
 }
 
@@ -346,7 +348,7 @@ fn layout_namespace(dir: &str) -> Result<Namespace, ParseError> {
         trimmed => trimmed,
     };
     Ok(Namespace {
-        registry: RegistryHost(format!("{LAYOUT_PREFIX}{dir}")),
+        registry: RegistryHost(format!("{LAYOUT_PREFIX}{dir}").into()),
         path: None,
     })
 }

@@ -19,7 +19,8 @@ pub(super) async fn compare<M: MetadataStore>(
 ) -> Result<Finished, Failure> {
     let records = recorder.load_all().await?;
     // Upstream deletions are for sync to record; compare records what the target holds.
-    let (candidates, mut stats, _) = list_all(settings, registries, &records, recorder).await?;
+    let listings = list_all(settings, registries, &records, recorder, false).await?;
+    let (candidates, mut stats) = (listings.candidates, listings.stats);
     let all: Vec<&Candidate> = candidates.iter().collect();
     let checked = super::target_heads(registries, &all, settings.limits.queries).await?;
     // A tag whose HEAD failed is unknown, neither found nor missing: its record stays.

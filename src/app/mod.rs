@@ -43,17 +43,32 @@ impl Finished {
     }
 }
 
+/// What [`list_all`] found.
+struct Listings {
+    /// The tags to plan.
+    candidates: Vec<Candidate>,
+    /// Per source.
+    stats: Vec<ListStats>,
+    /// Upstream deletions (and returns) each listing vouches for, by source.
+    marks: Vec<(usize, Outcome)>,
+    /// Per source, the tags dropped while listing as mirrored already (with `settle`).
+    unchanged: Vec<usize>,
+}
+
 /// Lists every source; fails when a namespace cannot be listed at all, or when two images
 /// map to one target repository (checked over every shard's images, before any target
 /// request). Repositories and tags that cannot be listed are failures in the stats.
-/// Also gives the upstream deletions each listing vouches for (`deletions`).
+/// Also gives the upstream deletions each listing vouches for. `settle`: candidates the
+/// records show mirrored as listed are counted per source, not returned.
 async fn list_all<M: MetadataStore>(
     settings: &Settings,
     registries: &Registries,
     records: &[NamespaceRecord],
     recorder: &Recorder<M>,
-) -> Result<(Vec<Candidate>, Vec<ListStats>, Vec<(usize, Outcome)>), Failure> {
+    settle: bool,
+) -> Result<Listings, Failure> {
     let mut marks = Vec::new();
+    let mut unchanged = Vec::new();
     let mut listed_by = Vec::new();
     let mut candidates = Vec::new();
     let mut stats = Vec::new();
@@ -67,6 +82,17 @@ async fn list_all<M: MetadataStore>(
             target: &source.target,
             shard: settings.shard,
             listed_before: records.get(index).and_then(|r| r.listed_by),
+            settled: None,
+        };
+        let (record, chosen) = (records.get(index), source.platforms.as_ref());
+        let images_from = settings.images_from.as_ref();
+        let settled = move |c: &Candidate| {
+            record.is_some_and(|r| plan::unchanged(c, r, chosen))
+                && images_from.is_none_or(|listed| listed.contains(namespace, &c.image, &c.tag))
+        };
+        let spec = SourceSpec {
+            settled: settle.then_some(&settled as &listing::Settled<'_>),
+            ..spec
         };
         let registry = registries.sources[index].as_ref();
         if settings.actions.is_some() {
@@ -110,6 +136,7 @@ async fn list_all<M: MetadataStore>(
             candidates.extend(listing.candidates);
         }
         listed_by.push(listing.listed_by);
+        unchanged.push(listing.unchanged);
         stats.push(stat);
         mapped.extend(
             listing
@@ -129,7 +156,12 @@ async fn list_all<M: MetadataStore>(
     if !clashes.is_empty() {
         return Err(Failure::Collisions(clashes));
     }
-    Ok((candidates, stats, marks))
+    Ok(Listings {
+        candidates,
+        stats,
+        marks,
+        unchanged,
+    })
 }
 
 /// Lists, loads the records, checks the target where needed, and plans. A tag whose
@@ -140,7 +172,12 @@ async fn make_plan<M: MetadataStore>(
     recorder: &Recorder<M>,
 ) -> Result<(Plan, Vec<ListStats>, prune::Upstream), Failure> {
     let mut records = recorder.load_all().await?;
-    let (candidates, mut stats, marks) = list_all(settings, registries, &records, recorder).await?;
+    let Listings {
+        candidates,
+        mut stats,
+        marks,
+        unchanged,
+    } = list_all(settings, registries, &records, recorder, true).await?;
     let upstream = prune::Upstream::new(marks, &mut records);
     let to_check = plan::needs_target_check(&candidates, &records);
     let checked = target_heads(registries, &to_check, settings.limits.queries).await?;
@@ -164,6 +201,9 @@ async fn make_plan<M: MetadataStore>(
             .map(|s| s.platforms.clone())
             .collect::<Vec<_>>(),
     );
+    for (count, settled) in plan.unchanged.iter_mut().zip(unchanged) {
+        *count += settled;
+    }
     let caps: Vec<Option<usize>> = settings.sources.iter().map(|s| s.share).collect();
     plan::share(&mut plan, settings.budget, &caps);
     Ok((plan, stats, upstream))
