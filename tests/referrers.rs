@@ -1,0 +1,123 @@
+//! Referrers (signatures, SBOMs, signatures of SBOMs) copied with their image: read from
+//! a source with the OCI 1.1 referrers API (the gcr fake's) and from cosign's tags,
+//! written to CNCF distribution 2.8, which has only the `sha256-<hex>` tag fallback.
+
+mod common;
+
+use common::gcr::FakeGcr;
+use common::images::{OCI_MANIFEST, random_bytes};
+use common::referrers::{NOTATION_SIG, SPDX, artifact, cosign_signature, fallback_tag, listed};
+use common::*;
+
+/// An image with a notation signature and an SBOM (both by `subject`), a signature of
+/// the SBOM, and a cosign `.sig` tag, on a source with the referrers API. Returns the gcr
+/// front, the upstream registry, and the digests: (image, signature, sbom, sbom's
+/// signature).
+async fn signed_image() -> (FakeGcr, TestRegistry, [String; 4]) {
+    let upstream = TestRegistry::start();
+    let p = Pusher::new(&upstream.addr);
+    let (app, _) = p
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(700)])
+        .await;
+    let subject = p.get_manifest("team/app", &app).await;
+    let gcr = FakeGcr::start(&upstream.addr, true);
+    gcr.referrers_api(1);
+    let mut push = async |kind: &str, subject: &[u8], payload: &str| {
+        let (body, digest) = artifact(
+            &p,
+            "team/app",
+            kind,
+            (OCI_MANIFEST, subject),
+            payload.as_bytes(),
+        )
+        .await;
+        gcr.push_manifest("team/app", &digest, OCI_MANIFEST, &body)
+            .await;
+        (body, digest)
+    };
+    let (_, sig) = push(NOTATION_SIG, &subject, "signature").await;
+    let (sbom_body, sbom) = push(SPDX, &subject, "{\"spdxVersion\":\"SPDX-2.3\"}").await;
+    let (_, sbom_sig) = push(NOTATION_SIG, &sbom_body, "sbom signature").await;
+    let cosign = cosign_signature(&p, "team/app", &app).await;
+    let tag = format!("{}.sig", fallback_tag(&app));
+    gcr.push_manifest("team/app", &tag, OCI_MANIFEST, &cosign)
+        .await;
+    (gcr, upstream, [app, sig, sbom, sbom_sig])
+}
+
+#[tokio::test]
+async fn signatures_and_sboms_are_copied_with_their_image_into_the_tag_fallback() {
+    let (gcr, _upstream, [app, sig, sbom, sbom_sig]) = signed_image().await;
+    let dst = TestRegistry::start();
+    let work = tempfile::tempdir().unwrap();
+    let meta = work.path().join("meta");
+    // A filter that leaves out every `sha256-*` tag does not leave out the referrers.
+    let out = run(gcrsync(work.path())
+        .args(args_for(&gcr.addr, &dst.addr, &meta))
+        .args(["--exclude-tags", "^sha256-"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let target = Pusher::new(&dst.addr);
+    assert_eq!(
+        target.head("mirror/app", "1").await.as_deref(),
+        Some(app.as_str())
+    );
+    for digest in [&sig, &sbom, &sbom_sig] {
+        assert_eq!(
+            target.head("mirror/app", digest).await.as_deref(),
+            Some(digest.as_str()),
+            "every referrer, recursively, is on the target by digest"
+        );
+    }
+    // distribution 2.8 has no API: the fallback index of each subject lists its referrers.
+    let index = |digest: &str| {
+        let target = Pusher::new(&dst.addr);
+        let tag = fallback_tag(digest);
+        async move {
+            let body = target.get_manifest("mirror/app", &tag).await;
+            let mut found = listed(&serde_json::from_slice(&body).unwrap());
+            found.sort();
+            found
+        }
+    };
+    let mut of_app = vec![sig.clone(), sbom.clone()];
+    of_app.sort();
+    assert_eq!(index(&app).await, of_app);
+    assert_eq!(index(&sbom).await, [sbom_sig.clone()]);
+    // cosign's tag is copied as a tag; no referrer tag is mirrored as an image of its own.
+    let tags = target.tags("mirror/app").await;
+    assert!(
+        tags.contains(&format!("{}.sig", fallback_tag(&app))),
+        "{tags:?}"
+    );
+    let record = read_json(&meta.join(format!("{}/team/images.json", gcr.addr)));
+    let images: Vec<&String> = record["images"].as_object().unwrap().keys().collect();
+    assert_eq!(images, ["app"], "{record}");
+    let tags: Vec<&String> = record["images"]["app"]["tags"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(tags, ["1"], "{record}");
+    let recorded = record["images"]["app"]["tags"]["1"]["referrers"].to_string();
+    for digest in [&sig, &sbom, &sbom_sig] {
+        assert!(recorded.contains(digest.as_str()), "{recorded}");
+    }
+}
+
+#[tokio::test]
+async fn referrers_none_copies_the_image_alone() {
+    let (gcr, _upstream, [app, sig, _, _]) = signed_image().await;
+    let dst = TestRegistry::start();
+    let work = tempfile::tempdir().unwrap();
+    let out = run(gcrsync(work.path())
+        .args(args_for(&gcr.addr, &dst.addr, &work.path().join("meta")))
+        .args(["--referrers", "none"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let target = Pusher::new(&dst.addr);
+    assert_eq!(
+        target.head("mirror/app", "1").await.as_deref(),
+        Some(app.as_str())
+    );
+    assert_eq!(target.head("mirror/app", &sig).await, None);
+    assert_eq!(target.tags("mirror/app").await, ["1"]);
+}
