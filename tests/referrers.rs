@@ -22,7 +22,7 @@ async fn signed_image() -> (FakeGcr, TestRegistry, [String; 4]) {
     let subject = p.get_manifest("team/app", &app).await;
     let gcr = FakeGcr::start(&upstream.addr, true);
     gcr.referrers_api(1);
-    let mut push = async |kind: &str, subject: &[u8], payload: &str| {
+    let push = async |kind: &str, subject: &[u8], payload: &str| {
         let (body, digest) = artifact(
             &p,
             "team/app",
@@ -82,7 +82,7 @@ async fn signatures_and_sboms_are_copied_with_their_image_into_the_tag_fallback(
     let mut of_app = vec![sig.clone(), sbom.clone()];
     of_app.sort();
     assert_eq!(index(&app).await, of_app);
-    assert_eq!(index(&sbom).await, [sbom_sig.clone()]);
+    assert_eq!(index(&sbom).await, std::slice::from_ref(&sbom_sig));
     // cosign's tag is copied as a tag; no referrer tag is mirrored as an image of its own.
     let tags = target.tags("mirror/app").await;
     assert!(
