@@ -56,6 +56,16 @@ macro_rules! string_newtype {
 pub struct Digest(Box<str>);
 string_newtype!(Digest);
 
+#[cfg(test)]
+impl Digest {
+    /// `sha256:` and 64 times `c`: a well-formed digest for tests.
+    pub fn repeat(c: char) -> Digest {
+        format!("sha256:{}", c.to_string().repeat(64))
+            .parse()
+            .unwrap()
+    }
+}
+
 impl Digest {
     /// The digest of `bytes` under sha256, the algorithm every registry accepts.
     pub fn sha256_of(bytes: &[u8]) -> Self {

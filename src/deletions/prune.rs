@@ -171,9 +171,7 @@ mod tests {
     use crate::metadata::record::{ImageRecord, TagRecord};
 
     fn digest(c: char) -> Digest {
-        format!("sha256:{}", c.to_string().repeat(64))
-            .parse()
-            .unwrap()
+        Digest::repeat(c)
     }
 
     /// `(image, tag, digest, deleted upstream, pruned)`; every image maps to `dst/<image>`.

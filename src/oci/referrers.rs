@@ -162,9 +162,7 @@ mod tests {
     use super::*;
 
     fn digest(c: char) -> Digest {
-        format!("sha256:{}", c.to_string().repeat(64))
-            .parse()
-            .unwrap()
+        Digest::repeat(c)
     }
 
     fn referrer(c: char, kind: &str) -> Referrer {
