@@ -121,3 +121,59 @@ async fn referrers_none_copies_the_image_alone() {
     assert_eq!(target.head("mirror/app", &sig).await, None);
     assert_eq!(target.tags("mirror/app").await, ["1"]);
 }
+
+/// A source without the API, answering its route with 405 as some registries do: the
+/// referrers come from the `sha256-<hex>` fallback index the source holds.
+#[tokio::test]
+async fn a_source_without_the_api_is_read_through_its_tag_fallback() {
+    use common::faults::{Fault, FaultProxy, Rule};
+    use common::images::OCI_INDEX;
+    let src = TestRegistry::start();
+    let p = Pusher::new(&src.addr);
+    let (app, _) = p
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(700)])
+        .await;
+    let subject = p.get_manifest("team/app", &app).await;
+    let (body, sig) = artifact(
+        &p,
+        "team/app",
+        NOTATION_SIG,
+        (OCI_MANIFEST, &subject),
+        b"signature",
+    )
+    .await;
+    p.manifest("team/app", &sig, OCI_MANIFEST, &body).await;
+    let fallback = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": sig, "size": body.len(), "artifactType": NOTATION_SIG}],
+    });
+    let fallback = serde_json::to_vec(&fallback).unwrap();
+    p.manifest("team/app", &fallback_tag(&app), OCI_INDEX, &fallback)
+        .await;
+    let proxy = FaultProxy::start(&src.addr);
+    proxy.inject(Rule {
+        method: "GET",
+        path_contains: "/referrers/".into(),
+        times: 100,
+        fault: Fault::Status(405, None),
+    });
+    let dst = TestRegistry::start();
+    let work = tempfile::tempdir().unwrap();
+    let out =
+        run(gcrsync(work.path()).args(args_for(&proxy.addr, &dst.addr, &work.path().join("meta"))));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(proxy.saw("/referrers/"), "the API was asked first");
+    let target = Pusher::new(&dst.addr);
+    assert_eq!(
+        target.head("mirror/app", &sig).await.as_deref(),
+        Some(sig.as_str())
+    );
+    let index = target.get_manifest("mirror/app", &fallback_tag(&app)).await;
+    assert_eq!(listed(&serde_json::from_slice(&index).unwrap()), [sig]);
+    assert_eq!(
+        target.tags("mirror/app").await.len(),
+        2,
+        "1 and the fallback tag"
+    );
+}

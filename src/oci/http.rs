@@ -406,10 +406,12 @@ impl Registry for HttpRegistry {
                         b.header(header::ACCEPT, super::manifest::OCI_INDEX)
                     })
                     .await?;
-                // A registry without the API answers 404 (distribution spec); so do
-                // some with a plain-text page: neither is an error.
-                let response = expect(&Method::GET, &url, response, &[200, 404]).await?;
-                if response.status() == 404 {
+                // A registry without the API answers 404 (distribution spec), some with a
+                // plain-text page; others answer an unknown route with 400, 405 or 501.
+                // None is an error: the tag fallback is read instead.
+                let response =
+                    expect(&Method::GET, &url, response, &[200, 400, 404, 405, 501]).await?;
+                if response.status() != 200 {
                     return Ok(None);
                 }
                 let content_type = header_str(&response, "content-type")
