@@ -62,6 +62,11 @@ pub fn upstream_marks(
     let mut marks = Vec::new();
     for (image, recorded) in &record.images {
         for (tag, t) in &recorded.tags {
+            // Referrer tags recorded as ordinary tags (before referrers travelled with
+            // their subject) are no longer in the listing's tags; they are not gone.
+            if crate::referrers::referrer_tag(tag).is_some() {
+                continue;
+            }
             let mark = match (seen.present(image, tag, &in_scope), &t.deleted_upstream_at) {
                 (Some(false), None) => Outcome::DeletedUpstream {
                     image: image.clone(),
@@ -131,6 +136,14 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             })
             .collect()
+    }
+
+    #[test]
+    fn referrer_tags_recorded_before_are_never_marked_gone() {
+        let sig = format!("sha256-{}.sig", "b".repeat(64));
+        let r = record(&[("app", "1", None), ("app", &sig, None)]);
+        let marks = upstream_marks(&r, &seen(&[("app", &["1"])], true), |_| true, AT);
+        assert!(marks.is_empty(), "{marks:?}");
     }
 
     #[test]
