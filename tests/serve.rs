@@ -295,17 +295,7 @@ async fn a_cut_upstream_download_resumes_with_a_range_request_within_the_retries
     let registry = TestRegistry::start();
     // Cut after more than hyper's first read (about 400 KB), so the headers go out first
     // and the cut falls mid-body.
-    let (a, b) = (random_bytes(1_200_000), random_bytes(1_200_000));
-    let (da, db) = (common::images::digest_of(&a), common::images::digest_of(&b));
-    Pusher::new(&registry.addr)
-        .image(
-            "team/app",
-            "1",
-            Format::Oci,
-            "amd64",
-            &[a.clone(), b.clone()],
-        )
-        .await;
+    let ([a, b], [da, db]) = common::serve::two_layer_image(&registry, 1_200_000).await;
     let upstream = FaultProxy::start(&registry.addr);
     let serve = Serve::start(&["--upstream", &upstream.addr, "--retries", "1"]);
     let url = |d: &str| format!("http://{}/v2/team/app/blobs/{d}", serve.addr);

@@ -304,17 +304,7 @@ async fn a_busy_client_is_capped_and_sigterm_lets_responses_in_flight_finish() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cache_max_evicts_the_least_recently_used_blob() {
     let registry = TestRegistry::start();
-    let (a, b) = (random_bytes(600_000), random_bytes(600_000));
-    let (da, db) = (common::images::digest_of(&a), common::images::digest_of(&b));
-    Pusher::new(&registry.addr)
-        .image(
-            "team/app",
-            "1",
-            Format::Oci,
-            "amd64",
-            &[a.clone(), b.clone()],
-        )
-        .await;
+    let ([a, b], [da, db]) = common::serve::two_layer_image(&registry, 600_000).await;
     let upstream = common::faults::FaultProxy::start(&registry.addr);
     let serve = Serve::start(&["--upstream", &upstream.addr, "--cache-max", "1MB"]);
     let get = |digest: &str| {

@@ -256,6 +256,24 @@ pub fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     )
 }
 
+/// Pushes `team/app:1` to `registry` with two random layers of `size` bytes each:
+/// (the layers, their digests).
+#[allow(dead_code)] // not every test binary uses it
+pub async fn two_layer_image(
+    registry: &super::TestRegistry,
+    size: usize,
+) -> ([Vec<u8>; 2], [String; 2]) {
+    let layers = [
+        super::images::random_bytes(size),
+        super::images::random_bytes(size),
+    ];
+    let digests = layers.clone().map(|l| super::images::digest_of(&l));
+    super::Pusher::new(&registry.addr)
+        .image("team/app", "1", super::Format::Oci, "amd64", &layers)
+        .await;
+    (layers, digests)
+}
+
 /// An upstream whose one image `team/app:1` has a random layer of `size` bytes, served
 /// through a fault proxy that trickles its first download (one frame per `frame`), so
 /// clients can arrive while that download is in flight: (registry, proxy, layer, digest).
