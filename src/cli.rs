@@ -329,6 +329,16 @@ pub struct Options {
     /// Referrers (signatures, attestations, SBOMs) copied with each image: none, all, or a comma list of artifact types.
     #[arg(long, env = "GCRSYNC_REFERRERS", global = true, default_value = "all")]
     pub referrers: String,
+    /// Read an unchanged tag's referrers again once per this period, each tag at its own
+    /// time of it, so the reads spread over the runs (a listing that shows its referrer
+    /// tags changed has them read at once); 0 or off: only then.
+    #[arg(
+        long,
+        env = "GCRSYNC_REFERRERS_RECHECK",
+        global = true,
+        default_value = "24h"
+    )]
+    pub referrers_recheck: String,
     /// Connect and idle-read timeout (never a cap on a whole transfer).
     #[arg(
         long,

@@ -70,6 +70,9 @@ pub struct Copied {
     pub children: Vec<Digest>,
     /// The referrers copied with it (filled by the run, see `copy::referrers`).
     pub referrers: Vec<Digest>,
+    /// The mark of its referrer tags as listed, when its referrers were read
+    /// (`referrers::recheck::mark`).
+    pub referrer_mark: Option<String>,
 }
 
 /// Per blob digest, the target repositories known to hold it. The per-digest async lock
@@ -216,6 +219,7 @@ impl<T: Registry> Copier<T> {
         Ok(Copied {
             children,
             referrers: Vec::new(),
+            referrer_mark: None,
             source_digest: (manifest.digest != source_digest).then_some(source_digest),
             digest: manifest.digest,
             media_type: manifest.media_type,

@@ -13,6 +13,7 @@ use crate::mapping::NameMapper;
 use crate::oci::taglist::TagList;
 use crate::oci::{self, ManifestRef, Registry};
 use crate::plan::Candidate;
+use crate::referrers::ListedTag;
 use crate::reference::{Digest, Namespace, RepoPath, Repository, Tag};
 
 /// Listing a source failed as a whole: fatal (exit 3), never read as "zero images".
@@ -391,7 +392,7 @@ struct Listed {
     source_repo: RepoPath,
     tag: Tag,
     target: Repository,
-    referrer_tags: std::sync::Arc<[Tag]>,
+    referrer_tags: std::sync::Arc<[ListedTag]>,
 }
 
 impl Listed {
@@ -445,11 +446,14 @@ pub async fn list_source<R: Registry>(
     for (image, mut list) in listed {
         // Referrer tags (`sha256-<hex>`, cosign's `.sig`/`.att`/`.sbom`) are never
         // ordinary tags, whatever the filters say: they go with their subject's copy.
-        let referrer_tags: std::sync::Arc<[Tag]> = list
+        let referrer_tags: std::sync::Arc<[ListedTag]> = list
             .tags
             .iter()
             .filter(|t| crate::referrers::referrer_tag(t.as_str()).is_some())
-            .cloned()
+            .map(|t| ListedTag {
+                tag: t.clone(),
+                digest: list.digests.get(t).map(|info| info.digest.clone()),
+            })
             .collect();
         if !referrer_tags.is_empty() {
             list.tags

@@ -37,7 +37,7 @@ pub struct Candidate {
     /// The referrer tags of its repository (`sha256-<hex>[.sig|.att|.sbom]`), as listed:
     /// where its referrers are found without the referrers API. Shared per repository.
     #[serde(skip)]
-    pub referrer_tags: std::sync::Arc<[Tag]>,
+    pub referrer_tags: std::sync::Arc<[crate::referrers::ListedTag]>,
 }
 
 /// The key of a target HEAD result.
@@ -106,6 +106,29 @@ pub struct Plan {
     pub skip: Vec<Skipping>,
     /// Tags recorded as skipped at the listed digest, per source: nothing is sent for them.
     pub still_skipped: Vec<usize>,
+    /// Unchanged tags (counted in `unchanged`) whose referrers are read again this run.
+    pub recheck: Vec<Recheck>,
+    /// Per source, what to record as `referrers_checked_through` once every re-read of
+    /// that source is done (`None`: the schedule stays where it is).
+    #[serde(skip)]
+    pub recheck_through: Vec<Option<String>>,
+}
+
+/// An unchanged tag whose referrers are read again (see `referrers::recheck`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Recheck {
+    /// The tag.
+    #[serde(flatten)]
+    pub candidate: Candidate,
+    /// Why now.
+    pub why: crate::referrers::recheck::Why,
+    /// The referrers recorded already (not copied again).
+    #[serde(skip)]
+    pub known: Vec<Digest>,
+    /// The target's digest of the tag, when it is an index: its children's referrers
+    /// are read too.
+    #[serde(skip)]
+    pub index: Option<Digest>,
 }
 
 /// A tag to record as skipped without any request.

@@ -7,6 +7,18 @@ use std::str::FromStr;
 
 use crate::reference::{Digest, Tag};
 
+pub mod recheck;
+
+/// A referrer tag as the listing showed it: its name, and its digest where the listing
+/// gives digests (gcr's manifest map), so that a re-signed `.sig` shows without a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedTag {
+    /// `sha256-<hex>[.sig|.att|.sbom]`.
+    pub tag: Tag,
+    /// Its manifest digest, when the listing gave it.
+    pub digest: Option<Digest>,
+}
+
 /// `--referrers`: none, all, or those of the listed artifact types.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Choice {
@@ -78,13 +90,16 @@ pub fn referrer_tag(tag: &str) -> Option<(&str, Option<&str>)> {
 }
 
 /// The referrer tags of `subject` among a repository's referrer tags: (tag, cosign suffix).
-pub fn tags_of<'a>(subject: &Digest, tags: &'a [Tag]) -> Vec<(&'a Tag, Option<&'a str>)> {
+pub fn tags_of<'a>(
+    subject: &Digest,
+    tags: &'a [ListedTag],
+) -> Vec<(&'a ListedTag, Option<&'a str>)> {
     let Some(hex) = subject.sha256_hex() else {
         return Vec::new();
     };
     tags.iter()
         .filter_map(|t| {
-            let (h, suffix) = referrer_tag(t.as_str())?;
+            let (h, suffix) = referrer_tag(t.tag.as_str())?;
             (h == hex).then_some((t, suffix))
         })
         .collect()
@@ -130,14 +145,17 @@ mod tests {
         assert_eq!(referrer_tag("sha256-abc"), None);
         assert_eq!(referrer_tag("v1.0"), None);
         let subject: Digest = format!("sha256:{hex}").parse().unwrap();
-        let tags: Vec<Tag> = [
+        let tags: Vec<ListedTag> = [
             format!("sha256-{hex}"),
             format!("sha256-{hex}.att"),
             format!("sha256-{}", "b".repeat(64)),
             "latest".to_string(),
         ]
         .iter()
-        .map(|t| t.parse().unwrap())
+        .map(|t| ListedTag {
+            tag: t.parse().unwrap(),
+            digest: None,
+        })
         .collect();
         let found: Vec<Option<&str>> = tags_of(&subject, &tags).into_iter().map(|t| t.1).collect();
         assert_eq!(found, [None, Some("att")]);

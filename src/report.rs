@@ -31,6 +31,11 @@ pub struct Counts {
     pub failed: usize,
     /// Tags still to copy (budget, deadline, signal; or, for `test`, the whole plan).
     pub pending: usize,
+    /// Unchanged tags whose referrers were read again (`--referrers-recheck`, or a
+    /// listing that showed their referrer tags changed); for `test`, would be.
+    pub referrers_reread: usize,
+    /// New referrers found by those re-reads, and copied.
+    pub referrers_added: usize,
 }
 
 impl Counts {
@@ -44,6 +49,8 @@ impl Counts {
         self.skipped += o.skipped;
         self.failed += o.failed;
         self.pending += o.pending;
+        self.referrers_reread += o.referrers_reread;
+        self.referrers_added += o.referrers_added;
     }
 }
 
@@ -224,6 +231,8 @@ pub fn build(
             } => counts.moved += 1,
             Outcome::Synced { .. } => counts.copied += 1,
             Outcome::Missing { .. }
+            | Outcome::Referrers { .. }
+            | Outcome::ReferrersChecked { .. }
             | Outcome::DeletedUpstream { .. }
             | Outcome::BackUpstream { .. }
             | Outcome::Pruned { .. } => {}
@@ -256,6 +265,27 @@ pub fn build(
                 });
             }
         }
+    }
+    match run {
+        Some(run) => {
+            for (source, rechecked) in run.rechecked.iter().enumerate() {
+                per[source].referrers_reread += rechecked.read;
+                per[source].referrers_added += rechecked.added;
+            }
+            for (source, image, tag, error) in &run.referrer_failures {
+                per[*source].failed += 1;
+                failed.push(FailedTag {
+                    source: names[*source].0.clone(),
+                    image: image.clone(),
+                    tag: tag.clone(),
+                    error: format!("its referrers were not read again: {error}"),
+                });
+            }
+        }
+        None => plan
+            .recheck
+            .iter()
+            .for_each(|r| per[r.candidate.source].referrers_reread += 1),
     }
     let mut dropped: Vec<BTreeMap<String, usize>> = vec![BTreeMap::new(); names.len()];
     for (source, platforms) in run.map_or(&[][..], |r| &r.dropped_platforms) {
@@ -350,6 +380,12 @@ impl Report {
                 "{} → {}: {} listed, {} filtered, {} unchanged, {} copied, {} moved, {} adopted, {} skipped, {} failed, {} pending\n",
                 s.source, s.target, c.listed, c.filtered, c.unchanged, c.copied, c.moved, c.adopted, c.skipped, c.failed, c.pending
             ));
+            if c.referrers_reread > 0 {
+                out.push_str(&format!(
+                    "  referrers read again for {} unchanged tags: {} new\n",
+                    c.referrers_reread, c.referrers_added
+                ));
+            }
             if !s.removed.is_empty() {
                 let by: Vec<String> = s
                     .removed

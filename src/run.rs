@@ -19,6 +19,9 @@ use crate::oci::manifest::is_index;
 use crate::plan::{Plan, Reason, Step};
 use crate::progress::Progress;
 
+mod recheck;
+pub use recheck::{RecheckFailure, Rechecked};
+
 /// Cancelled by a signal handler: stop starting work, cancel the running copies, commit
 /// what finished, report. Waiters wake at once (`cancelled()`), nobody polls.
 pub type StopFlag = CancellationToken;
@@ -71,11 +74,27 @@ pub struct RunResult {
     pub unrecorded: usize,
     /// Per copied index cut down by `--platforms`: (source index, the platforms dropped).
     pub dropped_platforms: Vec<(usize, Vec<String>)>,
+    /// Unchanged tags whose referrers were read again, per source index.
+    pub rechecked: Vec<Rechecked>,
+    /// Re-reads of referrers that failed.
+    pub referrer_failures: Vec<RecheckFailure>,
 }
 
 impl RunResult {
     /// Keeps `outcome` for the report: a synced tag as a count, anything else whole.
     pub fn note(&mut self, source: usize, outcome: Outcome) {
+        match &outcome {
+            Outcome::Referrers { added, .. } => {
+                if self.rechecked.len() <= source {
+                    self.rechecked.resize(source + 1, Rechecked::default());
+                }
+                self.rechecked[source].read += 1;
+                self.rechecked[source].added += added;
+                return;
+            }
+            Outcome::ReferrersChecked { .. } => return,
+            _ => {}
+        }
         let Outcome::Synced {
             copied, previous, ..
         } = &outcome
@@ -117,6 +136,7 @@ fn outcome_of(step: &Step, result: Result<Copied, CopyError>, at: String) -> Out
                 media_type: copied.media_type,
                 platforms: copied.platforms,
                 referrers: copied.referrers,
+                referrer_tags: copied.referrer_mark,
                 dropped_platforms: copied.dropped,
                 synced_at: at,
             },
@@ -270,6 +290,7 @@ async fn without_copy<S: Registry + 'static>(
                 dropped: Vec::new(),
                 children: Vec::new(),
                 referrers: Vec::new(),
+                referrer_mark: None,
             };
             (c.source, outcome_of(step, Ok(copied), now_utc()))
         })
@@ -362,7 +383,14 @@ where
                             .unwrap_or(copied.digest.clone()),
                     ];
                     subjects.extend(copied.children.iter().cloned());
-                    copied.referrers = copier.copy_referrers_chosen(&place, subjects).await?;
+                    let known = std::collections::HashSet::new();
+                    copied.referrers = copier
+                        .copy_referrers_chosen(&place, subjects, &known)
+                        .await?;
+                    if copier.copies_referrers() {
+                        copied.referrer_mark =
+                            crate::referrers::recheck::mark(&c.digest, &c.referrer_tags);
+                    }
                     Ok::<_, CopyError>(copied)
                 };
                 // A cancelled copy is dropped where it stands: its tag is not recorded
@@ -413,6 +441,9 @@ where
         if batcher.broken {
             cancel.cancel();
         }
+    }
+    if !batcher.broken {
+        recheck::recheck_referrers(plan, sources, copiers, options, &cancel, &mut batcher).await;
     }
     if stop.is_cancelled() {
         batcher.result.stopped = Some("signal");

@@ -43,6 +43,7 @@ fn copied(i: usize, tag: usize, seed: usize, at: &str) -> (usize, Outcome) {
             media_type: "application/vnd.oci.image.index.v1+json".into(),
             platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
             referrers: Vec::new(),
+            referrer_tags: None,
             source_digest: None,
             synced_at: at.into(),
         },

@@ -42,6 +42,7 @@ fn synced(
             media_type: media_type.into(),
             platforms: platforms.iter().map(|p| p.to_string()).collect(),
             referrers: Vec::new(),
+            referrer_tags: None,
             dropped_platforms: Vec::new(),
             synced_at: "2026-11-22T10:00:00Z".into(),
         },

@@ -67,6 +67,7 @@ pub(super) async fn compare<M: MetadataStore>(
                     media_type,
                     platforms,
                     referrers: Vec::new(),
+                    referrer_tags: None,
                     synced_at: at.clone(),
                 };
                 let target = c.target.to_string();

@@ -26,6 +26,8 @@ use crate::oci::any::AnyRegistry;
 use crate::plan::{self, Candidate, Plan, Reason};
 use crate::platforms::PlatformSet;
 use crate::progress::Progress;
+use crate::referrers::Choice;
+use crate::referrers::recheck::{self, Schedule};
 use crate::report::{self, Report};
 use crate::run::{self, RunOptions, StopFlag};
 use crate::settings::Settings;
@@ -53,6 +55,10 @@ struct Listings {
     marks: Vec<(usize, Outcome)>,
     /// Per source, the tags dropped while listing as mirrored already (with `settle`).
     unchanged: Vec<usize>,
+    /// Per source, its referrers re-read schedule (with `settle`).
+    schedules: Vec<Schedule>,
+    /// When the listing began (RFC 3339, UTC).
+    began: String,
 }
 
 /// Lists every source; fails when a namespace cannot be listed at all, or when two images
@@ -67,6 +73,12 @@ async fn list_all<M: MetadataStore>(
     recorder: &Recorder<M>,
     settle: bool,
 ) -> Result<Listings, Failure> {
+    let began = jiff::Timestamp::now();
+    let every = settings
+        .referrers_recheck
+        .filter(|_| settle && settings.referrers != Choice::None);
+    let schedules = recheck::schedules(records, every, began);
+    let rereads = settle && settings.referrers != Choice::None;
     let mut marks = Vec::new();
     let mut unchanged = Vec::new();
     let mut listed_by = Vec::new();
@@ -86,9 +98,13 @@ async fn list_all<M: MetadataStore>(
         };
         let (record, chosen) = (records.get(index), source.platforms.as_ref());
         let images_from = settings.images_from.as_ref();
+        let window = schedules.get(index).and_then(|s| s.window);
+        // A tag whose referrers are due stays, to be read again.
         let settled = move |c: &Candidate| {
-            record.is_some_and(|r| plan::unchanged(c, r, chosen))
-                && images_from.is_none_or(|listed| listed.contains(namespace, &c.image, &c.tag))
+            record.is_some_and(|r| {
+                plan::unchanged(c, r, chosen)
+                    && !(rereads && recheck::due_for(c, r, window.as_ref()).is_some())
+            }) && images_from.is_none_or(|listed| listed.contains(namespace, &c.image, &c.tag))
         };
         let spec = SourceSpec {
             settled: settle.then_some(&settled as &listing::Settled<'_>),
@@ -161,6 +177,8 @@ async fn list_all<M: MetadataStore>(
         stats,
         marks,
         unchanged,
+        schedules,
+        began: began.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
     })
 }
 
@@ -177,6 +195,8 @@ async fn make_plan<M: MetadataStore>(
         mut stats,
         marks,
         unchanged,
+        schedules,
+        began,
     } = list_all(settings, registries, &records, recorder, true).await?;
     let upstream = prune::Upstream::new(marks, &mut records);
     let to_check = plan::needs_target_check(&candidates, &records);
@@ -190,17 +210,18 @@ async fn make_plan<M: MetadataStore>(
         .into_iter()
         .filter(|c| !unknown.contains(&(c.source, c.image.clone(), Some(c.tag.clone()))))
         .collect();
-    let mut plan = plan::plan_platforms(
-        candidates,
-        &records,
-        &checked.heads,
-        None,
-        &settings
-            .sources
-            .iter()
-            .map(|s| s.platforms.clone())
-            .collect::<Vec<_>>(),
-    );
+    let chosen: Vec<Option<PlatformSet>> =
+        settings.sources.iter().map(|s| s.platforms.clone()).collect();
+    let is_unchanged = |c: &Candidate, r: &NamespaceRecord| {
+        plan::unchanged(c, r, chosen.get(c.source).and_then(Option::as_ref))
+    };
+    let (recheck, recheck_through) = match settings.referrers {
+        Choice::None => Default::default(),
+        _ => recheck::plan_rechecks(&candidates, &records, &schedules, is_unchanged, &began),
+    };
+    let mut plan = plan::plan_platforms(candidates, &records, &checked.heads, None, &chosen);
+    plan.recheck = recheck;
+    plan.recheck_through = recheck_through;
     for (count, settled) in plan.unchanged.iter_mut().zip(unchanged) {
         *count += settled;
     }
@@ -335,6 +356,11 @@ async fn command<M: MetadataStore>(
                     "{}:{} → {}:{} ({why})",
                     c.source_repo, c.tag, c.target, c.tag
                 );
+            }
+            for recheck in &plan.recheck {
+                let c = &recheck.candidate;
+                let why = format!("{:?}", recheck.why).to_lowercase();
+                println!("{}:{} referrers read again ({why})", c.source_repo, c.tag);
             }
             let mut report = report::build("test", &names(settings), &stats, &plan, None);
             report.prune = upstream.show(settings);

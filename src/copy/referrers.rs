@@ -10,11 +10,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{Copier, CopyError, fetched, parse};
-use crate::oci::manifest::{OCI_INDEX, RawManifest};
+use crate::oci::manifest::{Contents, OCI_INDEX, RawManifest};
 use crate::oci::referrers::{self as api, Referrer, fallback_tag, merge_fallback, parse_index};
 use crate::oci::{ManifestRef, Registry};
 use crate::reference::{Digest, RepoPath, Tag};
-use crate::referrers::{Choice, tags_of};
+use crate::referrers::{Choice, ListedTag, tags_of};
 
 /// Where a copy of referrers reads from and writes to.
 pub struct Place<'a, S> {
@@ -25,7 +25,7 @@ pub struct Place<'a, S> {
     /// The repository at the target.
     pub dst_repo: &'a RepoPath,
     /// The source repository's referrer tags (`sha256-<hex>[.sig|.att|.sbom]`), listed.
-    pub tags: &'a [Tag],
+    pub tags: &'a [ListedTag],
 }
 
 impl<T: Registry> Copier<T> {
@@ -34,22 +34,26 @@ impl<T: Registry> Copier<T> {
         &self,
         at: &Place<'_, S>,
         subjects: Vec<Digest>,
+        known: &HashSet<Digest>,
     ) -> Result<Vec<Digest>, CopyError> {
         let choice = self.referrers.clone();
-        self.copy_referrers(at, subjects, &choice).await
+        self.copy_referrers(at, subjects, &choice, known).await
     }
 
     /// Copies the referrers of `subjects` and of those referrers, in turn, as `choice`
-    /// selects; returns the digests of every referrer copied (sorted).
+    /// selects; returns the digests of every referrer found (sorted). Those in `known`
+    /// (copied by an earlier run) are not copied again, but their own referrers are read:
+    /// a signature of an SBOM may be new.
     pub async fn copy_referrers<S: Registry + 'static>(
         &self,
         at: &Place<'_, S>,
         subjects: Vec<Digest>,
         choice: &Choice,
+        known: &HashSet<Digest>,
     ) -> Result<Vec<Digest>, CopyError> {
-        let mut copied = Vec::new();
+        let mut found = Vec::new();
         if *choice == Choice::None {
-            return Ok(copied);
+            return Ok(found);
         }
         let mut seen: HashSet<Digest> = subjects.iter().cloned().collect();
         let mut queue = subjects;
@@ -58,27 +62,66 @@ impl<T: Registry> Copier<T> {
                 if !choice.wants(referrer.artifact_type.as_deref()) {
                     continue;
                 }
-                self.copy_referrer(at, &subject, &referrer).await?;
+                if !known.contains(&referrer.digest) {
+                    self.copy_referrer(at, &subject, &referrer).await?;
+                }
                 if seen.insert(referrer.digest.clone()) {
-                    copied.push(referrer.digest.clone());
+                    found.push(referrer.digest.clone());
                     queue.push(referrer.digest);
                 }
             }
             // cosign's tags are copied as tags (their manifests have no subject).
-            for (tag, suffix) in tags_of(&subject, at.tags) {
+            for (listed, suffix) in tags_of(&subject, at.tags) {
                 let Some(suffix) = suffix else { continue };
                 if !choice.wants_cosign(suffix) {
                     continue;
                 }
-                let done = self.copy_tag(at.src, at.src_repo, at.dst_repo, tag).await?;
-                if seen.insert(done.digest.clone()) {
-                    copied.push(done.digest.clone());
-                    queue.push(done.digest);
+                let digest = match &listed.digest {
+                    Some(digest) if known.contains(digest) => digest.clone(),
+                    _ => {
+                        let tag = &listed.tag;
+                        let done = self.copy_tag(at.src, at.src_repo, at.dst_repo, tag).await?;
+                        done.digest
+                    }
+                };
+                if seen.insert(digest.clone()) {
+                    found.push(digest.clone());
+                    queue.push(digest);
                 }
             }
         }
-        copied.sort();
-        Ok(copied)
+        found.sort();
+        Ok(found)
+    }
+
+    /// Whether this copier copies referrers at all (`--referrers` is not `none`).
+    pub fn copies_referrers(&self) -> bool {
+        self.referrers != Choice::None
+    }
+
+    /// Reads the referrers of a mirrored, unchanged tag again and copies the new ones:
+    /// those of `subject` (its source digest) and, for an index, of each child the target
+    /// holds (`index`: the target's digest of it, read there, not at the source). Returns
+    /// every referrer found, sorted.
+    pub async fn recheck_referrers<S: Registry + 'static>(
+        &self,
+        at: &Place<'_, S>,
+        subject: Digest,
+        index: Option<&Digest>,
+        known: &HashSet<Digest>,
+    ) -> Result<Vec<Digest>, CopyError> {
+        let mut subjects = vec![subject];
+        if let Some(index) = index {
+            let reference = ManifestRef::Digest(index.clone());
+            let manifest = fetched(
+                self.dst.get_manifest(at.dst_repo, &reference).await,
+                Some(index),
+            )?;
+            if let Contents::Index(children) = parse(&manifest, at.dst_repo, &reference, None)? {
+                subjects.extend(children.into_iter().map(|(child, _)| child.digest));
+            }
+        }
+        self.copy_referrers_chosen(at, subjects, known).await
     }
 
     /// The source's referrers of `subject`: its API's list, else its fallback tag's index.
@@ -93,12 +136,12 @@ impl<T: Registry> Copier<T> {
         let fallback = tags_of(subject, at.tags)
             .into_iter()
             .find(|(_, s)| s.is_none());
-        let Some((tag, _)) = fallback else {
+        let Some((listed, _)) = fallback else {
             return Ok(Vec::new());
         };
         let index = at
             .src
-            .get_manifest(at.src_repo, &ManifestRef::Tag(tag.clone()))
+            .get_manifest(at.src_repo, &ManifestRef::Tag(listed.tag.clone()))
             .await?;
         Ok(parse_index(&index.bytes).unwrap_or_default())
     }
@@ -129,9 +172,11 @@ impl<T: Registry> Copier<T> {
             .parse()
             .expect("sha256-<hex> is a valid tag");
         let tag_ref = ManifestRef::Tag(tag);
-        let existing = match self.dst.head_manifest(at.dst_repo, &tag_ref).await? {
-            Some(_) => Some(self.dst.get_manifest(at.dst_repo, &tag_ref).await?.bytes),
-            None => None,
+        // One GET: a 404 means no referrer indexed there yet.
+        let existing = match self.dst.get_manifest(at.dst_repo, &tag_ref).await {
+            Ok(index) => Some(index.bytes),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e.into()),
         };
         if let Some(merged) = merge_fallback(existing.as_deref(), referrer) {
             let index = RawManifest::new(Bytes::from(merged), Some(OCI_INDEX));

@@ -446,6 +446,7 @@ impl<M: MetadataStore> Recorder<M> {
     fn message(&self, by_source: &BTreeMap<usize, Vec<&Outcome>>) -> String {
         let (mut copied, mut moved, mut adopted, mut failed, mut missing) = (0, 0, 0, 0, 0);
         let (mut skipped, mut removed, mut back, mut pruned) = (0, 0, 0, 0);
+        let (mut reread, mut referrers) = (0, 0);
         for outcome in by_source.values().flatten() {
             match outcome {
                 Outcome::Synced { copied: false, .. } => adopted += 1,
@@ -459,6 +460,11 @@ impl<M: MetadataStore> Recorder<M> {
                 Outcome::DeletedUpstream { .. } => removed += 1,
                 Outcome::BackUpstream { .. } => back += 1,
                 Outcome::Pruned { .. } => pruned += 1,
+                Outcome::Referrers { added, .. } => {
+                    reread += 1;
+                    referrers += added;
+                }
+                Outcome::ReferrersChecked { .. } => {}
             }
         }
         let counts: Vec<String> = [
@@ -471,6 +477,8 @@ impl<M: MetadataStore> Recorder<M> {
             (removed, "removed upstream"),
             (back, "back upstream"),
             (pruned, "pruned"),
+            (referrers, "new referrers"),
+            (reread, "referrers re-read"),
         ]
         .into_iter()
         .filter(|(n, _)| *n > 0)
@@ -480,7 +488,11 @@ impl<M: MetadataStore> Recorder<M> {
             .keys()
             .map(|&s| self.namespaces[s].0.to_string())
             .collect();
-        format!("gcrsync: {} ({})", counts.join(", "), sources.join(", "))
+        let counts = match counts.is_empty() {
+            true => "referrers schedule".to_string(),
+            false => counts.join(", "),
+        };
+        format!("gcrsync: {counts} ({})", sources.join(", "))
     }
 }
 

@@ -28,6 +28,14 @@ pub struct NamespaceRecord {
     /// How the namespace was listed last (issue 14: a catalog registry is not probed again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listed_by: Option<crate::listing::ListedBy>,
+    /// Whether the source answered as a registry with the referrers API (`false`: then
+    /// only tags can bring referrers, and the listing shows those).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrers_api: Option<bool>,
+    /// Unchanged tags' referrers were read again up to this time (RFC 3339, UTC): the
+    /// next run reads those whose turn of `--referrers-recheck` came since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrers_checked_through: Option<String>,
     /// Tags that cannot be mirrored verbatim (schema 1, unknown types), keyed `image:tag`;
     /// not fetched again while the source keeps serving the recorded digest.
     #[serde(default)]
@@ -85,6 +93,10 @@ pub struct TagRecord {
     /// it as unrecorded, so a tag that comes back is copied again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pruned_at: Option<String>,
+    /// A short hash of its digest's referrer tags as last listed (`sha256-<hex>`, cosign's
+    /// `.sig`/`.att`/`.sbom`): a listing that shows another has them read again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrer_tags: Option<String>,
     /// The referrers copied with it (signatures, attestations, SBOMs; recursively), sorted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub referrers: Vec<Digest>,
@@ -173,6 +185,30 @@ pub enum Outcome {
         tag: String,
         /// When.
         at: String,
+    },
+    /// An unchanged tag's referrers were read again (its turn of `--referrers-recheck`,
+    /// or the listing showed its referrer tags changed); the new ones were copied.
+    Referrers {
+        /// Image name relative to the namespace.
+        image: String,
+        /// The tag.
+        tag: String,
+        /// The source digest whose referrers were read.
+        subject: Digest,
+        /// Every referrer found, sorted (what the record lists).
+        referrers: Vec<Digest>,
+        /// How many of them were new (copied by this run).
+        added: usize,
+        /// The mark of its referrer tags as listed.
+        mark: Option<String>,
+    },
+    /// What a run learnt of the source's referrers: every tag due for a re-read up to
+    /// `through` was read (the schedule moves on), and whether it has the API.
+    ReferrersChecked {
+        /// The run's start (RFC 3339, UTC), when the schedule moves on.
+        through: Option<String>,
+        /// Whether the source has the referrers API, when the run asked.
+        api: Option<bool>,
     },
     /// The copy failed; nothing is recorded as synced.
     Failed {
@@ -341,6 +377,32 @@ impl NamespaceRecord {
                 });
                 (image, changed, false)
             }
+            Outcome::Referrers {
+                image,
+                tag,
+                subject,
+                referrers,
+                mark,
+                ..
+            } => {
+                let changed = self.mark(image, tag, |t| {
+                    // Re-copied by another run since (another digest): not this one's.
+                    if t.source_digest.as_ref().or(t.digest.as_ref()) == Some(subject) {
+                        t.referrers.clone_from(referrers);
+                        t.referrer_tags.clone_from(mark);
+                    }
+                });
+                (image, false, changed)
+            }
+            Outcome::ReferrersChecked { through, api } => {
+                let before = (self.referrers_checked_through.clone(), self.referrers_api);
+                if through.is_some() {
+                    self.referrers_checked_through.clone_from(through);
+                }
+                self.referrers_api = api.or(self.referrers_api);
+                let changed = before != (self.referrers_checked_through.clone(), self.referrers_api);
+                ("", false, changed)
+            }
             Outcome::Failed {
                 image,
                 tag,
@@ -417,6 +479,7 @@ impl NamespaceRecord {
                 media_type: String::new(),
                 platforms: Vec::new(),
                 referrers: Vec::new(),
+                referrer_tags: None,
                 dropped_platforms: Vec::new(),
                 pruned_at: None,
                 synced_at: String::new(),
@@ -448,6 +511,7 @@ mod tests {
                 media_type: "m".into(),
                 platforms: vec![],
                 referrers: Vec::new(),
+                referrer_tags: None,
                 dropped_platforms: vec![],
                 synced_at: at.into(),
             },

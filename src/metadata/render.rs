@@ -234,6 +234,9 @@ pub fn change_lines<'a>(
             Outcome::DeletedUpstream { image, tag, .. } => recorded(image, tag, "removed upstream"),
             Outcome::BackUpstream { image, tag } => recorded(image, tag, "back upstream"),
             Outcome::Pruned { image, tag, .. } => recorded(image, tag, "pruned"),
+            Outcome::Referrers {
+                image, tag, added, ..
+            } if *added > 0 => recorded(image, tag, "new referrers"),
             Outcome::Synced {
                 image,
                 tag,

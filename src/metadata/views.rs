@@ -456,6 +456,7 @@ mod tests {
             media_type: String::new(),
             platforms: vec![],
             referrers: Vec::new(),
+            referrer_tags: None,
             source_digest: None,
             synced_at: at.into(),
         };

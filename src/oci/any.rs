@@ -101,6 +101,12 @@ impl Registry for AnyRegistry {
     ) -> Result<Option<ReferrersPage>> {
         each!(self, r => r.referrers_page(repo, digest, artifact_type, page))
     }
+    fn referrers_api(&self) -> Option<bool> {
+        match self {
+            AnyRegistry::Http(r) => r.referrers_api(),
+            AnyRegistry::Layout(r) => r.referrers_api(),
+        }
+    }
     async fn put_referrer(
         &self,
         repo: &RepoPath,

@@ -89,6 +89,9 @@ pub struct HttpRegistry {
     pub(super) root_accepts: tokio::sync::OnceCell<bool>,
     /// Bounds the listings and HEADs in flight (plain HTTP only), and so the connections.
     queries: Option<tokio::sync::Semaphore>,
+    /// What the registry showed of its referrers API: 0 not asked, 1 has it, 2 has not
+    /// (then it is not asked again: one 404 per run, not one per image).
+    referrers_api: std::sync::atomic::AtomicU8,
 }
 
 impl HttpRegistry {
@@ -113,6 +116,7 @@ impl HttpRegistry {
             queries: endpoint
                 .plain_http
                 .then(|| tokio::sync::Semaphore::new(PLAIN_HTTP_QUERIES)),
+            referrers_api: std::sync::atomic::AtomicU8::new(0),
         }
     }
 
@@ -361,6 +365,13 @@ impl Registry for HttpRegistry {
         self.push_manifest(repo, r, manifest).await.map(drop)
     }
 
+    fn referrers_api(&self) -> Option<bool> {
+        match self.referrers_api.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            known => Some(known == 1),
+        }
+    }
+
     async fn put_referrer(
         &self,
         repo: &RepoPath,
@@ -377,6 +388,10 @@ impl Registry for HttpRegistry {
         artifact_type: Option<&str>,
         page: Option<&str>,
     ) -> Result<Option<ReferrersPage>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.referrers_api.load(Relaxed) == 2 {
+            return Ok(None);
+        }
         let url = match page {
             Some(next) => self.url(next),
             None => {
@@ -412,6 +427,15 @@ impl Registry for HttpRegistry {
                 let response =
                     expect(&Method::GET, &url, response, &[200, 400, 404, 405, 501]).await?;
                 if response.status() != 200 {
+                    // A registry with the API may answer 404 for a repository or subject
+                    // it does not know (with the registry's error JSON); anything else
+                    // (a plain "404 page not found", 400, 405, 501) is a missing route.
+                    let status = response.status();
+                    let body = response.text().await.unwrap_or_default();
+                    let unknown = body.contains("NAME_UNKNOWN") || body.contains("MANIFEST_UNKNOWN");
+                    if status != 404 || !unknown {
+                        self.referrers_api.store(2, Relaxed);
+                    }
                     return Ok(None);
                 }
                 let content_type = header_str(&response, "content-type")
@@ -425,8 +449,10 @@ impl Registry for HttpRegistry {
                     .await
                     .map_err(|e| Error::transport(&Method::GET, &url, e))?;
                 if super::referrers::parse_index(&bytes).is_none() {
+                    self.referrers_api.store(2, Relaxed);
                     return Ok(None);
                 }
+                self.referrers_api.store(1, Relaxed);
                 Ok(Some(ReferrersPage {
                     bytes,
                     content_type,

@@ -167,6 +167,13 @@ pub trait Registry: Send + Sync {
         let _ = (repo, digest, artifact_type, page);
         std::future::ready(Ok(None))
     }
+    /// Whether the registry has the referrers API, as far as this client has seen:
+    /// `Some(false)` once it answered as a registry without it (later `referrers_page`
+    /// calls are then `None` without a request), `Some(true)` once it served a page,
+    /// `None` before it was asked. By default: no API.
+    fn referrers_api(&self) -> Option<bool> {
+        Some(false)
+    }
     /// Stores a manifest that has a `subject` (a referrer) like `put_manifest`, and says
     /// whether the registry indexes it for its referrers API (it answered `OCI-Subject`);
     /// when not, the caller maintains the fallback tag. By default: not.

@@ -139,6 +139,9 @@ pub struct Settings {
     pub commit_every: usize,
     /// `--referrers`: which referrers are copied with each image.
     pub referrers: crate::referrers::Choice,
+    /// `--referrers-recheck`: how often an unchanged tag's referrers are read again
+    /// (`None`: only when the listing shows its referrer tags changed).
+    pub referrers_recheck: Option<Duration>,
     /// Connect/idle timeout.
     pub http_timeout: Duration,
     /// Retries per request.

@@ -516,6 +516,10 @@ pub(super) fn run(
             .referrers
             .parse()
             .map_err(|e: String| bad("referrers", e))?,
+        referrers_recheck: match o.referrers_recheck.trim() {
+            "off" | "never" => None,
+            text => Some(duration("referrers-recheck", text)?).filter(|d| !d.is_zero()),
+        },
         http_timeout: duration("http-timeout", &o.http_timeout)?,
         retries,
         config: o.config,
