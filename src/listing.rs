@@ -13,8 +13,8 @@ use crate::mapping::NameMapper;
 use crate::oci::taglist::TagList;
 use crate::oci::{self, ManifestRef, Registry};
 use crate::plan::Candidate;
-use crate::referrers::ListedTag;
 use crate::reference::{Digest, Namespace, RepoPath, Repository, Tag};
+use crate::referrers::ListedTag;
 
 /// Listing a source failed as a whole: fatal (exit 3), never read as "zero images".
 #[derive(Debug, thiserror::Error)]

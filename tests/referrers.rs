@@ -6,7 +6,9 @@ mod common;
 
 use common::gcr::FakeGcr;
 use common::images::{OCI_MANIFEST, random_bytes};
-use common::referrers::{NOTATION_SIG, SPDX, artifact, cosign_signature, fallback_tag, listed};
+use common::referrers::{
+    NOTATION_SIG, SPDX, artifact, cosign_signature, fallback_signature, fallback_tag, listed,
+};
 use common::*;
 
 /// An image with a notation signature and an SBOM (both by `subject`), a signature of
@@ -127,30 +129,12 @@ async fn referrers_none_copies_the_image_alone() {
 #[tokio::test]
 async fn a_source_without_the_api_is_read_through_its_tag_fallback() {
     use common::faults::{Fault, FaultProxy, Rule};
-    use common::images::OCI_INDEX;
     let src = TestRegistry::start();
     let p = Pusher::new(&src.addr);
     let (app, _) = p
         .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(700)])
         .await;
-    let subject = p.get_manifest("team/app", &app).await;
-    let (body, sig) = artifact(
-        &p,
-        "team/app",
-        NOTATION_SIG,
-        (OCI_MANIFEST, &subject),
-        b"signature",
-    )
-    .await;
-    p.manifest("team/app", &sig, OCI_MANIFEST, &body).await;
-    let fallback = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [{"mediaType": OCI_MANIFEST, "digest": sig, "size": body.len(), "artifactType": NOTATION_SIG}],
-    });
-    let fallback = serde_json::to_vec(&fallback).unwrap();
-    p.manifest("team/app", &fallback_tag(&app), OCI_INDEX, &fallback)
-        .await;
+    let (sig, _) = fallback_signature(&p, "team/app", &app, "signature", &[]).await;
     let proxy = FaultProxy::start(&src.addr);
     proxy.inject(Rule {
         method: "GET",
@@ -176,4 +160,180 @@ async fn a_source_without_the_api_is_read_through_its_tag_fallback() {
         2,
         "1 and the fallback tag"
     );
+}
+
+/// The requests of a gcr log from `from` on that ask for referrers.
+fn referrer_requests(log: &[(String, String)], from: usize) -> usize {
+    log[from..]
+        .iter()
+        .filter(|(_, path)| path.contains("/referrers/"))
+        .count()
+}
+
+/// A source with the referrers API: a signature pushed later (no tag shows it) is not
+/// asked for by a no-op run, one request per tag; it comes on its turn of
+/// `--referrers-recheck` (here every second, so the next run is every tag's turn).
+#[tokio::test]
+async fn a_signature_pushed_later_comes_on_its_turn_and_a_no_op_asks_nothing_per_tag() {
+    let upstream = TestRegistry::start();
+    let p = Pusher::new(&upstream.addr);
+    let mut digests = Vec::new();
+    for tag in ["1", "2", "3"] {
+        let (d, _) = p
+            .image("team/app", tag, Format::Oci, "amd64", &[random_bytes(300)])
+            .await;
+        digests.push(d);
+    }
+    let gcr = FakeGcr::start(&upstream.addr, true);
+    gcr.referrers_api(10);
+    let dst = TestRegistry::start();
+    let work = tempfile::tempdir().unwrap();
+    let meta = work.path().join("meta");
+    let sync = |extra: &[&str]| {
+        run(gcrsync(work.path())
+            .args(args_for(&gcr.addr, &dst.addr, &meta))
+            .args(extra))
+    };
+    let first = sync(&[]);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let record = read_json(&meta.join(format!("{}/team/images.json", gcr.addr)));
+    assert_eq!(record["referrers_api"], true, "{record}");
+    assert!(record["referrers_checked_through"].is_string(), "{record}");
+    let subject = p.get_manifest("team/app", &digests[0]).await;
+    let (body, sig) = artifact(
+        &p,
+        "team/app",
+        NOTATION_SIG,
+        (OCI_MANIFEST, &subject),
+        b"signed later",
+    )
+    .await;
+    gcr.push_manifest("team/app", &sig, OCI_MANIFEST, &body)
+        .await;
+
+    let before = gcr.log().len();
+    let no_op = sync(&[]);
+    assert_eq!(no_op.status.code(), Some(0), "{}", stderr(&no_op));
+    let log = gcr.log();
+    assert_eq!(referrer_requests(&log, before), 0, "{:?}", &log[before..]);
+    let target = Pusher::new(&dst.addr);
+    assert_eq!(target.head("mirror/app", &sig).await, None);
+
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let before = gcr.log().len();
+    let turn = sync(&["--referrers-recheck", "1s"]);
+    assert_eq!(turn.status.code(), Some(0), "{}", stderr(&turn));
+    assert!(
+        stderr(&turn).contains("referrers read again for 3 unchanged tags: 1 new"),
+        "{}",
+        stderr(&turn)
+    );
+    let log = gcr.log();
+    assert_eq!(
+        referrer_requests(&log, before),
+        4,
+        "one per tag, and one for the signature: {:?}",
+        &log[before..]
+    );
+    assert_eq!(
+        target.head("mirror/app", &sig).await.as_deref(),
+        Some(sig.as_str())
+    );
+    let index = target
+        .get_manifest("mirror/app", &fallback_tag(&digests[0]))
+        .await;
+    assert_eq!(
+        listed(&serde_json::from_slice(&index).unwrap()),
+        [sig.clone()]
+    );
+    let record = read_json(&meta.join(format!("{}/team/images.json", gcr.addr)));
+    assert_eq!(
+        record["images"]["app"]["tags"]["1"]["referrers"],
+        serde_json::json!([sig])
+    );
+    let changelog = std::fs::read_to_string(meta.join("CHANGELOG.md")).unwrap();
+    assert_eq!(changelog.matches("new referrers").count(), 1, "{changelog}");
+}
+
+/// A source without the API (distribution 2.8): a signature pushed with its fallback
+/// tag shows in the listing, so the next run copies it at once, whatever the schedule;
+/// the run after asks nothing about referrers.
+#[tokio::test]
+async fn a_new_fallback_tag_in_the_listing_has_the_referrers_read_at_once() {
+    use common::faults::FaultProxy;
+    let src = TestRegistry::start();
+    let p = Pusher::new(&src.addr);
+    let (app, _) = p
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(500)])
+        .await;
+    p.image("team/app", "2", Format::Oci, "amd64", &[random_bytes(500)])
+        .await;
+    let proxy = FaultProxy::start(&src.addr);
+    let dst = TestRegistry::start();
+    let work = tempfile::tempdir().unwrap();
+    let meta = work.path().join("meta");
+    let sync = || {
+        run(gcrsync(work.path())
+            .args(args_for(&proxy.addr, &dst.addr, &meta))
+            .args(["--referrers-recheck", "off", "--process-limit", "1"]))
+    };
+    let first = sync();
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let referrer_asks = |log: &[(String, String, String)]| {
+        log.iter()
+            .filter(|(_, path, _)| path.contains("/referrers/"))
+            .count()
+    };
+    assert_eq!(
+        referrer_asks(&proxy.log()),
+        1,
+        "a registry without the API is asked once per run, not once per image (one at a time here)"
+    );
+    let record_path = meta.join(format!("{}/team/images.json", proxy.addr));
+    assert_eq!(read_json(&record_path)["referrers_api"], false);
+
+    let (sig, _) = fallback_signature(&p, "team/app", &app, "signature", &[]).await;
+    let seen = proxy.log().len();
+    let second = sync();
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("referrers read again for 1 unchanged tags: 1 new"),
+        "{}",
+        stderr(&second)
+    );
+    let target = Pusher::new(&dst.addr);
+    let index = target.get_manifest("mirror/app", &fallback_tag(&app)).await;
+    assert_eq!(
+        listed(&serde_json::from_slice(&index).unwrap()),
+        [sig.clone()]
+    );
+    let record = read_json(&record_path);
+    assert_eq!(
+        record["images"]["app"]["tags"]["1"]["referrers"],
+        serde_json::json!([sig])
+    );
+    assert!(record["images"]["app"]["tags"]["1"]["referrer_tags"].is_string());
+    assert!(
+        record["images"]["app"]["tags"]["2"]
+            .get("referrer_tags")
+            .is_none()
+    );
+    let log = proxy.log();
+    assert!(
+        log[seen..]
+            .iter()
+            .all(|(method, path, _)| method == "HEAD" || !path.contains("/manifests/2")),
+        "the unsigned tag is only HEADed by the listing: {:?}",
+        &log[seen..]
+    );
+
+    let seen = proxy.log().len();
+    let third = sync();
+    assert_eq!(third.status.code(), Some(0), "{}", stderr(&third));
+    let log = proxy.log();
+    let asked: Vec<_> = log[seen..]
+        .iter()
+        .filter(|(_, path, _)| path.contains("/referrers/") || path.contains("sha256-"))
+        .collect();
+    assert!(asked.is_empty(), "{asked:?}");
 }

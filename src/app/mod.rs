@@ -210,8 +210,11 @@ async fn make_plan<M: MetadataStore>(
         .into_iter()
         .filter(|c| !unknown.contains(&(c.source, c.image.clone(), Some(c.tag.clone()))))
         .collect();
-    let chosen: Vec<Option<PlatformSet>> =
-        settings.sources.iter().map(|s| s.platforms.clone()).collect();
+    let chosen: Vec<Option<PlatformSet>> = settings
+        .sources
+        .iter()
+        .map(|s| s.platforms.clone())
+        .collect();
     let is_unchanged = |c: &Candidate, r: &NamespaceRecord| {
         plan::unchanged(c, r, chosen.get(c.source).and_then(Option::as_ref))
     };

@@ -400,7 +400,8 @@ impl NamespaceRecord {
                     self.referrers_checked_through.clone_from(through);
                 }
                 self.referrers_api = api.or(self.referrers_api);
-                let changed = before != (self.referrers_checked_through.clone(), self.referrers_api);
+                let changed =
+                    before != (self.referrers_checked_through.clone(), self.referrers_api);
                 ("", false, changed)
             }
             Outcome::Failed {

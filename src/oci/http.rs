@@ -366,7 +366,10 @@ impl Registry for HttpRegistry {
     }
 
     fn referrers_api(&self) -> Option<bool> {
-        match self.referrers_api.load(std::sync::atomic::Ordering::Relaxed) {
+        match self
+            .referrers_api
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
             0 => None,
             known => Some(known == 1),
         }
@@ -432,7 +435,8 @@ impl Registry for HttpRegistry {
                     // (a plain "404 page not found", 400, 405, 501) is a missing route.
                     let status = response.status();
                     let body = response.text().await.unwrap_or_default();
-                    let unknown = body.contains("NAME_UNKNOWN") || body.contains("MANIFEST_UNKNOWN");
+                    let unknown =
+                        body.contains("NAME_UNKNOWN") || body.contains("MANIFEST_UNKNOWN");
                     if status != 404 || !unknown {
                         self.referrers_api.store(2, Relaxed);
                     }

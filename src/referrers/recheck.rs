@@ -138,13 +138,22 @@ pub fn due(
 /// no listing without digests) or referrers. Without either, a new referrer makes a new
 /// tag, which the listing shows.
 pub fn due_for(c: &Candidate, record: &NamespaceRecord, window: Option<&Window>) -> Option<Why> {
-    let t = record.images.get(c.image.as_str())?.tags.get(c.tag.as_str())?;
-    let unseen = record.referrers_api != Some(false)
-        || t.referrer_tags.is_some()
-        || !t.referrers.is_empty();
+    let t = record
+        .images
+        .get(c.image.as_str())?
+        .tags
+        .get(c.tag.as_str())?;
+    let unseen =
+        record.referrers_api != Some(false) || t.referrer_tags.is_some() || !t.referrers.is_empty();
     let key = format!("{}:{}", c.image, c.tag);
     let window = window.filter(|_| unseen);
-    due(&key, &c.digest, &c.referrer_tags, t.referrer_tags.as_deref(), window)
+    due(
+        &key,
+        &c.digest,
+        &c.referrer_tags,
+        t.referrer_tags.as_deref(),
+        window,
+    )
 }
 
 /// Each record's schedule for a run starting at `now` (`every`: `--referrers-recheck`;
@@ -262,7 +271,10 @@ mod tests {
         let subject = Digest::repeat('a');
         let tags = listed(&[&format!("sha256-{}.sig", "a".repeat(64))], None);
         let recorded = mark(&subject, &tags);
-        assert_eq!(due("pause:3.9", &subject, &tags, recorded.as_deref(), None), None);
+        assert_eq!(
+            due("pause:3.9", &subject, &tags, recorded.as_deref(), None),
+            None
+        );
         assert_eq!(
             due("pause:3.9", &subject, &tags, None, None),
             Some(Why::Listing)
@@ -275,7 +287,13 @@ mod tests {
             .window
             .unwrap();
         assert_eq!(
-            due("pause:3.9", &subject, &tags, recorded.as_deref(), Some(&whole_day)),
+            due(
+                "pause:3.9",
+                &subject,
+                &tags,
+                recorded.as_deref(),
+                Some(&whole_day)
+            ),
             Some(Why::Schedule)
         );
     }
@@ -297,7 +315,10 @@ mod tests {
         let hour = Schedule::of(day, Some(1000), 1000 + 3600);
         assert!(hour.window.is_some() && hour.advance);
         assert_eq!(Schedule::of(None, Some(0), 10 * DAY).window, None);
-        assert_eq!(Schedule::of(Some(Duration::ZERO), Some(0), DAY).window, None);
+        assert_eq!(
+            Schedule::of(Some(Duration::ZERO), Some(0), DAY).window,
+            None
+        );
     }
 
     #[test]
@@ -311,7 +332,9 @@ mod tests {
             let now = 5_000 + run * 3600;
             let schedule = Schedule::of(every, Some(through), now);
             let window = schedule.window.unwrap();
-            let due: Vec<usize> = (0..keys.len()).filter(|&i| window.covers(&keys[i])).collect();
+            let due: Vec<usize> = (0..keys.len())
+                .filter(|&i| window.covers(&keys[i]))
+                .collect();
             for &i in &due {
                 per_key[i] += 1;
             }
@@ -320,7 +343,10 @@ mod tests {
         }
         // Two days: every tag read exactly twice, each run about 1/24 of them.
         assert!(per_key.iter().all(|&n| n == 2), "{per_key:?}");
-        assert!(per_run.iter().all(|&n| (50..=150).contains(&n)), "{per_run:?}");
+        assert!(
+            per_run.iter().all(|&n| (50..=150).contains(&n)),
+            "{per_run:?}"
+        );
     }
 
     #[test]

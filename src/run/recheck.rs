@@ -102,7 +102,12 @@ pub(super) async fn recheck_referrers<S, T, M>(
             Err(e) => {
                 tracing::warn!("{}:{}: referrers not read again: {e}", c.source_repo, c.tag);
                 unfinished[c.source] = true;
-                let failed = (c.source, c.image.to_string(), c.tag.to_string(), e.to_string());
+                let failed = (
+                    c.source,
+                    c.image.to_string(),
+                    c.tag.to_string(),
+                    e.to_string(),
+                );
                 batcher.result.referrer_failures.push(failed);
             }
         }

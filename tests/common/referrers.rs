@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::images::{OCI_MANIFEST, Pusher, digest_of};
+use super::images::{OCI_INDEX, OCI_MANIFEST, Pusher, digest_of};
 
 /// The artifact type of cosign's classic signature (its config media type is not one).
 pub const COSIGN_SIG: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
@@ -54,6 +54,37 @@ pub async fn cosign_signature(p: &Pusher, repo: &str, signed: &str) -> Vec<u8> {
     let body =
         json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": [layer]});
     serde_json::to_vec(&body).unwrap()
+}
+
+/// A notation signature of `signed` (an OCI manifest) pushed to a registry without the
+/// referrers API as a client does there: the artifact by digest, then the subject's
+/// fallback index `sha256-<hex>` listing it (and `also`, signatures pushed before).
+/// Returns the signature's digest.
+pub async fn fallback_signature(
+    p: &Pusher,
+    repo: &str,
+    signed: &str,
+    payload: &str,
+    also: &[Value],
+) -> (String, Value) {
+    let subject = p.get_manifest(repo, signed).await;
+    let (body, sig) = artifact(
+        p,
+        repo,
+        NOTATION_SIG,
+        (OCI_MANIFEST, &subject),
+        payload.as_bytes(),
+    )
+    .await;
+    p.manifest(repo, &sig, OCI_MANIFEST, &body).await;
+    let entry = json!({"mediaType": OCI_MANIFEST, "digest": sig, "size": body.len(), "artifactType": NOTATION_SIG});
+    let mut entries = also.to_vec();
+    entries.push(entry.clone());
+    let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries});
+    let index = serde_json::to_vec(&index).unwrap();
+    p.manifest(repo, &fallback_tag(signed), OCI_INDEX, &index)
+        .await;
+    (sig, entry)
 }
 
 /// The `sha256-<hex>` tag of a digest.
