@@ -260,7 +260,7 @@ async fn a_signature_pushed_later_comes_on_its_turn_and_a_no_op_asks_nothing_per
 /// the run after asks nothing about referrers.
 #[tokio::test]
 async fn a_new_fallback_tag_in_the_listing_has_the_referrers_read_at_once() {
-    use common::faults::FaultProxy;
+    use common::faults::{Fault, FaultProxy, Rule};
     let src = TestRegistry::start();
     let p = Pusher::new(&src.addr);
     let (app, _) = p
@@ -293,6 +293,30 @@ async fn a_new_fallback_tag_in_the_listing_has_the_referrers_read_at_once() {
     assert_eq!(read_json(&record_path)["referrers_api"], false);
 
     let (sig, _) = fallback_signature(&p, "team/app", &app, "signature", &[]).await;
+    // A re-read that fails is a failure of the run, and nothing is recorded: the next
+    // run reads it again.
+    proxy.inject(Rule {
+        method: "GET",
+        path_contains: "/manifests/sha256-".into(),
+        times: 1,
+        fault: Fault::Status(500, None),
+    });
+    let failed = run(gcrsync(work.path())
+        .args(args_for(&proxy.addr, &dst.addr, &meta))
+        .args(["--referrers-recheck", "off", "--retries", "0"]));
+    assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
+    assert!(
+        stderr(&failed).contains("referrers not read again"),
+        "{}",
+        stderr(&failed)
+    );
+    let record = read_json(&record_path);
+    assert!(
+        record["images"]["app"]["tags"]["1"]
+            .get("referrers")
+            .is_none(),
+        "{record}"
+    );
     let seen = proxy.log().len();
     let second = sync();
     assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));

@@ -130,9 +130,10 @@ pub(super) async fn recheck_referrers<S, T, M>(
             .filter(|_| !unfinished[source]);
         let api = src.referrers_api();
         if through.is_some() || api.is_some() {
-            batcher
-                .push(source, Outcome::ReferrersChecked { through, api })
-                .await;
+            // With the last batch, not a commit of its own (and not counted in
+            // `--commit-every`): it changes no page.
+            let outcome = Outcome::ReferrersChecked { through, api };
+            batcher.pending.push((source, outcome));
         }
     }
 }
