@@ -244,7 +244,7 @@ async fn a_signature_pushed_later_comes_on_its_turn_and_a_no_op_asks_nothing_per
         .await;
     assert_eq!(
         listed(&serde_json::from_slice(&index).unwrap()),
-        [sig.clone()]
+        std::slice::from_ref(&sig)
     );
     let record = read_json(&meta.join(format!("{}/team/images.json", gcr.addr)));
     assert_eq!(
@@ -329,7 +329,7 @@ async fn a_new_fallback_tag_in_the_listing_has_the_referrers_read_at_once() {
     let index = target.get_manifest("mirror/app", &fallback_tag(&app)).await;
     assert_eq!(
         listed(&serde_json::from_slice(&index).unwrap()),
-        [sig.clone()]
+        std::slice::from_ref(&sig)
     );
     let record = read_json(&record_path);
     assert_eq!(

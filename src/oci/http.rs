@@ -13,6 +13,8 @@ pub use super::clients::Clients;
 use super::error::{Error, Result};
 use super::manifest::{ACCEPT, RawManifest};
 use super::referrers::ReferrersPage;
+
+mod referrers;
 use super::send::{expect, header_str, next_link};
 pub use super::send::{loggable, retry_after};
 use super::taglist::{TagList, TagsPage};
@@ -89,8 +91,7 @@ pub struct HttpRegistry {
     pub(super) root_accepts: tokio::sync::OnceCell<bool>,
     /// Bounds the listings and HEADs in flight (plain HTTP only), and so the connections.
     queries: Option<tokio::sync::Semaphore>,
-    /// What the registry showed of its referrers API: 0 not asked, 1 has it, 2 has not
-    /// (then it is not asked again: one 404 per run, not one per image).
+    /// What the registry showed of its referrers API (see `http/referrers.rs`).
     referrers_api: std::sync::atomic::AtomicU8,
 }
 
@@ -366,13 +367,7 @@ impl Registry for HttpRegistry {
     }
 
     fn referrers_api(&self) -> Option<bool> {
-        match self
-            .referrers_api
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            0 => None,
-            known => Some(known == 1),
-        }
+        self.knows_referrers_api()
     }
 
     async fn put_referrer(
@@ -391,79 +386,7 @@ impl Registry for HttpRegistry {
         artifact_type: Option<&str>,
         page: Option<&str>,
     ) -> Result<Option<ReferrersPage>> {
-        use std::sync::atomic::Ordering::Relaxed;
-        if self.referrers_api.load(Relaxed) == 2 {
-            return Ok(None);
-        }
-        let url = match page {
-            Some(next) => self.url(next),
-            None => {
-                let mut url = self.url(&format!("/v2/{repo}/referrers/{digest}"));
-                if let Some(kind) = artifact_type {
-                    let query: String = url::form_urlencoded::Serializer::new(String::new())
-                        .append_pair("artifactType", kind)
-                        .finish();
-                    url = format!("{url}?{query}");
-                }
-                url
-            }
-        };
-        // The registry's credentials go with every page: never to another host.
-        if !url.starts_with(&format!("{}/", self.base)) {
-            return Err(Error::InvalidResponse {
-                url: loggable(&url),
-                detail: format!("a next-page link leaves the registry {}", self.base),
-            });
-        }
-        let _turn = self.query_turn().await;
-        let scopes = [self.scope(repo)];
-        self.retry
-            .run("", || async {
-                let response = self
-                    .send(Method::GET, &url, &scopes, |b| {
-                        b.header(header::ACCEPT, super::manifest::OCI_INDEX)
-                    })
-                    .await?;
-                // A registry without the API answers 404 (distribution spec), some with a
-                // plain-text page; others answer an unknown route with 400, 405 or 501.
-                // None is an error: the tag fallback is read instead.
-                let response =
-                    expect(&Method::GET, &url, response, &[200, 400, 404, 405, 501]).await?;
-                if response.status() != 200 {
-                    // A registry with the API may answer 404 for a repository or subject
-                    // it does not know (with the registry's error JSON); anything else
-                    // (a plain "404 page not found", 400, 405, 501) is a missing route.
-                    let status = response.status();
-                    let body = response.text().await.unwrap_or_default();
-                    let unknown =
-                        body.contains("NAME_UNKNOWN") || body.contains("MANIFEST_UNKNOWN");
-                    if status != 404 || !unknown {
-                        self.referrers_api.store(2, Relaxed);
-                    }
-                    return Ok(None);
-                }
-                let content_type = header_str(&response, "content-type")
-                    .unwrap_or(super::manifest::OCI_INDEX)
-                    .to_string();
-                let filters_applied =
-                    header_str(&response, "oci-filters-applied").map(str::to_string);
-                let next = next_link(response.headers());
-                let bytes = response
-                    .bytes()
-                    .await
-                    .map_err(|e| Error::transport(&Method::GET, &url, e))?;
-                if super::referrers::parse_index(&bytes).is_none() {
-                    self.referrers_api.store(2, Relaxed);
-                    return Ok(None);
-                }
-                self.referrers_api.store(1, Relaxed);
-                Ok(Some(ReferrersPage {
-                    bytes,
-                    content_type,
-                    filters_applied,
-                    next,
-                }))
-            })
+        self.get_referrers_page(repo, digest, artifact_type, page)
             .await
     }
 
