@@ -361,3 +361,41 @@ async fn a_new_fallback_tag_in_the_listing_has_the_referrers_read_at_once() {
         .collect();
     assert!(asked.is_empty(), "{asked:?}");
 }
+
+/// Tags recorded without their referrers (mirrored under `--referrers none`, or adopted
+/// from a target filled by other means) get them from the next run that sees their
+/// referrer tags in the listing.
+#[tokio::test]
+async fn adopted_tags_get_their_referrers_on_the_next_run() {
+    let src = TestRegistry::start();
+    let p = Pusher::new(&src.addr);
+    let (app, _) = p
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(400)])
+        .await;
+    let (sig, _) = fallback_signature(&p, "team/app", &app, "signature", &[]).await;
+    let dst = TestRegistry::start();
+    let work = tempfile::tempdir().unwrap();
+    let meta = work.path().join("meta");
+    let sync = |extra: &[&str]| {
+        let out = run(gcrsync(work.path())
+            .args(mirror_args(&src, &dst, &meta))
+            .args(extra));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        stderr(&out)
+    };
+    sync(&["--referrers", "none"]);
+    std::fs::remove_dir_all(&meta).unwrap();
+    let adopted = sync(&[]);
+    assert!(adopted.contains("1 adopted"), "{adopted}");
+    let target = Pusher::new(&dst.addr);
+    assert_eq!(target.head("mirror/app", &sig).await, None);
+    let next = sync(&[]);
+    assert!(
+        next.contains("referrers read again for 1 unchanged tags: 1 new"),
+        "{next}"
+    );
+    assert_eq!(
+        target.head("mirror/app", &sig).await.as_deref(),
+        Some(sig.as_str())
+    );
+}
