@@ -1,7 +1,7 @@
 //! Reads the referrers of unchanged tags again (`Plan::recheck`), after the copies and
 //! within the deadline, copying the new ones; then moves each namespace's schedule on
-//! (`referrers_checked_through`) where every due re-read finished, and records whether its
-//! source has the referrers API.
+//! (`referrers_checked_through`) where every due re-read was made (a deadline or a signal
+//! leaves it), and records whether its source has the referrers API.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -99,9 +99,11 @@ pub(super) async fn recheck_referrers<S, T, M>(
         let c = &plan.recheck[i].candidate;
         match result {
             Ok(outcome) => batcher.push(c.source, outcome).await,
+            // Reported, and read again on its next turn (at once, when the listing showed
+            // the change: its mark is not recorded). The schedule still moves on: one
+            // broken tag must not hold every other tag's turn.
             Err(e) => {
                 tracing::warn!("{}:{}: referrers not read again: {e}", c.source_repo, c.tag);
-                unfinished[c.source] = true;
                 let failed = (
                     c.source,
                     c.image.to_string(),
