@@ -233,6 +233,7 @@ pub fn build(
             Outcome::Missing { .. }
             | Outcome::Referrers { .. }
             | Outcome::ReferrersChecked { .. }
+            | Outcome::Forgotten { .. }
             | Outcome::DeletedUpstream { .. }
             | Outcome::BackUpstream { .. }
             | Outcome::Pruned { .. } => {}

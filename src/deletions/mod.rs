@@ -82,6 +82,19 @@ pub fn upstream_marks(
             marks.push(mark);
         }
     }
+    // A tag that failed or was skipped, never mirrored, and is gone upstream: its entry
+    // would otherwise stay in `failed`/`skipped` forever.
+    let unmirrored = record.failed.keys().chain(record.skipped.keys());
+    let mut forgotten: Vec<(&str, &str)> = unmirrored
+        .filter_map(|key| key.rsplit_once(':'))
+        .filter(|(image, tag)| seen.present(image, tag, &in_scope) == Some(false))
+        .collect();
+    forgotten.sort();
+    forgotten.dedup();
+    marks.extend(forgotten.into_iter().map(|(image, tag)| Outcome::Forgotten {
+        image: image.to_string(),
+        tag: tag.to_string(),
+    }));
     marks
 }
 
@@ -89,6 +102,7 @@ pub fn upstream_marks(
 mod tests {
     use super::*;
     use crate::metadata::record::{ImageRecord, TagRecord};
+    use crate::reference::Digest;
 
     const AT: &str = "2026-12-01T10:00:00Z";
 
@@ -133,9 +147,54 @@ mod tests {
             .map(|m| match m {
                 Outcome::DeletedUpstream { image, tag, .. } => format!("gone {image}:{tag}"),
                 Outcome::BackUpstream { image, tag } => format!("back {image}:{tag}"),
+                Outcome::Forgotten { image, tag } => format!("forgotten {image}:{tag}"),
                 other => panic!("unexpected {other:?}"),
             })
             .collect()
+    }
+
+    #[test]
+    fn failed_and_skipped_tags_gone_upstream_are_forgotten() {
+        let mut r = record(&[("app", "1", None)]);
+        r.apply(&[
+            Outcome::Failed {
+                image: "app".into(),
+                tag: "broken".into(),
+                error: "HTTP 500".into(),
+                at: AT.into(),
+            },
+            Outcome::Failed {
+                image: "app".into(),
+                tag: "flaky".into(),
+                error: "HTTP 500".into(),
+                at: AT.into(),
+            },
+            Outcome::Skipped {
+                image: "old".into(),
+                tag: "v1".into(),
+                digest: Digest::repeat('c'),
+                reason: "schema 1".into(),
+                at: AT.into(),
+            },
+        ]);
+        // `old` was listed with no tag left; `flaky` is still there; a partial listing
+        // vouches for nothing.
+        let listing = seen(&[("app", &["1", "flaky"]), ("old", &[])], true);
+        let marks = upstream_marks(&r, &listing, |_| true, AT);
+        assert_eq!(names(&marks), ["forgotten app:broken", "forgotten old:v1"]);
+        let changes = r.apply(&marks);
+        assert!(changes.record && changes.images.contains("old"));
+        assert_eq!(r.failed.keys().collect::<Vec<_>>(), ["app:flaky"]);
+        assert!(r.skipped.is_empty());
+        let partial = seen(&[("app", &["1"])], false);
+        let mut r2 = record(&[("app", "1", None)]);
+        r2.apply(&[Outcome::Failed {
+            image: "gone".into(),
+            tag: "x".into(),
+            error: "e".into(),
+            at: AT.into(),
+        }]);
+        assert!(upstream_marks(&r2, &partial, |_| true, AT).is_empty());
     }
 
     #[test]

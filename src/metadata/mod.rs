@@ -464,7 +464,7 @@ impl<M: MetadataStore> Recorder<M> {
                     reread += 1;
                     referrers += added;
                 }
-                Outcome::ReferrersChecked { .. } => {}
+                Outcome::ReferrersChecked { .. } | Outcome::Forgotten { .. } => {}
             }
         }
         let counts: Vec<String> = [
@@ -489,7 +489,7 @@ impl<M: MetadataStore> Recorder<M> {
             .map(|&s| self.namespaces[s].0.to_string())
             .collect();
         let counts = match counts.is_empty() {
-            true => "referrers schedule".to_string(),
+            true => "records updated".to_string(),
             false => counts.join(", "),
         };
         format!("gcrsync: {counts} ({})", sources.join(", "))

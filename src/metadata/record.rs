@@ -169,6 +169,14 @@ pub enum Outcome {
         /// When.
         at: String,
     },
+    /// A tag never mirrored (failed, or skipped) is gone upstream: its `failed` and
+    /// `skipped` entries go.
+    Forgotten {
+        /// Image name relative to the namespace.
+        image: String,
+        /// The tag.
+        tag: String,
+    },
     /// A tag marked deleted upstream is listed again: the mark is cleared.
     BackUpstream {
         /// Image name relative to the namespace.
@@ -366,6 +374,12 @@ impl NamespaceRecord {
                     t.deleted_upstream_at.get_or_insert_with(|| at.clone());
                 });
                 (image, changed, false)
+            }
+            Outcome::Forgotten { image, tag } => {
+                let key = format!("{image}:{tag}");
+                let failed = self.failed.remove(&key).is_some();
+                let skipped = self.skipped.remove(&key).is_some();
+                (image, skipped, failed)
             }
             Outcome::BackUpstream { image, tag } => {
                 let changed = self.mark(image, tag, |t| t.deleted_upstream_at = None);
