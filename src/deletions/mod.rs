@@ -91,10 +91,14 @@ pub fn upstream_marks(
         .collect();
     forgotten.sort();
     forgotten.dedup();
-    marks.extend(forgotten.into_iter().map(|(image, tag)| Outcome::Forgotten {
-        image: image.to_string(),
-        tag: tag.to_string(),
-    }));
+    marks.extend(
+        forgotten
+            .into_iter()
+            .map(|(image, tag)| Outcome::Forgotten {
+                image: image.to_string(),
+                tag: tag.to_string(),
+            }),
+    );
     marks
 }
 
