@@ -399,3 +399,35 @@ async fn adopted_tags_get_their_referrers_on_the_next_run() {
         Some(sig.as_str())
     );
 }
+
+/// `referrers` is a source's own key in a config file: one source mirrors its signatures,
+/// the other, under `referrers: none`, its images alone.
+#[tokio::test]
+async fn each_source_of_a_config_file_has_its_own_referrers_choice() {
+    let src = TestRegistry::start();
+    let p = Pusher::new(&src.addr);
+    let mut sigs = Vec::new();
+    for ns in ["signed", "plain"] {
+        let repo = format!("{ns}/app");
+        let (app, _) = p
+            .image(&repo, "1", Format::Oci, "amd64", &[random_bytes(300)])
+            .await;
+        sigs.push(fallback_signature(&p, &repo, &app, ns, &[]).await.0);
+    }
+    let dst = TestRegistry::start();
+    let work = tempfile::tempdir().unwrap();
+    let (s, d) = (&src.addr, &dst.addr);
+    let config = format!(
+        "insecure-registry: [{s}, {d}]\nmetadata-dir: meta\nsources:\n  - source: {s}/signed\n    target: {d}/signed\n  - source: {s}/plain\n    target: {d}/plain\n    referrers: none\n"
+    );
+    std::fs::write(work.path().join("mirror.yml"), config).unwrap();
+    let out = run(gcrsync(work.path()).args(["--config", "mirror.yml"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let target = Pusher::new(&dst.addr);
+    assert_eq!(
+        target.head("signed/app", &sigs[0]).await.as_deref(),
+        Some(sigs[0].as_str())
+    );
+    assert_eq!(target.head("plain/app", &sigs[1]).await, None);
+    assert_eq!(target.tags("plain/app").await, ["1"]);
+}

@@ -74,11 +74,16 @@ async fn list_all<M: MetadataStore>(
     settle: bool,
 ) -> Result<Listings, Failure> {
     let began = jiff::Timestamp::now();
-    let every = settings
-        .referrers_recheck
-        .filter(|_| settle && settings.referrers != Choice::None);
-    let schedules = recheck::schedules(records, every, began);
-    let rereads = settle && settings.referrers != Choice::None;
+    // Off for `compare` (it reads no referrers) and under `referrers: none`.
+    let every: Vec<_> = settings
+        .sources
+        .iter()
+        .map(|s| {
+            s.referrers_recheck
+                .filter(|_| settle && s.referrers != Choice::None)
+        })
+        .collect();
+    let schedules = recheck::schedules(records, &every, began);
     let mut marks = Vec::new();
     let mut unchanged = Vec::new();
     let mut listed_by = Vec::new();
@@ -99,6 +104,7 @@ async fn list_all<M: MetadataStore>(
         let (record, chosen) = (records.get(index), source.platforms.as_ref());
         let images_from = settings.images_from.as_ref();
         let window = schedules.get(index).and_then(|s| s.window);
+        let rereads = settle && source.referrers != Choice::None;
         // A tag whose referrers are due stays, to be read again.
         let settled = move |c: &Candidate| {
             record.is_some_and(|r| {
@@ -218,9 +224,11 @@ async fn make_plan<M: MetadataStore>(
     let is_unchanged = |c: &Candidate, r: &NamespaceRecord| {
         plan::unchanged(c, r, chosen.get(c.source).and_then(Option::as_ref))
     };
-    let (recheck, recheck_through) = match settings.referrers {
-        Choice::None => Default::default(),
-        _ => recheck::plan_rechecks(&candidates, &records, &schedules, is_unchanged, &began),
+    let (recheck, recheck_through) = {
+        let rereads = |c: &Candidate, r: &NamespaceRecord| {
+            settings.sources[c.source].referrers != Choice::None && is_unchanged(c, r)
+        };
+        recheck::plan_rechecks(&candidates, &records, &schedules, rereads, &began)
     };
     let mut plan = plan::plan_platforms(candidates, &records, &checked.heads, None, &chosen);
     plan.recheck = recheck;
@@ -416,11 +424,11 @@ async fn sync<M: MetadataStore>(
     );
     // One copier per target client and platform choice, so blob deduplication spans the
     // sources sharing them.
-    type Shared = (usize, Option<PlatformSet>);
+    type Shared = (usize, Option<PlatformSet>, Choice);
     let mut shared: Vec<(Shared, Arc<Copier<AnyRegistry>>)> = Vec::new();
     let mut copiers = Vec::new();
     for (source, &t) in settings.sources.iter().zip(&registries.target_of) {
-        let key = (t, source.platforms.clone());
+        let key = (t, source.platforms.clone(), source.referrers.clone());
         let copier = match shared.iter().find(|(k, _)| *k == key) {
             Some((_, copier)) => copier.clone(),
             None => {
@@ -431,7 +439,7 @@ async fn sync<M: MetadataStore>(
                         registries.retry,
                     )
                     .with_platforms(key.1.clone())
-                    .with_referrers(settings.referrers.clone()),
+                    .with_referrers(key.2.clone()),
                 );
                 shared.push((key, copier.clone()));
                 copier

@@ -156,16 +156,17 @@ pub fn due_for(c: &Candidate, record: &NamespaceRecord, window: Option<&Window>)
     )
 }
 
-/// Each record's schedule for a run starting at `now` (`every`: `--referrers-recheck`;
-/// `None` when off, or when `--referrers none`).
+/// Each record's schedule for a run starting at `now`, under its source's period
+/// (`every`: its `referrers-recheck`, `None` when off).
 pub fn schedules(
     records: &[NamespaceRecord],
-    every: Option<Duration>,
+    every: &[Option<Duration>],
     now: jiff::Timestamp,
 ) -> Vec<Schedule> {
     records
         .iter()
-        .map(|r| {
+        .zip(every)
+        .map(|(r, &every)| {
             let through = r
                 .referrers_checked_through
                 .as_deref()

@@ -72,6 +72,8 @@ pub const PER_SOURCE: &[&str] = &[
     "flatten-separator",
     "process-count",
     "platforms",
+    "referrers",
+    "referrers-recheck",
     "source-username",
     "target-username",
     "gcp-credentials",

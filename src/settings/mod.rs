@@ -106,6 +106,11 @@ pub struct SourceSettings {
     pub filters: Filters,
     /// `platforms`: the platforms of multi-arch images to copy (`None`: all, verbatim).
     pub platforms: Option<crate::platforms::PlatformSet>,
+    /// `referrers`: which referrers are copied with each image.
+    pub referrers: crate::referrers::Choice,
+    /// `referrers-recheck`: how often an unchanged tag's referrers are read again
+    /// (`None`: only when the listing shows its referrer tags changed).
+    pub referrers_recheck: Option<Duration>,
     /// Its own `process-count` (a source entry of a config file): the most it copies in a
     /// run; `None`: a fair share of the run's budget.
     pub share: Option<usize>,
@@ -137,11 +142,6 @@ pub struct Settings {
     pub deadline: Option<Duration>,
     /// Tags per commit.
     pub commit_every: usize,
-    /// `--referrers`: which referrers are copied with each image.
-    pub referrers: crate::referrers::Choice,
-    /// `--referrers-recheck`: how often an unchanged tag's referrers are read again
-    /// (`None`: only when the listing shows its referrer tags changed).
-    pub referrers_recheck: Option<Duration>,
     /// Connect/idle timeout.
     pub http_timeout: Duration,
     /// Retries per request.

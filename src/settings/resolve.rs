@@ -359,6 +359,14 @@ pub(super) fn sources(
         .as_deref()
         .map(|p| p.parse().map_err(|e: String| bad("platforms", e)))
         .transpose()?;
+    let referrers: crate::referrers::Choice = o
+        .referrers
+        .parse()
+        .map_err(|e: String| bad("referrers", e))?;
+    let referrers_recheck = match o.referrers_recheck.trim() {
+        "off" | "never" => None,
+        text => Some(duration("referrers-recheck", text)?).filter(|d| !d.is_zero()),
+    };
     namespaces
         .into_iter()
         .map(|namespace| {
@@ -388,6 +396,8 @@ pub(super) fn sources(
                     .map_err(|e| bad("name-template", e.to_string()))?,
                 filters,
                 platforms: platforms.clone(),
+                referrers: referrers.clone(),
+                referrers_recheck,
                 share: None,
                 logins: logins.clone(),
             })
@@ -512,14 +522,6 @@ pub(super) fn run(
         limits,
         deadline,
         commit_every: positive("commit-every", o.commit_every, 1_000_000)?,
-        referrers: o
-            .referrers
-            .parse()
-            .map_err(|e: String| bad("referrers", e))?,
-        referrers_recheck: match o.referrers_recheck.trim() {
-            "off" | "never" => None,
-            text => Some(duration("referrers-recheck", text)?).filter(|d| !d.is_zero()),
-        },
         http_timeout: duration("http-timeout", &o.http_timeout)?,
         retries,
         config: o.config,
