@@ -169,13 +169,7 @@ impl FakeGcr {
     /// upstream tags; the repository must exist upstream). Returns it.
     pub fn serve_schema1(&self, repo: &str, tag: &str) -> HeldManifest {
         let layer = super::images::digest_of(&super::images::random_bytes(16));
-        let doc = HeldManifest::schema1(repo, tag, &layer);
-        self.state
-            .lock()
-            .unwrap()
-            .held
-            .insert((repo.into(), tag.into()), doc.clone());
-        doc
+        self.hold(repo, tag, HeldManifest::schema1(repo, tag, &layer))
     }
 
     /// Serves `repo:tag` as a manifest of a type no mirror knows (a vendor's artifact).
@@ -186,6 +180,11 @@ impl FakeGcr {
             signed: body.into_bytes(),
             media_type: media_type.into(),
         };
+        self.hold(repo, tag, doc)
+    }
+
+    /// Serves `doc` as `repo:tag` in place of the upstream's; returns it.
+    fn hold(&self, repo: &str, tag: &str, doc: HeldManifest) -> HeldManifest {
         self.state
             .lock()
             .unwrap()
