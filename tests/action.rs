@@ -1,8 +1,8 @@
 //! The GitHub Action run as the runner would run it (tests/common/runner.rs): installed from
 //! a fake github.com release host as `uses: gcrsync/gcrsync@v1` resolves it, then run
-//! against local registries, with debug logging on; and the Travis line from
-//! examples/.travis.yml in a clean shell, through `releases/latest/download` and pinned.
-//! The install's own cases are in tests/install.rs.
+//! against local registries, with debug logging on or a config file as its `config` input;
+//! and the Travis line from examples/.travis.yml in a clean shell, through
+//! `releases/latest/download` and pinned. The install's own cases are in tests/install.rs.
 
 mod common;
 
@@ -335,4 +335,49 @@ async fn a_cancelled_step_stops_gcrsync_itself_and_still_writes_the_outputs() {
     assert_eq!(outputs.get("pending").map(String::as_str), Some("1"));
     let report = read_json(Path::new(&outputs["report"]));
     assert_eq!(report["stopped"], "signal");
+}
+
+#[tokio::test]
+async fn the_action_runs_a_config_file_given_as_its_config_input() {
+    let keys = tempfile::tempdir().unwrap();
+    let password = "act1on-Config-pw";
+    let (src, dst) = (
+        TestRegistry::start(),
+        protected(keys.path(), "bot", password),
+    );
+    push(&src, &["team/app:1", "team/app:2", "other/app:1"]).await;
+    let work = tempfile::tempdir().unwrap();
+    let (s, d) = (&src.addr, &dst.addr);
+    std::fs::write(
+        work.path().join("mirror.yml"),
+        format!(
+            "target: {d}/mirror\ninsecure-registry: [{s}, {d}]\ntarget-username: bot\ntarget-password-env: DST_PASS\nprocess-count: 100\nreport: from-file.json\nsources:\n  - source: {s}/team\n    include-tags: '^1$'\n  - source: {s}/other\n    name-template: 'other-{{{{ image }}}}'\n"
+        ),
+    )
+    .unwrap();
+    let releases = common::releases::FakeReleases::github_like();
+    let runner = runner_on(&releases, work.path());
+    // The input overrides the file's top level: one copy for the run, shared by the two.
+    let inputs = [("config", "mirror.yml"), ("process-count", "1")];
+    let steps = runner.run_action(&inputs, &[("DST_PASS", password)]);
+    let (run, outputs) = &steps[1];
+    assert_eq!(run.status.code(), Some(0));
+    assert_eq!(outputs["copied"], "1", "{outputs:?}");
+    assert_eq!(outputs["pending"], "1", "{outputs:?}");
+    // The file's `report:` key is kept under the action, and the output names it.
+    assert!(outputs["report"].ends_with("from-file.json"), "{outputs:?}");
+    assert_eq!(
+        read_json(&work.path().join("from-file.json"))["totals"]["copied"],
+        1
+    );
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        stdout.starts_with(&format!("::add-mask::{password}\n")),
+        "the secret the file names is masked before anything is printed: {stdout}"
+    );
+    let everything = format!("{stdout}{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(everything.matches(password).count(), 1);
+    let at_dst = Pusher::with_login(d, "bot", password);
+    assert_eq!(at_dst.tags("mirror/app").await, ["1"]);
+    assert!(at_dst.tags("mirror/other-app").await.is_empty());
 }

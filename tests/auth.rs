@@ -1,29 +1,23 @@
-//! Credentials against registries that demand them (distribution's htpasswd Basic auth):
-//! the challenge flow, clear errors naming the options, and no secret in any output.
+//! Credentials against registries that demand them (distribution's htpasswd Basic auth,
+//! the fake gcr.io's Bearer tokens): the challenge flow, `_json_key`, Google service
+//! account and docker identity-token logins, tokens renewed mid-run and a token endpoint
+//! that fails, clear errors naming the options, and no secret in any output.
 
 mod common;
 
 use std::path::Path;
-use std::process::Command;
+use std::time::Duration;
 
+use common::gcr::FakeGcr;
 use common::images::random_bytes;
 use common::*;
 
 const USER: &str = "alice";
 const PASSWORD: &str = "s3cr3t-Pa55-never-printed";
 
-/// A registry requiring `USER:PASSWORD` (bcrypt file made with apache2-utils' htpasswd).
+/// A registry requiring `USER:PASSWORD`.
 fn protected_registry(dir: &Path) -> TestRegistry {
-    let file = dir.join("htpasswd");
-    let out = Command::new("htpasswd")
-        .args(["-Bbc", file.to_str().unwrap(), USER, PASSWORD])
-        .output()
-        .expect("htpasswd (apache2-utils) is needed for auth tests; see .ci/run");
-    assert!(out.status.success());
-    TestRegistry::start_with(&format!(
-        "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
-        file.display()
-    ))
+    protected(dir, USER, PASSWORD)
 }
 
 fn assert_no_secret(texts: &[&str]) {
@@ -351,4 +345,198 @@ async fn a_gcp_key_goes_to_the_google_source_not_to_a_second_registry_beside_it(
     assert_eq!(Pusher::new(d).tags("g/a").await, ["1"]);
     assert_eq!(Pusher::new(d).tags("p/b").await, ["1"]);
     assert!(google.token_requests() >= 1, "the gcr source used the key");
+}
+
+#[tokio::test]
+async fn a_private_gcr_source_takes_a_json_key_login_and_tokens_are_renewed_mid_run() {
+    let (upstream, dst) = (TestRegistry::start(), TestRegistry::start());
+    let p = Pusher::new(&upstream.addr);
+    for i in 0..6 {
+        p.image(
+            &format!("team/img{i}"),
+            "1",
+            Format::Oci,
+            "amd64",
+            &[random_bytes(3 << 20)],
+        )
+        .await;
+    }
+    let gcr = FakeGcr::start(&upstream.addr, false);
+    let key =
+        r#"{"type":"service_account","client_email":"mirror@project.iam.gserviceaccount.com"}"#;
+    gcr.accept_login("_json_key", key);
+    let work = tempfile::tempdir().unwrap();
+    let args = gcr_args(&gcr, &dst, &work.path().join("meta"));
+
+    let out = run(gcrsync(work.path()).args(&args));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "anonymous access to a private source is fatal"
+    );
+    assert!(
+        stderr(&out).contains("--source-username/--source-password"),
+        "{}",
+        stderr(&out)
+    );
+
+    gcr.token_lifetime(Duration::from_secs(1));
+    // Six images one at a time, each manifest answer 300 ms late: the run lasts well past
+    // several token lifetimes however fast the machine is.
+    gcr.delay_manifests(Duration::from_millis(300));
+    let out = run(gcrsync(work.path()).args(&args).args([
+        "--process-limit",
+        "1",
+        "--source-username",
+        "_json_key",
+        "--source-password",
+        key,
+    ]));
+    assert_eq!(out.status.code(), Some(0));
+    for i in 0..6 {
+        assert_eq!(
+            Pusher::new(&dst.addr).tags(&format!("mirror/img{i}")).await,
+            ["1"]
+        );
+    }
+    assert!(
+        gcr.tokens_issued() > 2,
+        "one-second tokens must have been renewed: {}",
+        gcr.tokens_issued()
+    );
+    assert!(
+        !stderr(&out).contains("mirror@project"),
+        "the key leaked: {}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn a_gcp_service_account_key_is_exchanged_for_an_access_token_and_used_as_oauth2accesstoken()
+{
+    use common::google::{CLIENT_EMAIL, FakeGoogle};
+    let (upstream, dst) = (TestRegistry::start(), TestRegistry::start());
+    for i in 0..3 {
+        Pusher::new(&upstream.addr)
+            .image(
+                &format!("team/img{i}"),
+                "1",
+                Format::Oci,
+                "amd64",
+                &[random_bytes(500)],
+            )
+            .await;
+    }
+    let keys = tempfile::tempdir().unwrap();
+    let google = FakeGoogle::start(keys.path());
+    let gcr = FakeGcr::start(&upstream.addr, false);
+    gcr.trust_google(google.issued.clone());
+    let work = tempfile::tempdir().unwrap();
+    let args = gcr_args(&gcr, &dst, &work.path().join("meta"));
+    let key = google.key_json();
+
+    // As an Actions secret holds it: the JSON text itself.
+    let out = run(gcrsync(work.path())
+        .args(&args)
+        .env("GCRSYNC_GCP_CREDENTIALS", &key));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(Pusher::new(&dst.addr).tags("mirror/img2").await, ["1"]);
+    assert_eq!(
+        google.token_requests(),
+        1,
+        "the access token is cached across the run's registry logins"
+    );
+    let private_key_line = key.split("\\n").nth(1).unwrap().to_string();
+    assert!(!stderr(&out).contains(&private_key_line));
+
+    // As a path, through GOOGLE_APPLICATION_CREDENTIALS.
+    let path = work.path().join("key.json");
+    std::fs::write(&path, &key).unwrap();
+    let out = run(gcrsync(work.path())
+        .args(&args)
+        .arg("compare")
+        .env("GOOGLE_APPLICATION_CREDENTIALS", &path));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(google.token_requests(), 2);
+
+    // A key whose signature the endpoint rejects: fatal, with the reason, no key material.
+    let other = FakeGoogle::start(tempfile::tempdir().unwrap().path());
+    let forged = other.key_json().replace(&other.addr, &google.addr);
+    let out = run(gcrsync(work.path())
+        .args(&args)
+        .env("GCRSYNC_GCP_CREDENTIALS", &forged));
+    assert_eq!(out.status.code(), Some(3));
+    let err = stderr(&out);
+    assert!(err.contains("Google token exchange failed"), "{err}");
+    assert!(
+        !err.contains(forged.split("\\n").nth(1).unwrap()) && err.contains(&gcr.addr),
+        "{err}"
+    );
+    let _ = CLIENT_EMAIL;
+}
+
+#[tokio::test]
+async fn a_failing_token_endpoint_is_retried_and_a_dead_one_is_fatal() {
+    let (upstream, dst) = (TestRegistry::start(), TestRegistry::start());
+    let (digest, _) = Pusher::new(&upstream.addr)
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(500)])
+        .await;
+    let gcr = FakeGcr::start(&upstream.addr, true);
+    let work = tempfile::tempdir().unwrap();
+    let args = gcr_args(&gcr, &dst, &work.path().join("meta"));
+    gcr.fail_token_requests(2);
+    let out = run(gcrsync(work.path()).args(&args));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("/v2/token") && stderr(&out).contains("HTTP 503"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        Pusher::new(&dst.addr).head("mirror/app", "1").await,
+        Some(digest)
+    );
+    gcr.fail_token_requests(100);
+    let out = run(gcrsync(work.path()).args(&args).args(["--retries", "1"]));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a source that cannot be listed is fatal, never zero images"
+    );
+}
+
+#[tokio::test]
+async fn a_docker_config_identity_token_is_exchanged_with_the_refresh_token_grant() {
+    let (upstream, dst) = (TestRegistry::start(), TestRegistry::start());
+    let (digest, _) = Pusher::new(&upstream.addr)
+        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(500)])
+        .await;
+    let gcr = FakeGcr::start(&upstream.addr, false);
+    let token = "identity-refresh-token-never-printed";
+    gcr.accept_identity_token(token);
+    let work = tempfile::tempdir().unwrap();
+    let docker = work.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    std::fs::write(
+        docker.join("config.json"),
+        format!(
+            r#"{{"auths": {{"{}": {{"identitytoken": "{token}"}}}}}}"#,
+            gcr.addr
+        ),
+    )
+    .unwrap();
+    let out = run(gcrsync(work.path())
+        .args(gcr_args(&gcr, &dst, &work.path().join("meta")))
+        .env("DOCKER_CONFIG", &docker));
+    assert_eq!(out.status.code(), Some(0), "{:?}", gcr.log());
+    assert_eq!(
+        Pusher::new(&dst.addr).head("mirror/app", "1").await,
+        Some(digest)
+    );
+    assert!(
+        gcr.log()
+            .iter()
+            .any(|(m, p)| m == "POST" && p.starts_with("/v2/token"))
+    );
+    assert!(!stderr(&out).contains(token));
 }

@@ -1,12 +1,13 @@
 //! `--config FILE` runs the real binary against real registries (CNCF distribution):
 //! several sources with their own filters, mappings, targets and logins in one run, one
 //! budget shared fairly, overrides by flag and variable, `config show` with origins and no
-//! secret, and the errors of the keys a run adds, each with its line.
+//! secret, and the errors of the keys a run adds, each with its line. The action given a
+//! config file: tests/action.rs.
 
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::images::random_bytes;
 use common::*;
@@ -14,30 +15,6 @@ use common::*;
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const SRC_PASSWORD: &str = "src-Pa55-from-an-env-var";
 const DST_PASSWORD: &str = "dst-Pa55-from-an-env-var";
-
-/// A registry requiring `user:password` (htpasswd Basic auth).
-fn protected(dir: &Path, user: &str, password: &str) -> TestRegistry {
-    let file = dir.join(format!("htpasswd-{user}"));
-    let out = Command::new("htpasswd")
-        .args(["-Bbc", file.to_str().unwrap(), user, password])
-        .output()
-        .expect("htpasswd (apache2-utils) is needed; see .ci/run");
-    assert!(out.status.success());
-    TestRegistry::start_with(&format!(
-        "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
-        file.display()
-    ))
-}
-
-/// Pushes one small image per `repo:tag`.
-async fn push(registry: &TestRegistry, tags: &[&str]) {
-    let p = Pusher::new(&registry.addr);
-    for reference in tags {
-        let (repo, tag) = reference.rsplit_once(':').unwrap();
-        p.image(repo, tag, Format::Oci, "amd64", &[random_bytes(2000)])
-            .await;
-    }
-}
 
 /// Writes `text` as `mirror.yml` in `dir` and runs `gcrsync ARGS` there with `env`.
 fn gcrsync_with(dir: &Path, text: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -506,57 +483,6 @@ async fn many_sources_commit_to_github_in_one_commit_per_batch() {
     );
     let text = stdout(&out) + &stderr(&out);
     assert!(!text.contains(common::github::WRITE_TOKEN), "{text}");
-}
-
-#[tokio::test]
-async fn the_action_runs_a_config_file_given_as_its_config_input() {
-    let keys = tempfile::tempdir().unwrap();
-    let password = "act1on-Config-pw";
-    let (src, dst) = (
-        TestRegistry::start(),
-        protected(keys.path(), "bot", password),
-    );
-    push(&src, &["team/app:1", "team/app:2", "other/app:1"]).await;
-    let work = tempfile::tempdir().unwrap();
-    let (s, d) = (&src.addr, &dst.addr);
-    std::fs::write(
-        work.path().join("mirror.yml"),
-        format!(
-            "target: {d}/mirror\ninsecure-registry: [{s}, {d}]\ntarget-username: bot\ntarget-password-env: DST_PASS\nprocess-count: 100\nreport: from-file.json\nsources:\n  - source: {s}/team\n    include-tags: '^1$'\n  - source: {s}/other\n    name-template: 'other-{{{{ image }}}}'\n"
-        ),
-    )
-    .unwrap();
-    let releases = common::releases::FakeReleases::github_like();
-    let mut runner = common::runner::runner(work.path());
-    runner
-        .context
-        .insert("github.server_url".into(), releases.server_url.clone());
-    runner
-        .context
-        .insert("github.api_url".into(), releases.api_url.clone());
-    // The input overrides the file's top level: one copy for the run, shared by the two.
-    let inputs = [("config", "mirror.yml"), ("process-count", "1")];
-    let steps = runner.run_action(&inputs, &[("DST_PASS", password)]);
-    let (run, outputs) = &steps[1];
-    assert_eq!(run.status.code(), Some(0));
-    assert_eq!(outputs["copied"], "1", "{outputs:?}");
-    assert_eq!(outputs["pending"], "1", "{outputs:?}");
-    // The file's `report:` key is kept under the action, and the output names it.
-    assert!(outputs["report"].ends_with("from-file.json"), "{outputs:?}");
-    assert_eq!(
-        read_json(&work.path().join("from-file.json"))["totals"]["copied"],
-        1
-    );
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        stdout.starts_with(&format!("::add-mask::{password}\n")),
-        "the secret the file names is masked before anything is printed: {stdout}"
-    );
-    let everything = format!("{stdout}{}", String::from_utf8_lossy(&run.stderr));
-    assert_eq!(everything.matches(password).count(), 1);
-    let at_dst = Pusher::with_login(d, "bot", password);
-    assert_eq!(at_dst.tags("mirror/app").await, ["1"]);
-    assert!(at_dst.tags("mirror/other-app").await.is_empty());
 }
 
 #[tokio::test]

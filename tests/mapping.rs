@@ -1,6 +1,7 @@
 //! Names across runs and shards: a changed `--name-template` or `--target` re-targets
 //! every recorded tag (adopted where already there, copied otherwise), and two images
-//! mapping to one target repository stop every shard before any request to the target.
+//! mapping to one target repository stop every shard before any request to the target
+//! (and two sources of one run, until a `--name-template` tells them apart).
 
 mod common;
 
@@ -148,4 +149,37 @@ async fn a_collision_between_two_shards_stops_every_shard_before_any_target_requ
         "no request reached the target: {:?}",
         dst.accesses()
     );
+}
+
+#[tokio::test]
+async fn two_sources_mapping_to_one_target_name_is_a_configuration_error() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let p = Pusher::new(&src.addr);
+    p.image("team/app", "1", Format::Oci, "amd64", &[random_bytes(100)])
+        .await;
+    p.image("other/app", "1", Format::Oci, "amd64", &[random_bytes(100)])
+        .await;
+    let work = tempfile::tempdir().unwrap();
+    let mut args = mirror_args(&src, &dst, &work.path().join("meta"));
+    args.extend(["--source".to_string(), format!("{}/other", src.addr)]);
+    let out = run(gcrsync(work.path()).args(&args));
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "{}/mirror/app ← {}/other/app, {}/team/app",
+            dst.addr, src.addr, src.addr
+        )),
+        "{err}"
+    );
+    assert!(
+        Pusher::new(&dst.addr).tags("mirror/app").await.is_empty(),
+        "nothing copied"
+    );
+    args.extend([
+        "--name-template".to_string(),
+        "{{ namespace }}/{{ image }}".to_string(),
+    ]);
+    assert_eq!(run(gcrsync(work.path()).args(&args)).status.code(), Some(0));
+    assert_eq!(Pusher::new(&dst.addr).tags("mirror/other/app").await, ["1"]);
 }

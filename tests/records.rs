@@ -4,15 +4,9 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::gcr::{FakeGcr, SCHEMA1_SIGNED};
 use common::images::random_bytes;
 use common::*;
-
-fn gcr_args(gcr: &FakeGcr, dst: &TestRegistry, metadata: &Path) -> Vec<String> {
-    args_for(&gcr.addr, &dst.addr, metadata)
-}
 
 /// Requests a log names for `team/old`'s tag `0.8` (by tag), or for its digest.
 fn about_old_tag<'a>(log: &'a [(String, String)], digest: &str) -> Vec<&'a (String, String)> {

@@ -1,11 +1,12 @@
 //! `gcrsync serve` at its edges: the pull API's answers as a registry gives them, TLS and
-//! htpasswd, upstream proxies, the per-client cap, SIGTERM, `--cache-max` and bad options.
+//! htpasswd, the per-client cap, SIGTERM, `--cache-max`, bad options, a Docker-only client
+//! and referrers. Its upstream misbehaving or reached by proxy: tests/serve_upstream.rs.
 
 mod common;
 
 use common::gcr::FakeGcr;
 use common::images::random_bytes;
-use common::serve::{Serve, layout_digests, pull, skopeo};
+use common::serve::{Serve, layout_digests, skopeo};
 use common::*;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -236,36 +237,6 @@ async fn tls_and_htpasswd_protect_the_proxy() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_upstream_is_reached_through_http_and_socks5_proxies() {
-    use common::proxies::{http_proxy, socks5_proxy};
-    let registry = TestRegistry::start();
-    let gcr = FakeGcr::start(&registry.addr, true);
-    let (app, _) = Pusher::new(&registry.addr)
-        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(1000)])
-        .await;
-    for (scheme, proxy) in [("http", http_proxy()), ("socks5", socks5_proxy())] {
-        let serve = Serve::start(&[
-            "--upstream",
-            &gcr.addr,
-            "--proxy",
-            &format!("{scheme}://{}", proxy.addr),
-        ]);
-        let work = tempfile::tempdir().unwrap();
-        let out = work.path().join("app");
-        assert!(
-            pull(&format!("{}/team/app:1", serve.addr), &out)
-                .status
-                .success()
-        );
-        assert_eq!(layout_digests(&out).0, app);
-        assert!(
-            proxy.count() > 0,
-            "{scheme}: the upstream was reached through the proxy"
-        );
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn a_busy_client_is_capped_and_sigterm_lets_responses_in_flight_finish() {
     use futures_util::StreamExt;
     let (_registry, upstream, layer, digest) =
@@ -468,65 +439,6 @@ async fn a_client_without_index_types_in_accept_gets_the_amd64_image_of_a_multi_
     assert_eq!(oci_child.headers()["content-type"], OCI_MANIFEST);
     let whole = ask("team/oci/manifests/1".into(), OCI_INDEX, false).await;
     assert_eq!(whole.headers()["docker-content-digest"], oci_index.as_str());
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_config_files_top_level_network_keys_apply_to_serve() {
-    use common::proxies::http_proxy;
-    let registry = TestRegistry::start();
-    let (app, _) = Pusher::new(&registry.addr)
-        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(1000)])
-        .await;
-    let proxy = http_proxy();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("gcrsync.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "proxy: http://{}\nsources:\n  - source: gcr.io/google_containers\n    target: ghcr.io/me\n",
-            proxy.addr
-        ),
-    )
-    .unwrap();
-    let serve = Serve::start(&[
-        "--upstream",
-        &registry.addr,
-        "--config",
-        config.to_str().unwrap(),
-    ]);
-    let out = dir.path().join("app");
-    assert!(
-        pull(&format!("{}/team/app:1", serve.addr), &out)
-            .status
-            .success()
-    );
-    assert_eq!(layout_digests(&out).0, app);
-    assert!(proxy.count() > 0, "the file's proxy was used");
-    assert!(serve.log().contains("do not apply"), "{}", serve.log());
-
-    // A bad value in the file is named with its line, from --config or GCRSYNC_CONFIG.
-    let bad = dir.path().join("bad.yml");
-    std::fs::write(&bad, "http-timeout: 30s\nretries: 99\n").unwrap();
-    let by_flag = run(gcrsync(dir.path()).args([
-        "serve",
-        "--upstream",
-        "gcr.io",
-        "--config",
-        bad.to_str().unwrap(),
-    ]));
-    let by_env = run(gcrsync(dir.path()).env("GCRSYNC_CONFIG", &bad).args([
-        "serve",
-        "--upstream",
-        "gcr.io",
-    ]));
-    for output in [by_flag, by_env] {
-        assert_eq!(output.status.code(), Some(2));
-        assert!(
-            stderr(&output).contains("bad.yml:2: retries"),
-            "{}",
-            stderr(&output)
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

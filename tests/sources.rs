@@ -1,17 +1,12 @@
 //! Sources the gcr way: `child` trees at every depth, digests from the manifest map (no
-//! per-tag request), Bearer tokens (anonymous, `_json_key`, expiring mid-run).
+//! per-tag request, even for 5000 tags), newest uploads first, and repositories refused
+//! or gone failing alone. gcr's logins and tokens: tests/auth.rs.
 
 mod common;
-
-use std::time::Duration;
 
 use common::gcr::FakeGcr;
 use common::images::random_bytes;
 use common::*;
-
-fn gcr_args(gcr: &FakeGcr, dst: &TestRegistry, metadata: &std::path::Path) -> Vec<String> {
-    args_for(&gcr.addr, &dst.addr, metadata)
-}
 
 #[tokio::test]
 async fn a_gcr_namespace_is_listed_at_every_depth_without_per_tag_requests() {
@@ -137,134 +132,6 @@ async fn the_newest_upload_is_copied_first_within_the_budget() {
     );
 }
 
-#[tokio::test]
-async fn a_private_gcr_source_takes_a_json_key_login_and_tokens_are_renewed_mid_run() {
-    let (upstream, dst) = (TestRegistry::start(), TestRegistry::start());
-    let p = Pusher::new(&upstream.addr);
-    for i in 0..6 {
-        p.image(
-            &format!("team/img{i}"),
-            "1",
-            Format::Oci,
-            "amd64",
-            &[random_bytes(3 << 20)],
-        )
-        .await;
-    }
-    let gcr = FakeGcr::start(&upstream.addr, false);
-    let key =
-        r#"{"type":"service_account","client_email":"mirror@project.iam.gserviceaccount.com"}"#;
-    gcr.accept_login("_json_key", key);
-    let work = tempfile::tempdir().unwrap();
-    let args = gcr_args(&gcr, &dst, &work.path().join("meta"));
-
-    let out = run(gcrsync(work.path()).args(&args));
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "anonymous access to a private source is fatal"
-    );
-    assert!(
-        stderr(&out).contains("--source-username/--source-password"),
-        "{}",
-        stderr(&out)
-    );
-
-    gcr.token_lifetime(Duration::from_secs(1));
-    // Six images one at a time, each manifest answer 300 ms late: the run lasts well past
-    // several token lifetimes however fast the machine is.
-    gcr.delay_manifests(Duration::from_millis(300));
-    let out = run(gcrsync(work.path()).args(&args).args([
-        "--process-limit",
-        "1",
-        "--source-username",
-        "_json_key",
-        "--source-password",
-        key,
-    ]));
-    assert_eq!(out.status.code(), Some(0));
-    for i in 0..6 {
-        assert_eq!(
-            Pusher::new(&dst.addr).tags(&format!("mirror/img{i}")).await,
-            ["1"]
-        );
-    }
-    assert!(
-        gcr.tokens_issued() > 2,
-        "one-second tokens must have been renewed: {}",
-        gcr.tokens_issued()
-    );
-    assert!(
-        !stderr(&out).contains("mirror@project"),
-        "the key leaked: {}",
-        stderr(&out)
-    );
-}
-
-#[tokio::test]
-async fn a_gcp_service_account_key_is_exchanged_for_an_access_token_and_used_as_oauth2accesstoken()
-{
-    use common::google::{CLIENT_EMAIL, FakeGoogle};
-    let (upstream, dst) = (TestRegistry::start(), TestRegistry::start());
-    for i in 0..3 {
-        Pusher::new(&upstream.addr)
-            .image(
-                &format!("team/img{i}"),
-                "1",
-                Format::Oci,
-                "amd64",
-                &[random_bytes(500)],
-            )
-            .await;
-    }
-    let keys = tempfile::tempdir().unwrap();
-    let google = FakeGoogle::start(keys.path());
-    let gcr = FakeGcr::start(&upstream.addr, false);
-    gcr.trust_google(google.issued.clone());
-    let work = tempfile::tempdir().unwrap();
-    let args = gcr_args(&gcr, &dst, &work.path().join("meta"));
-    let key = google.key_json();
-
-    // As an Actions secret holds it: the JSON text itself.
-    let out = run(gcrsync(work.path())
-        .args(&args)
-        .env("GCRSYNC_GCP_CREDENTIALS", &key));
-    assert_eq!(out.status.code(), Some(0));
-    assert_eq!(Pusher::new(&dst.addr).tags("mirror/img2").await, ["1"]);
-    assert_eq!(
-        google.token_requests(),
-        1,
-        "the access token is cached across the run's registry logins"
-    );
-    let private_key_line = key.split("\\n").nth(1).unwrap().to_string();
-    assert!(!stderr(&out).contains(&private_key_line));
-
-    // As a path, through GOOGLE_APPLICATION_CREDENTIALS.
-    let path = work.path().join("key.json");
-    std::fs::write(&path, &key).unwrap();
-    let out = run(gcrsync(work.path())
-        .args(&args)
-        .arg("compare")
-        .env("GOOGLE_APPLICATION_CREDENTIALS", &path));
-    assert_eq!(out.status.code(), Some(0));
-    assert_eq!(google.token_requests(), 2);
-
-    // A key whose signature the endpoint rejects: fatal, with the reason, no key material.
-    let other = FakeGoogle::start(tempfile::tempdir().unwrap().path());
-    let forged = other.key_json().replace(&other.addr, &google.addr);
-    let out = run(gcrsync(work.path())
-        .args(&args)
-        .env("GCRSYNC_GCP_CREDENTIALS", &forged));
-    assert_eq!(out.status.code(), Some(3));
-    let err = stderr(&out);
-    assert!(err.contains("Google token exchange failed"), "{err}");
-    assert!(
-        !err.contains(forged.split("\\n").nth(1).unwrap()) && err.contains(&gcr.addr),
-        "{err}"
-    );
-    let _ = CLIENT_EMAIL;
-}
-
 /// A gcr-style namespace `team` with one repository `big` of `n` tags, served from memory
 /// (planning only: nothing behind it). Returns the address and the request log.
 fn synthetic_gcr(n: usize) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
@@ -378,72 +245,6 @@ async fn a_namespace_of_5000_tags_is_planned_with_one_listing_request_per_reposi
         "nothing sent to the target"
     );
     assert_eq!(read_json(&report)["totals"]["unchanged"], N);
-}
-
-#[tokio::test]
-async fn a_failing_token_endpoint_is_retried_and_a_dead_one_is_fatal() {
-    let (upstream, dst) = (TestRegistry::start(), TestRegistry::start());
-    let (digest, _) = Pusher::new(&upstream.addr)
-        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(500)])
-        .await;
-    let gcr = FakeGcr::start(&upstream.addr, true);
-    let work = tempfile::tempdir().unwrap();
-    let args = gcr_args(&gcr, &dst, &work.path().join("meta"));
-    gcr.fail_token_requests(2);
-    let out = run(gcrsync(work.path()).args(&args));
-    assert_eq!(out.status.code(), Some(0));
-    assert!(
-        stderr(&out).contains("/v2/token") && stderr(&out).contains("HTTP 503"),
-        "{}",
-        stderr(&out)
-    );
-    assert_eq!(
-        Pusher::new(&dst.addr).head("mirror/app", "1").await,
-        Some(digest)
-    );
-    gcr.fail_token_requests(100);
-    let out = run(gcrsync(work.path()).args(&args).args(["--retries", "1"]));
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "a source that cannot be listed is fatal, never zero images"
-    );
-}
-
-#[tokio::test]
-async fn a_docker_config_identity_token_is_exchanged_with_the_refresh_token_grant() {
-    let (upstream, dst) = (TestRegistry::start(), TestRegistry::start());
-    let (digest, _) = Pusher::new(&upstream.addr)
-        .image("team/app", "1", Format::Oci, "amd64", &[random_bytes(500)])
-        .await;
-    let gcr = FakeGcr::start(&upstream.addr, false);
-    let token = "identity-refresh-token-never-printed";
-    gcr.accept_identity_token(token);
-    let work = tempfile::tempdir().unwrap();
-    let docker = work.path().join("docker");
-    std::fs::create_dir_all(&docker).unwrap();
-    std::fs::write(
-        docker.join("config.json"),
-        format!(
-            r#"{{"auths": {{"{}": {{"identitytoken": "{token}"}}}}}}"#,
-            gcr.addr
-        ),
-    )
-    .unwrap();
-    let out = run(gcrsync(work.path())
-        .args(gcr_args(&gcr, &dst, &work.path().join("meta")))
-        .env("DOCKER_CONFIG", &docker));
-    assert_eq!(out.status.code(), Some(0), "{:?}", gcr.log());
-    assert_eq!(
-        Pusher::new(&dst.addr).head("mirror/app", "1").await,
-        Some(digest)
-    );
-    assert!(
-        gcr.log()
-            .iter()
-            .any(|(m, p)| m == "POST" && p.starts_with("/v2/token"))
-    );
-    assert!(!stderr(&out).contains(token));
 }
 
 #[tokio::test]

@@ -1,16 +1,15 @@
-//! A fake gcr.io in front of a real distribution registry: gcr's token endpoint
-//! (anonymous, `_json_key` and `oauth2accesstoken` logins; Bearer tokens that expire and
-//! open only the repositories of their `scope` parameters, several per token if asked),
-//! the `WWW-Authenticate: Bearer` challenge on every API call, and gcr's `tags/list`
-//! with `child` and `manifest` (numbers as strings). Everything else is forwarded, except
-//! the signed schema-1 manifests it keeps itself (as gcr.io still serves for pre-2017
-//! images, which a current distribution registry will not store).
+//! A fake gcr.io in front of a real distribution registry: gcr's token endpoint and
+//! Bearer tokens (gcr/tokens.rs), the `WWW-Authenticate: Bearer` challenge on every API
+//! call, and gcr's `tags/list` with `child` and `manifest` (gcr/listing.rs). Everything
+//! else is forwarded, except the manifests it keeps itself (gcr/held.rs: signed schema-1
+//! ones as gcr.io still serves for pre-2017 images, which a current distribution registry
+//! will not store), blob downloads redirected to storage when told, and the referrers API
+//! when on (gcr/referrers.rs).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::{Value, json};
@@ -19,14 +18,20 @@ use super::faults::forward;
 use super::server::{self, Body, full};
 use super::storage::FakeStorage;
 
-// A path of its own, so the benchmark's copy of this front (scripts/bench/gcr_front.rs) finds it too.
+// Paths of their own, so the benchmark's copy of this front (scripts/bench/gcr_front.rs)
+// finds its submodules too.
 #[path = "gcr/held.rs"]
 mod held;
 #[allow(unused_imports)] // not every test binary uses both
 pub use held::{HeldManifest, SCHEMA1_SIGNED};
-use held::{held_answer, held_for, with_held_tags};
+use held::{held_answer, held_for};
+#[path = "gcr/listing.rs"]
+mod listing;
 #[path = "gcr/referrers.rs"]
 mod referrers;
+#[path = "gcr/tokens.rs"]
+mod tokens;
+pub use tokens::MultiScope;
 
 #[derive(Default)]
 struct State {
@@ -57,69 +62,6 @@ struct State {
     manifest_delay: Duration,
     /// The OCI 1.1 referrers API, when on (see `gcr/referrers.rs`).
     referrers: referrers::Referrers,
-}
-
-/// How the token endpoint treats several `scope` parameters in one request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum MultiScope {
-    /// One token opening every scope asked (gcr.io, Docker Hub, distribution's auth).
-    #[default]
-    Honour,
-    /// 400 to a request with more than one scope.
-    Refuse,
-    /// A token that opens only the first scope (services that ignore the others); other
-    /// repositories answer it with 401 and a challenge.
-    FirstOnly,
-    /// The same, but other repositories answer it with 403 `DENIED`, as registries do for
-    /// a valid token short of a repository's scope.
-    FirstOnlyDenied,
-}
-
-/// The repositories of `repository:NAME:ACTIONS` scopes.
-fn scoped_repos<'a>(scopes: impl IntoIterator<Item = &'a str>) -> Vec<String> {
-    scopes
-        .into_iter()
-        .filter_map(|s| s.strip_prefix("repository:")?.rsplit_once(':'))
-        .map(|(repo, _)| repo.to_string())
-        .collect()
-}
-
-impl State {
-    /// A new Bearer token opening `repos`, valid for the current lifetime: (token, seconds).
-    fn issue(&mut self, mut repos: Vec<String>) -> (String, u64) {
-        if matches!(
-            self.multi_scope,
-            MultiScope::FirstOnly | MultiScope::FirstOnlyDenied
-        ) {
-            repos.truncate(1);
-        }
-        self.issued += 1;
-        let token = format!("fake-gcr-token-{}", self.issued);
-        let expiry = Instant::now() + self.lifetime;
-        self.tokens
-            .insert(token.clone(), (expiry, repos.into_iter().collect()));
-        (token, self.lifetime.as_secs())
-    }
-
-    /// The answer to a token request for `scopes` scopes the service will not take.
-    fn refuse_scopes(&self, scopes: usize) -> Option<Response<Body>> {
-        (self.multi_scope == MultiScope::Refuse && scopes > 1).then(|| {
-            json_answer(
-                400,
-                json!({"errors": [{"code": "UNSUPPORTED", "message": "one scope per request"}]}),
-            )
-        })
-    }
-
-    /// Whether `token` is valid and opens the repository `path` addresses (any valid
-    /// token opens `/v2/` and the catalog).
-    fn opens(&self, token: &str, path: &str) -> bool {
-        let repo = repo_of(path);
-        self.tokens.get(token).is_some_and(|(expiry, repos)| {
-            *expiry > Instant::now()
-                && (repo.is_empty() || repo == "_catalog" || repos.contains(repo))
-        })
-    }
 }
 
 pub struct FakeGcr {
@@ -227,13 +169,7 @@ impl FakeGcr {
     /// upstream tags; the repository must exist upstream). Returns it.
     pub fn serve_schema1(&self, repo: &str, tag: &str) -> HeldManifest {
         let layer = super::images::digest_of(&super::images::random_bytes(16));
-        let doc = HeldManifest::schema1(repo, tag, &layer);
-        self.state
-            .lock()
-            .unwrap()
-            .held
-            .insert((repo.into(), tag.into()), doc.clone());
-        doc
+        self.hold(repo, tag, HeldManifest::schema1(repo, tag, &layer))
     }
 
     /// Serves `repo:tag` as a manifest of a type no mirror knows (a vendor's artifact).
@@ -244,6 +180,11 @@ impl FakeGcr {
             signed: body.into_bytes(),
             media_type: media_type.into(),
         };
+        self.hold(repo, tag, doc)
+    }
+
+    /// Serves `doc` as `repo:tag` in place of the upstream's; returns it.
+    fn hold(&self, repo: &str, tag: &str, doc: HeldManifest) -> HeldManifest {
         self.state
             .lock()
             .unwrap()
@@ -323,23 +264,6 @@ fn json_answer(status: u16, body: Value) -> Response<Body> {
         .unwrap()
 }
 
-fn basic_login(req: &Request<Incoming>) -> Option<(String, String)> {
-    let value = req
-        .headers()
-        .get("authorization")?
-        .to_str()
-        .ok()?
-        .strip_prefix("Basic ")?;
-    let decoded = String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(value)
-            .ok()?,
-    )
-    .ok()?;
-    let (user, password) = decoded.split_once(':')?;
-    Some((user.into(), password.into()))
-}
-
 async fn handle(
     req: Request<Incoming>,
     state: Arc<Mutex<State>>,
@@ -350,76 +274,8 @@ async fn handle(
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let entry = (req.method().to_string(), format!("{path}?{query}"));
-    if path == "/v2/token" && req.method() == "POST" {
-        // docker's identity tokens: the OAuth2 refresh-token grant.
-        let body = http_body_util::BodyExt::collect(req.into_body())
-            .await
-            .unwrap()
-            .to_bytes();
-        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(&body)
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        let scopes: Vec<&str> = pairs
-            .iter()
-            .filter(|(k, _)| k == "scope")
-            .map(|(_, v)| v.as_str())
-            .collect();
-        let repos = scoped_repos(scopes);
-        let form: HashMap<String, String> = pairs.iter().cloned().collect();
-        let mut state = state.lock().unwrap();
-        state.log.push(entry);
-        let refresh = form.get("refresh_token").cloned().unwrap_or_default();
-        let known = state.logins.contains(&("<token>".to_string(), refresh));
-        if form.get("grant_type").map(String::as_str) != Some("refresh_token") || !known {
-            return json_answer(401, json!({"error": "invalid_grant"}));
-        }
-        if let Some(refused) = state.refuse_scopes(repos.len()) {
-            return refused;
-        }
-        let (token, lifetime) = state.issue(repos);
-        return json_answer(200, json!({"access_token": token, "expires_in": lifetime}));
-    }
     if path == "/v2/token" {
-        state.lock().unwrap().log.push(entry);
-        let repos = scoped_repos(
-            url::form_urlencoded::parse(query.as_bytes())
-                .filter(|(k, _)| k == "scope")
-                .map(|(_, v)| v.into_owned())
-                .collect::<Vec<_>>()
-                .iter()
-                .map(String::as_str),
-        );
-        let login = basic_login(&req);
-        let mut state = state.lock().unwrap();
-        if state.failing_tokens > 0 {
-            state.failing_tokens -= 1;
-            return json_answer(
-                503,
-                json!({"errors": [{"code": "UNAVAILABLE", "message": "token service down"}]}),
-            );
-        }
-        let google_token = |l: &(String, String)| {
-            l.0 == "oauth2accesstoken"
-                && state
-                    .google
-                    .as_ref()
-                    .is_some_and(|g| g.lock().unwrap().contains(&l.1))
-        };
-        let allowed = match &login {
-            Some(l) => state.logins.contains(l) || google_token(l),
-            None => state.anonymous,
-        };
-        if !allowed {
-            return json_answer(
-                401,
-                json!({"errors": [{"code": "UNAUTHORIZED", "message": "bad login"}]}),
-            );
-        }
-        if let Some(refused) = state.refuse_scopes(repos.len()) {
-            return refused;
-        }
-        let (token, lifetime) = state.issue(repos);
-        return json_answer(200, json!({"token": token, "expires_in": lifetime}));
+        return tokens::answer(req, &state, entry, &query).await;
     }
     let bearer = req
         .headers()
@@ -461,18 +317,7 @@ async fn handle(
         tokio::time::sleep(delay).await;
     }
     if !valid {
-        let name = path
-            .trim_start_matches("/v2/")
-            .split("/manifests/")
-            .next()
-            .unwrap_or("")
-            .split("/blobs/")
-            .next()
-            .unwrap_or("")
-            .split("/referrers/")
-            .next()
-            .unwrap_or("");
-        let name = name.trim_end_matches("/tags/list");
+        let name = repo_of(&path);
         let challenge = format!(
             r#"Bearer realm="http://{me}/v2/token",service="fake-gcr",scope="repository:{name}:pull""#
         );
@@ -498,9 +343,9 @@ async fn handle(
             .trim_end_matches("/tags/list")
             .to_string();
         if state.lock().unwrap().plain_listing {
-            return plain_tags(&client, &upstream, &name, &state).await;
+            return listing::plain_tags(&client, &upstream, &name, &state).await;
         }
-        return gcr_tags(&client, &upstream, &name, &state).await;
+        return listing::gcr_tags(&client, &upstream, &name, &state).await;
     }
     if let Some(redirect) = redirect_blob(&req, &path, &state) {
         return redirect;
@@ -515,33 +360,6 @@ async fn handle(
         Err(req) => req,
     };
     forward(req, &client, &upstream, &me, None).await
-}
-
-/// A plain registry's answer for `name`, with the tags this front holds.
-async fn plain_tags(
-    client: &reqwest::Client,
-    upstream: &str,
-    name: &str,
-    state: &Arc<Mutex<State>>,
-) -> Response<Body> {
-    let own = client
-        .get(format!("http://{upstream}/v2/{name}/tags/list"))
-        .send()
-        .await
-        .unwrap();
-    if own.status() != 200 {
-        let status = own.status().as_u16();
-        return json_answer(
-            status,
-            serde_json::from_slice(&own.bytes().await.unwrap()).unwrap(),
-        );
-    }
-    let body: Value = serde_json::from_slice(&own.bytes().await.unwrap()).unwrap();
-    let tags: Vec<String> = body["tags"].as_array().map_or(Vec::new(), |t| {
-        t.iter().map(|t| t.as_str().unwrap().to_string()).collect()
-    });
-    let tags = with_held_tags(tags, name, state);
-    json_answer(200, json!({"name": name, "tags": tags}))
 }
 
 /// gcr.io's answer to an authorized blob GET: a redirect to a signed storage URL.
@@ -562,104 +380,5 @@ fn redirect_blob(
             .header("content-type", "text/html")
             .body(full(""))
             .unwrap(),
-    )
-}
-
-/// gcr's answer for `name`: its own tags with their digests, and its direct children.
-async fn gcr_tags(
-    client: &reqwest::Client,
-    upstream: &str,
-    name: &str,
-    state: &Arc<Mutex<State>>,
-) -> Response<Body> {
-    let catalog = client
-        .get(format!("http://{upstream}/v2/_catalog?n=1000"))
-        .send()
-        .await
-        .unwrap();
-    let catalog: Value = serde_json::from_slice(&catalog.bytes().await.unwrap()).unwrap();
-    let repos: Vec<String> = catalog["repositories"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r.as_str().unwrap().to_string())
-        .collect();
-    let prefix = format!("{name}/");
-    let children: BTreeSet<String> = repos
-        .iter()
-        .filter_map(|r| r.strip_prefix(&prefix))
-        .map(|rest| rest.split('/').next().unwrap().to_string())
-        .collect();
-    let own = client
-        .get(format!("http://{upstream}/v2/{name}/tags/list"))
-        .send()
-        .await
-        .unwrap();
-    let tags: Vec<String> = if own.status() == 200 {
-        let body: Value = serde_json::from_slice(&own.bytes().await.unwrap()).unwrap();
-        body["tags"].as_array().map_or(Vec::new(), |t| {
-            t.iter().map(|t| t.as_str().unwrap().to_string()).collect()
-        })
-    } else {
-        Vec::new()
-    };
-    let tags = with_held_tags(tags, name, state);
-    if tags.is_empty() && children.is_empty() {
-        return json_answer(
-            404,
-            json!({"errors": [{"code": "NAME_UNKNOWN", "message": "repository name not known to registry"}]}),
-        );
-    }
-    let accept = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
-    let mut manifests: BTreeMap<String, (String, Vec<String>, i64)> = BTreeMap::new();
-    for tag in &tags {
-        let held = held_for(&format!("/v2/{name}/manifests/{tag}"), state);
-        let (digest, media_type) = match held {
-            Some(doc) => (doc.digest, doc.media_type),
-            None => {
-                let head = client
-                    .head(format!("http://{upstream}/v2/{name}/manifests/{tag}"))
-                    .header("accept", accept)
-                    .send()
-                    .await
-                    .unwrap();
-                let digest = head.headers()["docker-content-digest"]
-                    .to_str()
-                    .unwrap()
-                    .to_string();
-                (
-                    digest,
-                    head.headers()["content-type"].to_str().unwrap().to_string(),
-                )
-            }
-        };
-        let uploaded = state
-            .lock()
-            .unwrap()
-            .uploaded
-            .get(&(name.to_string(), tag.clone()))
-            .copied()
-            .unwrap_or(1_700_000_000_000);
-        let entry = manifests
-            .entry(digest)
-            .or_insert((media_type, Vec::new(), uploaded));
-        entry.1.push(tag.clone());
-        entry.2 = entry.2.max(uploaded);
-    }
-    let hide = state.lock().unwrap().no_listing_media_types;
-    let manifest: serde_json::Map<String, Value> = manifests
-        .into_iter()
-        .map(|(digest, (media_type, tag, uploaded))| {
-            let mut entry = json!({"imageSizeBytes": "0", "layerId": "", "mediaType": media_type, "tag": tag,
-                               "timeCreatedMs": "0", "timeUploadedMs": uploaded.to_string()});
-            if hide {
-                entry.as_object_mut().unwrap().remove("mediaType");
-            }
-            (digest, entry)
-        })
-        .collect();
-    json_answer(
-        200,
-        json!({"child": children, "manifest": manifest, "name": name, "tags": tags}),
     )
 }

@@ -23,7 +23,7 @@ use std::process::{Command, Output};
 #[allow(unused_imports)]
 pub use images::{Format, Pusher};
 #[allow(unused_imports)]
-pub use registry::{Access, TestRegistry};
+pub use registry::{Access, TestRegistry, protected};
 
 /// The built `gcrsync` binary with a clean environment (no `GCRSYNC_*` from the caller).
 pub fn gcrsync(dir: &Path) -> Command {
@@ -62,6 +62,27 @@ pub fn args_for(src: &str, dst: &str, metadata: &Path) -> Vec<String> {
 /// [`args_for`] two test registries.
 pub fn mirror_args(src: &TestRegistry, dst: &TestRegistry, metadata: &Path) -> Vec<String> {
     args_for(&src.addr, &dst.addr, metadata)
+}
+
+/// Pushes one small image per `repo:tag`.
+pub async fn push(registry: &TestRegistry, tags: &[&str]) {
+    let p = Pusher::new(&registry.addr);
+    for reference in tags {
+        let (repo, tag) = reference.rsplit_once(':').unwrap();
+        p.image(
+            repo,
+            tag,
+            Format::Oci,
+            "amd64",
+            &[images::random_bytes(2000)],
+        )
+        .await;
+    }
+}
+
+/// [`args_for`] the fake gcr.io's `team` and a test registry.
+pub fn gcr_args(gcr: &gcr::FakeGcr, dst: &TestRegistry, metadata: &Path) -> Vec<String> {
+    args_for(&gcr.addr, &dst.addr, metadata)
 }
 
 pub fn run(command: &mut Command) -> Output {

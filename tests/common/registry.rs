@@ -157,3 +157,18 @@ impl Drop for TestRegistry {
         let _ = self.child.wait();
     }
 }
+
+/// A registry requiring `user:password` (distribution's htpasswd Basic auth, the bcrypt
+/// file made with apache2-utils' htpasswd; one file per user, so several fit in `dir`).
+pub fn protected(dir: &Path, user: &str, password: &str) -> TestRegistry {
+    let file = dir.join(format!("htpasswd-{user}"));
+    let out = Command::new("htpasswd")
+        .args(["-Bbc", file.to_str().unwrap(), user, password])
+        .output()
+        .expect("htpasswd (apache2-utils) is needed; see .ci/run");
+    assert!(out.status.success());
+    TestRegistry::start_with(&format!(
+        "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+        file.display()
+    ))
+}
