@@ -3,8 +3,8 @@
 //! call, and gcr's `tags/list` with `child` and `manifest` (gcr/listing.rs). Everything
 //! else is forwarded, except the manifests it keeps itself (gcr/held.rs: signed schema-1
 //! ones as gcr.io still serves for pre-2017 images, which a current distribution registry
-//! will not store), blob downloads redirected to storage when told, and the referrers API
-//! when on (gcr/referrers.rs).
+//! will not store), blob downloads redirected to storage when told, the referrers API
+//! when on (gcr/referrers.rs), and gcr's manifest deletes when allowed (gcr/delete.rs).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -20,6 +20,8 @@ use super::storage::FakeStorage;
 
 // Paths of their own, so the benchmark's copy of this front (scripts/bench/gcr_front.rs)
 // finds its submodules too.
+#[path = "gcr/delete.rs"]
+mod delete;
 #[path = "gcr/held.rs"]
 mod held;
 #[allow(unused_imports)] // not every test binary uses both
@@ -62,6 +64,8 @@ struct State {
     manifest_delay: Duration,
     /// The OCI 1.1 referrers API, when on (see `gcr/referrers.rs`).
     referrers: referrers::Referrers,
+    /// Manifest deletes, when allowed (see `gcr/delete.rs`).
+    deletes: delete::Deletes,
 }
 
 pub struct FakeGcr {
@@ -333,6 +337,9 @@ async fn handle(
     let refused = state.lock().unwrap().refused.get(repo_of(&path)).copied();
     if let Some(status) = refused {
         return refusal(status, repo_of(&path), &me);
+    }
+    if let Some(answer) = delete::answer(&req, &path, &state, &client, &upstream).await {
+        return answer;
     }
     if let Some(doc) = held_for(&path, &state) {
         return held_answer(&doc, req.method() == "HEAD");

@@ -24,7 +24,7 @@ pub(super) async fn plain_tags(
         Ok(tags) => tags,
         Err(answer) => return answer,
     };
-    let tags = with_held_tags(tags, name, state);
+    let tags = super::delete::visible(with_held_tags(tags, name, state), name, state);
     json_answer(200, json!({"name": name, "tags": tags}))
 }
 
@@ -77,7 +77,7 @@ pub(super) async fn gcr_tags(
     let tags = upstream_tags(client, upstream, name)
         .await
         .unwrap_or_default();
-    let tags = with_held_tags(tags, name, state);
+    let tags = super::delete::visible(with_held_tags(tags, name, state), name, state);
     if tags.is_empty() && children.is_empty() {
         return json_answer(
             404,
