@@ -105,7 +105,13 @@ pub struct Copier<T> {
     platforms: Option<PlatformSet>,
     /// `--referrers`: which referrers of a copied tag are copied with it.
     referrers: crate::referrers::Choice,
+    /// Per (target repository, subject): a lock around the read, merge and put of its
+    /// fallback index, so that two tags of one digest copied at once lose no entry.
+    fallback_locks: Mutex<HashMap<(RepoPath, Digest), SubjectLock>>,
 }
+
+/// See [`Copier::fallback_locks`].
+type SubjectLock = Arc<tokio::sync::Mutex<()>>;
 
 impl<T: Registry> Copier<T> {
     /// `transfers` bounds concurrent blob transfers across every tag being copied.
@@ -118,6 +124,7 @@ impl<T: Registry> Copier<T> {
             retry,
             platforms: None,
             referrers: crate::referrers::Choice::None,
+            fallback_locks: Mutex::default(),
         }
     }
 

@@ -2,7 +2,8 @@
 //! recursively: read from the source's referrers API where it has one, else from its
 //! fallback tag `sha256-<hex>` and cosign's `.sig`/`.att`/`.sbom` tags (which the listing
 //! shows); pushed to the target blobs first, and indexed there by the target itself
-//! (`OCI-Subject`) or in the fallback tag this maintains (fetch, merge, put).
+//! (`OCI-Subject`) or in the fallback tag this maintains (fetch, merge, put; one at a
+//! time per subject).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -172,6 +173,14 @@ impl<T: Registry> Copier<T> {
             .parse()
             .expect("sha256-<hex> is a valid tag");
         let tag_ref = ManifestRef::Tag(tag);
+        let lock = self
+            .fallback_locks
+            .lock()
+            .expect("fallback locks")
+            .entry((at.dst_repo.clone(), subject.clone()))
+            .or_default()
+            .clone();
+        let _held = lock.lock().await;
         // One GET: a 404 means no referrer indexed there yet.
         let existing = match self.dst.get_manifest(at.dst_repo, &tag_ref).await {
             Ok(index) => Some(index.bytes),
