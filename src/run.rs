@@ -168,11 +168,18 @@ struct Batcher<'a, M> {
 
 impl<M: MetadataStore> Batcher<'_, M> {
     async fn push(&mut self, source: usize, outcome: Outcome) {
-        self.pending.push((source, outcome.clone()));
-        self.result.note(source, outcome);
+        self.hold(source, outcome);
         if self.pending.len() >= self.every {
             self.flush().await;
         }
+    }
+
+    /// Adds `outcome` to the pending batch without committing it yet: the run's last
+    /// batch waits for what the run records after its copies (`run::recheck`), so that
+    /// goes into the same commit.
+    fn hold(&mut self, source: usize, outcome: Outcome) {
+        self.pending.push((source, outcome.clone()));
+        self.result.note(source, outcome);
     }
 
     /// Runs a commit unless a signal came `FINAL_COMMIT_AFTER_SIGNAL` ago; `None` when it
@@ -236,6 +243,11 @@ impl<M: MetadataStore> Batcher<'_, M> {
             return;
         }
         let batch = std::mem::take(&mut self.pending);
+        // The tags in it (a namespace's referrers schedule is none).
+        let tags = batch
+            .iter()
+            .filter(|(_, o)| !matches!(o, Outcome::ReferrersChecked { .. }))
+            .count();
         let (recorder, stop) = (self.recorder, self.stop);
         match Self::bounded(stop, recorder.commit(&batch, jiff::Timestamp::now())).await {
             Some(Ok(Some(commit))) => {
@@ -245,9 +257,9 @@ impl<M: MetadataStore> Batcher<'_, M> {
             Some(Ok(None)) => {}
             Some(Err(e)) => {
                 let before = self.result.commits.clone();
-                self.failed(e.incomplete(before, batch.len()));
+                self.failed(e.incomplete(before, tags));
             }
-            None => self.cut(batch.len()),
+            None => self.cut(tags),
         }
     }
 }
@@ -437,7 +449,13 @@ where
             }
         }
         let outcome = outcome_of(&step, result, now_utc());
-        batcher.push(step.candidate.source, outcome).await;
+        let stopping =
+            cancel.is_cancelled() || options.deadline.is_some_and(|d| Instant::now() >= d);
+        let last = running.is_empty() && (queue.len() == 0 || stopping);
+        match last && plan.recheck.is_empty() {
+            true => batcher.hold(step.candidate.source, outcome),
+            false => batcher.push(step.candidate.source, outcome).await,
+        }
         if batcher.broken {
             cancel.cancel();
         }

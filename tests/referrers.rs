@@ -220,6 +220,17 @@ async fn a_signature_pushed_later_comes_on_its_turn_and_a_no_op_asks_nothing_per
     assert_eq!(target.head("mirror/app", &sig).await, None);
 
     std::thread::sleep(std::time::Duration::from_millis(1100));
+    // A run stopped by its deadline before the re-reads leaves the schedule where it was.
+    let through = |meta: &std::path::Path| {
+        read_json(&meta.join(format!("{}/team/images.json", gcr.addr)))["referrers_checked_through"]
+            .clone()
+    };
+    let started = through(&meta);
+    let before = gcr.log().len();
+    let cut = sync(&["--referrers-recheck", "1s", "--deadline", "0s"]);
+    assert_eq!(cut.status.code(), Some(0), "{}", stderr(&cut));
+    assert_eq!(referrer_requests(&gcr.log(), before), 0);
+    assert_eq!(through(&meta), started);
     let before = gcr.log().len();
     let turn = sync(&["--referrers-recheck", "1s"]);
     assert_eq!(turn.status.code(), Some(0), "{}", stderr(&turn));
@@ -251,6 +262,7 @@ async fn a_signature_pushed_later_comes_on_its_turn_and_a_no_op_asks_nothing_per
         record["images"]["app"]["tags"]["1"]["referrers"],
         serde_json::json!([sig])
     );
+    assert_ne!(through(&meta), started, "the schedule moved on");
     let changelog = std::fs::read_to_string(meta.join("CHANGELOG.md")).unwrap();
     assert_eq!(changelog.matches("new referrers").count(), 1, "{changelog}");
 }

@@ -134,8 +134,7 @@ pub(super) async fn recheck_referrers<S, T, M>(
         if through.is_some() || api.is_some() {
             // With the last batch, not a commit of its own (and not counted in
             // `--commit-every`): it changes no page.
-            let outcome = Outcome::ReferrersChecked { through, api };
-            batcher.pending.push((source, outcome));
+            batcher.hold(source, Outcome::ReferrersChecked { through, api });
         }
     }
 }
