@@ -411,7 +411,7 @@ impl Listed {
             digest,
             uploaded_ms,
             target: self.target,
-            media_type,
+            media_type: media_type.map(crate::plan::media_type),
             referrer_tags: self.referrer_tags,
         }
     }

@@ -31,13 +31,34 @@ pub struct Candidate {
     pub uploaded_ms: Option<i64>,
     /// The target repository it maps to.
     pub target: Repository,
-    /// The manifest media type, where the listing (gcr) or the source HEAD told it.
+    /// The manifest media type, where the listing (gcr) or the source HEAD told it; the
+    /// usual ones shared by every candidate (`media_type`), not one string per tag.
     #[serde(skip)]
-    pub media_type: Option<String>,
+    pub media_type: Option<std::sync::Arc<str>>,
     /// The referrer tags of its repository (`sha256-<hex>[.sig|.att|.sbom]`), as listed:
     /// where its referrers are found without the referrers API. Shared per repository.
     #[serde(skip)]
     pub referrer_tags: std::sync::Arc<[crate::referrers::ListedTag]>,
+}
+
+/// `listed` as a candidate's media type: one of the usual manifest types shared, so that
+/// 15,000 listed tags do not hold 15,000 copies of the same few strings.
+pub fn media_type(listed: String) -> std::sync::Arc<str> {
+    use std::sync::{Arc, LazyLock};
+    static USUAL: LazyLock<[Arc<str>; 4]> = LazyLock::new(|| {
+        [
+            crate::oci::manifest::OCI_MANIFEST,
+            crate::oci::manifest::OCI_INDEX,
+            crate::oci::manifest::DOCKER_MANIFEST,
+            crate::oci::manifest::DOCKER_LIST,
+        ]
+        .map(Arc::from)
+    });
+    USUAL
+        .iter()
+        .find(|usual| ***usual == *listed)
+        .cloned()
+        .unwrap_or_else(|| listed.into())
 }
 
 /// The key of a target HEAD result.

@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use super::record::{Changes, NamespaceRecord};
+use super::lazy::BatchRecord;
+use super::record::Changes;
 use super::render::{ChangeLine, RenderError, Renderer, page_path};
 use super::{FileChange, Listing, blob_id};
 
@@ -26,13 +27,13 @@ impl Namespace<'_> {
     /// `recent` the batch's change lines.
     pub(super) fn changes(
         &self,
-        record: NamespaceRecord,
+        record: BatchRecord,
         changed: &Changes,
         recent: &[ChangeLine],
     ) -> Result<(Vec<FileChange>, Option<FileChange>), RenderError> {
         let record = Arc::new(record);
         let mut shown = Vec::new();
-        for name in record.images.keys() {
+        for name in record.names() {
             let path = format!("{}/{}", self.dir, page_path(name));
             // A page missing from the store (metadata written before pages existed, or
             // deleted by hand) is written even when its tags did not change.
@@ -43,7 +44,7 @@ impl Namespace<'_> {
         }
         for name in changed.images.iter() {
             let path = format!("{}/{}", self.dir, page_path(name));
-            if !record.images.contains_key(name) && self.listing.contains_key(&path) {
+            if !record.contains(name) && self.listing.contains_key(&path) {
                 // Its last tag was found missing from the target (`compare`).
                 shown.push(FileChange { path, bytes: None });
             }

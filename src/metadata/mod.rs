@@ -5,6 +5,7 @@ pub mod batch;
 pub mod changelog;
 mod files;
 pub mod github;
+pub mod lazy;
 pub mod local;
 pub mod record;
 pub mod render;
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
+use lazy::BatchRecord;
 use record::{NamespaceRecord, Outcome};
 use render::{RenderError, Renderer, change_lines};
 use sha1::{Digest as _, Sha1};
@@ -251,8 +253,54 @@ impl<M: MetadataStore> Recorder<M> {
         revision: &M::Revision,
         source: usize,
     ) -> Result<NamespaceRecord, StoreError> {
-        let (src, dst) = (&self.namespaces[source].0, &self.namespaces[source].1);
-        let (src_text, dst_text) = (src.to_string(), dst.to_string());
+        let (src, dst) = (
+            self.namespaces[source].0.to_string(),
+            self.namespaces[source].1.to_string(),
+        );
+        let Some((path, bytes)) = self.read_record(revision, source).await? else {
+            return Ok(NamespaceRecord::new(src, dst));
+        };
+        let mut record =
+            NamespaceRecord::from_json(&bytes, &src, &dst).map_err(|e| StoreError::Invalid {
+                path,
+                detail: e.to_string(),
+            })?;
+        // A record follows its source; after a changed --target each image keeps its
+        // recorded target, so its tags are planned as re-targeted.
+        record.target = dst;
+        Ok(record)
+    }
+
+    /// The record of `source` as a batch applies to it: images parsed on demand.
+    async fn load_batch(
+        &self,
+        revision: &M::Revision,
+        source: usize,
+    ) -> Result<BatchRecord, StoreError> {
+        let (src, dst) = (
+            self.namespaces[source].0.to_string(),
+            self.namespaces[source].1.to_string(),
+        );
+        let Some((path, bytes)) = self.read_record(revision, source).await? else {
+            return Ok(BatchRecord::parsed(NamespaceRecord::new(src, dst)));
+        };
+        let mut record =
+            BatchRecord::from_json(bytes, &src, &dst).map_err(|e| StoreError::Invalid {
+                path,
+                detail: e.to_string(),
+            })?;
+        record.head.target = dst;
+        Ok(record)
+    }
+
+    /// The path and bytes of the record of `source`: its `images.json`, or else the seeds'
+    /// lists; `None` when there is neither.
+    async fn read_record(
+        &self,
+        revision: &M::Revision,
+        source: usize,
+    ) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        let src = &self.namespaces[source].0;
         let dir = self.dir(source);
         let ns_path = src
             .path
@@ -272,19 +320,9 @@ impl<M: MetadataStore> Recorder<M> {
                 Err(StoreError::NotAFile { .. }) if i > 0 => continue,
                 Err(e) => return Err(e),
             };
-            let mut record =
-                NamespaceRecord::from_json(&bytes, &src_text, &dst_text).map_err(|e| {
-                    StoreError::Invalid {
-                        path: path.clone(),
-                        detail: e.to_string(),
-                    }
-                })?;
-            // A record follows its source; after a changed --target each image keeps its
-            // recorded target, so its tags are planned as re-targeted.
-            record.target = dst_text;
-            return Ok(record);
+            return Ok(Some((path, bytes)));
         }
-        Ok(NamespaceRecord::new(src_text, dst_text))
+        Ok(None)
     }
 
     /// Commits one batch as one write; `None` when the batch is empty.
@@ -358,15 +396,15 @@ impl<M: MetadataStore> Recorder<M> {
         let mut records = Vec::new();
         let mut entries = Vec::new();
         for (&source, outcomes) in by_source {
-            let mut record = self.load(revision, source).await?;
+            let mut record = self.load_batch(revision, source).await?;
             let mut changed = record.apply(outcomes.iter().copied());
             let how = {
                 let listed = self.listed_by.lock().unwrap_or_else(|e| e.into_inner());
                 listed.get(source).copied().flatten()
             };
-            if let Some(how) = how.filter(|how| record.listed_by != Some(*how)) {
+            if let Some(how) = how.filter(|how| record.head.listed_by != Some(*how)) {
                 // A new listing style is worth writing with this batch's record.
-                record.listed_by = Some(how);
+                record.head.listed_by = Some(how);
                 changed.record = true;
             }
             let lines = change_lines(&record, outcomes.iter().copied());

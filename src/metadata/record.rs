@@ -231,8 +231,23 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// The image (relative to the namespace) the outcome is about.
+    pub fn image(&self) -> &str {
+        match self {
+            Outcome::Synced { image, .. }
+            | Outcome::Missing { image, .. }
+            | Outcome::Skipped { image, .. }
+            | Outcome::DeletedUpstream { image, .. }
+            | Outcome::BackUpstream { image, .. }
+            | Outcome::Pruned { image, .. }
+            | Outcome::Failed { image, .. } => image,
+        }
+    }
+}
+
 /// A writer that only counts the bytes written to it.
-struct Counter(usize);
+pub(super) struct Counter(pub(super) usize);
 
 impl std::io::Write for Counter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

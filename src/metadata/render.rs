@@ -9,7 +9,8 @@ use minijinja::{Environment, Value, context};
 use serde::Serialize;
 
 use super::changelog::BlockStart;
-use super::record::{NamespaceRecord, Outcome};
+use super::lazy::BatchRecord;
+use super::record::Outcome;
 use super::views::{self, ImageView, ImagesView, RemovedView, SkippedView};
 
 const README: &str = "namespace-readme.md.j2";
@@ -126,30 +127,28 @@ impl Renderer {
     /// page), with `recent` (this batch's changes, of which the first `RECENT` are shown).
     pub fn readme(
         &self,
-        record: &Arc<NamespaceRecord>,
+        record: &Arc<BatchRecord>,
         recent: &[ChangeLine],
     ) -> Result<String, RenderError> {
-        let tag_count: usize = record.images.values().map(views::mirrored).sum();
-        let removed = RemovedView::new(record.clone(), None);
-        let removed = Value::from_object(removed);
-        let removed_count = removed.len().unwrap_or(0);
-        let updated_at = record
-            .images
-            .values()
-            .flat_map(|i| i.tags.values())
-            .map(|t| t.synced_at.as_str())
-            .max();
+        // From each image's summary: only a template reading tags parses an image.
+        let (mut tag_count, mut removed_count, mut updated_at) = (0, 0, None);
+        for (_, summary) in record.summaries() {
+            tag_count += summary.mirrored;
+            removed_count += summary.removed;
+            updated_at = updated_at.max(summary.updated_at);
+        }
+        let removed = Value::from_object(RemovedView::new(record.clone()));
         let shown = &recent[..recent.len().min(RECENT)];
         let out = self.env.get_template(README)?.render(context! {
-            source => &record.source,
-            target => &record.target,
+            source => &record.head.source,
+            target => &record.head.target,
             images => Value::from_object(ImagesView::new(record.clone())),
             tag_count => tag_count,
-            updated_at => updated_at.unwrap_or("never"),
+            updated_at => updated_at.as_deref().unwrap_or("never"),
             recent => shown,
             recent_count => recent.len(),
             skipped => Value::from_object(SkippedView::new(record.clone(), None)),
-            skipped_count => record.skipped.len(),
+            skipped_count => record.head.skipped.len(),
             removed => removed,
             removed_count => removed_count,
         })?;
@@ -159,13 +158,13 @@ impl Renderer {
     /// The page of `image` (recorded in `record`): every tag, its digest and platforms.
     pub fn image_page(
         &self,
-        record: &Arc<NamespaceRecord>,
+        record: &Arc<BatchRecord>,
         image: &str,
     ) -> Result<String, RenderError> {
         let view = ImageView::new(record.clone(), image.to_string());
         let out = self.env.get_template(IMAGE)?.render(context! {
-            source => &record.source,
-            target => &record.target,
+            source => &record.head.source,
+            target => &record.head.target,
             image => Value::from_object(view),
         })?;
         Ok(out)
@@ -208,12 +207,12 @@ pub fn page_path(image: &str) -> String {
 /// The change lines of the copied (not adopted) outcomes of a namespace, and of its
 /// upstream deletions (`record`, with the outcomes applied, gives their target and digest).
 pub fn change_lines<'a>(
-    record: &NamespaceRecord,
+    record: &BatchRecord,
     outcomes: impl IntoIterator<Item = &'a Outcome>,
 ) -> Vec<ChangeLine> {
-    let source = &record.source;
+    let source = &record.head.source;
     let recorded = |image: &String, tag: &String, change: &'static str| {
-        let entry = record.images.get(image)?;
+        let entry = record.image(image)?;
         let t = entry.tags.get(tag)?;
         Some(ChangeLine {
             change,

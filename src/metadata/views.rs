@@ -1,19 +1,20 @@
-//! What templates see of a record: lazy minijinja objects over a shared record. A README
-//! of 300 images reads each image's newest tags; only a template that reads every tag
-//! (`image.tags`) walks them, one image at a time, and nothing holds a second copy.
+//! What templates see of a record: lazy minijinja objects over a shared `BatchRecord`. A
+//! README of 300 images reads each image's newest tags, parsing one image at a time from
+//! the record's text; counts come from each image's summary; nothing holds a second copy.
 
 use std::cmp::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use minijinja::value::{Enumerator, Object, ObjectExt, ObjectRepr};
 use minijinja::{Value, context};
 
-use super::record::{ImageRecord, NamespaceRecord, TagRecord};
+use super::lazy::{BatchRecord, removed};
+use super::record::{ImageRecord, TagRecord};
 
 /// How many tags of an image the README shows (`image.newest`).
 pub const NEWEST: usize = 5;
 
-type Shared = Arc<NamespaceRecord>;
+type Shared = Arc<BatchRecord>;
 
 /// Where the page of `image` lives, relative to the namespace's directory: `<image>.md`,
 /// in subdirectories as the image's path has them. GitHub shows a `readme.md` as the
@@ -143,7 +144,7 @@ impl Object for ImagesView {
     }
 
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
-        let name = self.0.images.keys().nth(key.as_usize()?)?;
+        let name = self.0.names().nth(key.as_usize()?)?;
         Some(Value::from_object(ImageView::new(
             self.0.clone(),
             name.clone(),
@@ -154,36 +155,42 @@ impl Object for ImagesView {
         self.mapped_enumerator(|this| {
             Box::new(
                 this.0
-                    .images
-                    .keys()
+                    .names()
                     .map(|name| Value::from_object(ImageView::new(this.0.clone(), name.clone()))),
             )
         })
     }
 
     fn enumerator_len(self: &Arc<Self>) -> Option<usize> {
-        Some(self.0.images.len())
+        Some(self.0.len())
     }
 }
 
 /// One image: `name`, `target`, `pull` (the command that fetches its newest tag), `page`
 /// (link from the README), `readme` (link back), `tag_count` (held by the mirror),
 /// `newest` (up to `NEWEST` tags), `tags` (all, by name), `skipped`, `removed` (removed
-/// upstream or pruned).
+/// upstream or pruned). The image is parsed when a template first reads it, once.
 #[derive(Debug)]
 pub struct ImageView {
     record: Shared,
     name: String,
+    image: OnceLock<Option<Arc<ImageRecord>>>,
 }
 
 impl ImageView {
     /// A view of image `name` of `record`.
     pub fn new(record: Shared, name: String) -> Self {
-        ImageView { record, name }
+        ImageView {
+            record,
+            name,
+            image: OnceLock::new(),
+        }
     }
 
-    fn image(&self) -> Option<&ImageRecord> {
-        self.record.images.get(&self.name)
+    fn image(&self) -> Option<&Arc<ImageRecord>> {
+        self.image
+            .get_or_init(|| self.record.image(&self.name))
+            .as_ref()
     }
 }
 
@@ -203,7 +210,7 @@ const IMAGE_KEYS: &[&str] = &[
 impl Object for ImageView {
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
         let empty = ImageRecord::default();
-        let image = self.image().unwrap_or(&empty);
+        let image = self.image().map_or(&empty, |i| i.as_ref());
         Some(match key.as_str()? {
             "name" => Value::from(self.name.as_str()),
             "target" => Value::from(image.target.as_str()),
@@ -222,18 +229,15 @@ impl Object for ImageView {
                     .map(|(tag, t)| tag_value(tag, t))
                     .collect::<Vec<_>>(),
             ),
-            "tags" => Value::from_object(TagsView {
-                record: self.record.clone(),
-                name: self.name.clone(),
-            }),
+            "tags" => Value::from_object(TagsView(self.image().cloned())),
             "skipped" => Value::from_object(SkippedView::new(
                 self.record.clone(),
                 Some(self.name.clone()),
             )),
-            "removed" => Value::from_object(RemovedView::new(
-                self.record.clone(),
-                Some(self.name.clone()),
-            )),
+            "removed" => Value::from_object(RemovedView {
+                record: self.record.clone(),
+                image: Some((self.name.clone(), self.image().cloned())),
+            }),
             _ => return None,
         })
     }
@@ -245,18 +249,11 @@ impl Object for ImageView {
 
 /// Every tag of an image, by name: `tag`, `digest`, `media_type`, `platforms`, `synced_at`.
 #[derive(Debug)]
-struct TagsView {
-    record: Shared,
-    name: String,
-}
+struct TagsView(Option<Arc<ImageRecord>>);
 
 impl TagsView {
     fn tags(&self) -> impl Iterator<Item = (&String, &TagRecord)> {
-        self.record
-            .images
-            .get(&self.name)
-            .into_iter()
-            .flat_map(|i| i.tags.iter())
+        self.0.iter().flat_map(|i| i.tags.iter())
     }
 }
 
@@ -304,11 +301,12 @@ impl SkippedView {
             }
         };
         match &self.image {
-            None => Box::new(self.record.skipped.iter().map(to_value)),
+            None => Box::new(self.record.head.skipped.iter().map(to_value)),
             Some(image) => {
                 let prefix = format!("{image}:");
                 Box::new(
                     self.record
+                        .head
                         .skipped
                         .range(prefix.clone()..)
                         .take_while(move |(key, _)| key.starts_with(&prefix))
@@ -334,7 +332,7 @@ impl Object for SkippedView {
 
     fn enumerator_len(self: &Arc<Self>) -> Option<usize> {
         Some(match &self.image {
-            None => self.record.skipped.len(),
+            None => self.record.head.skipped.len(),
             Some(_) => self.entries().count(),
         })
     }
@@ -353,41 +351,56 @@ fn pull_command(target: &str, tag: &str) -> String {
 }
 
 /// Tags removed upstream or pruned from the mirror (of one image, or all): `image`, `tag`,
-/// short `digest`, `deleted_upstream_at`, `pruned_at` (either may be none).
+/// short `digest`, `deleted_upstream_at`, `pruned_at` (either may be none). Of all images,
+/// only those whose summary counts removed tags are parsed.
 #[derive(Debug)]
 pub struct RemovedView {
     record: Shared,
-    image: Option<String>,
+    /// One image, with its record when it has one.
+    image: Option<(String, Option<Arc<ImageRecord>>)>,
 }
 
 impl RemovedView {
-    /// The removed tags of `record`, of `image` only when given.
-    pub fn new(record: Shared, image: Option<String>) -> Self {
-        RemovedView { record, image }
+    /// The removed tags of every image of `record`.
+    pub fn new(record: Shared) -> Self {
+        RemovedView {
+            record,
+            image: None,
+        }
     }
 
-    fn entries(&self) -> impl Iterator<Item = Value> + '_ {
-        let images: Box<dyn Iterator<Item = (&String, &ImageRecord)> + Send + Sync + '_> =
-            match &self.image {
-                None => Box::new(self.record.images.iter()),
-                Some(name) => Box::new(self.record.images.get_key_value(name).into_iter()),
-            };
-        images.flat_map(|(image, record)| {
-            record
-                .tags
-                .iter()
-                .filter(|(_, t)| t.deleted_upstream_at.is_some() || t.pruned_at.is_some())
-                .map(move |(tag, t)| {
-                    context! {
-                        image => image,
-                        tag => tag,
-                        digest => t.digest.as_ref().map_or("unknown", |d| d.short()),
-                        deleted_upstream_at => &t.deleted_upstream_at,
-                        pruned_at => &t.pruned_at,
-                    }
-                })
-        })
+    fn entries(&self) -> Box<dyn Iterator<Item = Value> + Send + Sync + '_> {
+        match &self.image {
+            Some((name, image)) => Box::new(image.iter().flat_map(|i| removed_of(name, i))),
+            None => Box::new(
+                self.record
+                    .summaries()
+                    .filter(|(_, s)| s.removed > 0)
+                    .flat_map(|(name, _)| {
+                        let image = self.record.image(name);
+                        image.map(|i| removed_of(name, &i)).unwrap_or_default()
+                    }),
+            ),
+        }
     }
+}
+
+/// The removed tags of one image, as templates see them.
+fn removed_of(image: &str, record: &ImageRecord) -> Vec<Value> {
+    record
+        .tags
+        .iter()
+        .filter(|(_, t)| removed(t))
+        .map(|(tag, t)| {
+            context! {
+                image => image,
+                tag => tag,
+                digest => t.digest.as_ref().map_or("unknown", |d| d.short()),
+                deleted_upstream_at => &t.deleted_upstream_at,
+                pruned_at => &t.pruned_at,
+            }
+        })
+        .collect()
 }
 
 impl Object for RemovedView {
@@ -400,7 +413,7 @@ impl Object for RemovedView {
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
-        self.mapped_enumerator(|this| Box::new(this.entries()))
+        self.mapped_enumerator(|this| this.entries())
     }
 
     fn enumerator_len(self: &Arc<Self>) -> Option<usize> {

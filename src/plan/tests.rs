@@ -338,3 +338,14 @@ fn a_partly_retargeted_image_leaves_no_tag_looking_mirrored_at_the_new_target() 
     assert_eq!(second.unchanged, [2]);
     assert_eq!(names(&second.copy), ["a:3"]);
 }
+
+#[test]
+fn the_usual_media_types_are_shared_by_every_candidate() {
+    use std::sync::Arc;
+    let oci = || crate::oci::manifest::OCI_MANIFEST.to_string();
+    let (a, b) = (media_type(oci()), media_type(oci()));
+    assert!(Arc::ptr_eq(&a, &b));
+    assert_eq!(&*a, crate::oci::manifest::OCI_MANIFEST);
+    let odd = media_type("application/vnd.example.thing.v3+json".into());
+    assert_eq!(&*odd, "application/vnd.example.thing.v3+json");
+}
