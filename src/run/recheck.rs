@@ -78,7 +78,7 @@ pub(super) async fn recheck_referrers<S, T, M>(
     M: MetadataStore,
 {
     let mut unfinished = vec![false; sources.len()];
-    let mut started = vec![false; plan.recheck.len()];
+    let mut done = vec![false; plan.recheck.len()];
     let open = || !cancel.is_cancelled() && options.deadline.is_none_or(|d| Instant::now() < d);
     let mut reads = futures_util::stream::iter(plan.recheck.iter().enumerate())
         .take_while(|_| std::future::ready(open()))
@@ -95,7 +95,7 @@ pub(super) async fn recheck_referrers<S, T, M>(
             next = reads.next() => next,
         };
         let Some((i, result)) = next else { break };
-        started[i] = true;
+        done[i] = true;
         let c = &plan.recheck[i].candidate;
         match result {
             Ok(outcome) => batcher.push(c.source, outcome).await,
@@ -118,8 +118,8 @@ pub(super) async fn recheck_referrers<S, T, M>(
         }
     }
     drop(reads);
-    for (recheck, started) in plan.recheck.iter().zip(started) {
-        if !started {
+    for (recheck, done) in plan.recheck.iter().zip(done) {
+        if !done {
             unfinished[recheck.candidate.source] = true;
         }
     }
