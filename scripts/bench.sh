@@ -9,6 +9,8 @@
 # service-account key (scripts/bench/gcr_front.rs), mirrored to an empty target and rerun.
 # Usage: scripts/bench.sh [--quick]              everything (results: stdout and bench-results.md)
 #        scripts/bench.sh scale [REPOSxTAGS...]  the scale scenario alone (default 30x50 100x50 300x50)
+#        BENCH_GCR_REFERRERS=1 scripts/bench.sh scale …   with the front's referrers API on, and
+#          a third run where every tag's turn of --referrers-recheck came (one read per tag)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ITER=${ITER:-3}; SCALE=${SCALE:-3}; HUGE_MIB=${HUGE_MIB:-1024}; SIZES=${SIZES:-30x50 100x50 300x50}
@@ -159,6 +161,7 @@ run_transport() { # name tls
 tally() { # log from_line
   tail -n +"$(($2 + 1))" "$1" | awk -F'"' '{ split($2, r, " "); m = r[1]; p = (r[2] == "challenged") ? r[3] : r[2];
       if (p ~ /^\/v2\/token/) k = "token"; else if (p ~ /\/tags\/list/) k = "tags/list"; else if (p ~ /\/_catalog/) k = "catalog";
+      else if (p ~ /\/referrers\//) k = m " referrers";
       else if (p ~ /\/manifests\//) k = m " manifest"; else if (p ~ /\/blobs\/uploads/) k = m " upload";
       else if (p ~ /\/blobs\//) k = m " blob"; else k = m " other";
       n[k]++; n["total"]++ } END { for (k in n) print k "\t" n[k] }'
@@ -183,11 +186,14 @@ scale_size() { # REPOSxTAGS → rows of the scale table in $W/scale-rows, reques
   front=$(cat "$W/gcr/addr") || { cat "$W/gcr.out"; echo "the gcr front did not start" >&2; return 1; }
   local args=(-q --source "http://$front/$ns" --target 127.0.0.1:16102/mirror --metadata-dir "$W/meta-scale"
     --process-count -1 --gcp-credentials "$W/gcr/key.json" --insecure-registry "$front,127.0.0.1:16102")
-  for run in full no-op; do
+  local runs="full no-op" recheck=()
+  [ "${BENCH_GCR_REFERRERS:-}" = 1 ] && runs="full no-op recheck"
+  for run in $runs; do
+    [ "$run" = recheck ] && { sleep 1.1; recheck=(--referrers-recheck 1s); }
     : >"$W/gcr/requests.log"; sleep 0.2
     src_from=$(lines "$W/gcr/requests.log"); dst_from=$(lines "$W/dst.log")
     : >"$W/times"
-    measure "$run" "$BIN" "${args[@]}"
+    measure "$run" "$BIN" "${args[@]}" "${recheck[@]}"
     grep -q " $tags listed, .* 0 failed, 0 pending" "$W/cmd.out" || { cat "$W/cmd.out"; echo "scale $1 $run: not everything mirrored" >&2; return 1; }
     sleep 0.3 # the front writes its log every 100 ms
     tally "$W/gcr/requests.log" "$src_from" >"$W/src.tally"; tally "$W/dst.log" "$dst_from" >"$W/dst.tally"

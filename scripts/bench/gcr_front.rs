@@ -8,6 +8,7 @@
 //! Usage: bench-gcr UPSTREAM_HOST:PORT DIR — writes DIR/addr (the front's host:port, last),
 //! DIR/key.json (the service-account key) and appends every request the front answers to
 //! DIR/requests.log as `"METHOD PATH"` lines (challenged ones as `"METHOD challenged PATH"`).
+//! BENCH_GCR_REFERRERS=1 serves the OCI 1.1 referrers API (tests/common/gcr/referrers.rs).
 
 #![allow(dead_code)]
 
@@ -46,6 +47,11 @@ fn main() {
     let google = google::FakeGoogle::start(&dir);
     let gcr = gcr::FakeGcr::start(upstream, false);
     gcr.trust_google(google.issued.clone());
+    // Artifact Registry (which serves gcr.io now) has the OCI 1.1 referrers API; the bench
+    // turns it on with BENCH_GCR_REFERRERS=1 (off: the front forwards, distribution 404s).
+    if std::env::var("BENCH_GCR_REFERRERS").is_ok_and(|v| v == "1") {
+        gcr.referrers_api(100);
+    }
     std::fs::write(dir.join("key.json"), google.key_json()).expect("write key.json");
     std::fs::write(dir.join("addr"), &gcr.addr).expect("write addr");
     let mut log = std::fs::OpenOptions::new()
