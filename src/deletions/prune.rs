@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use crate::metadata::record::NamespaceRecord;
+use crate::metadata::record::{NamespaceRecord, TagRecord};
 use crate::oci::manifest::is_index;
 use crate::reference::Digest;
 
@@ -92,8 +92,18 @@ impl PrunePlan {
 /// the records of every source (a digest is shared per target repository, whichever source
 /// recorded it). Tags not marked, or pruned already, are never touched.
 pub fn plan_prune(records: &[NamespaceRecord]) -> PrunePlan {
+    let marked = |t: &TagRecord| t.deleted_upstream_at.is_some() && t.pruned_at.is_none();
+    // Most runs have nothing marked: no map of every live tag (at 15,000 tags a no-op
+    // held one beside the parsed records).
+    let any = records
+        .iter()
+        .flat_map(|r| r.images.values())
+        .any(|i| i.tags.values().any(marked));
+    if !any {
+        return PrunePlan::default();
+    }
     // Digests still used by a tag upstream, per target repository: (repo, digest) → tag.
-    let mut live: HashMap<(&str, &Digest), String> = HashMap::new();
+    let mut live: HashMap<(&str, &Digest), (&str, &str)> = HashMap::new();
     // Indexes still upstream, per target repository.
     let mut indexes: HashMap<&str, Vec<(String, Digest)>> = HashMap::new();
     for record in records {
@@ -103,14 +113,14 @@ pub fn plan_prune(records: &[NamespaceRecord]) -> PrunePlan {
                     && t.pruned_at.is_none()
                     && let Some(digest) = &t.digest
                 {
-                    let label = format!("{name}:{tag}");
                     if is_index(&t.media_type) {
                         let repo = indexes.entry(image.target.as_str()).or_default();
                         if !repo.iter().any(|(_, d)| d == digest) {
-                            repo.push((label.clone(), digest.clone()));
+                            repo.push((format!("{name}:{tag}"), digest.clone()));
                         }
                     }
-                    live.entry((image.target.as_str(), digest)).or_insert(label);
+                    live.entry((image.target.as_str(), digest))
+                        .or_insert((name, tag));
                 }
             }
         }
@@ -119,17 +129,13 @@ pub fn plan_prune(records: &[NamespaceRecord]) -> PrunePlan {
     let mut steps: BTreeMap<(usize, &str, &Digest), PruneStep> = BTreeMap::new();
     for (source, record) in records.iter().enumerate() {
         for (name, image) in &record.images {
-            let marked = image
-                .tags
-                .iter()
-                .filter(|(_, t)| t.deleted_upstream_at.is_some() && t.pruned_at.is_none());
-            for (tag, t) in marked {
+            for (tag, t) in image.tags.iter().filter(|(_, t)| marked(t)) {
                 let hold = match &t.digest {
                     _ if tag.starts_with("sha256-") => Some(Hold::Referrer),
                     None => Some(Hold::UnknownDigest),
                     Some(d) => live
                         .get(&(image.target.as_str(), d))
-                        .map(|with| Hold::SharedDigest(with.clone())),
+                        .map(|(image, tag)| Hold::SharedDigest(format!("{image}:{tag}"))),
                 };
                 match (hold, &t.digest) {
                     (Some(hold), _) => plan.held.push(Held {
