@@ -18,7 +18,7 @@ use crate::metadata::record::Outcome;
 use crate::oci::Registry;
 use crate::plan::{Plan, Recheck};
 use crate::reference::Digest;
-use crate::referrers::recheck::mark;
+use crate::referrers::recheck::{Why, mark};
 
 /// Tags whose referrers were read again, per source.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +63,13 @@ where
     })
 }
 
+/// Whether a re-read found exactly what the record holds (due by schedule, so its listed
+/// referrer tags are as recorded).
+fn same(recheck: &Recheck, outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Referrers { referrers, .. } if recheck.why == Why::Schedule
+        && *referrers == recheck.known)
+}
+
 /// Runs `plan.recheck` with `options.concurrency` at once, none started after the
 /// deadline or a cancel; records each tag's referrers, then each namespace's schedule.
 pub(super) async fn recheck_referrers<S, T, M>(
@@ -98,6 +105,12 @@ pub(super) async fn recheck_referrers<S, T, M>(
         done[i] = true;
         let c = &plan.recheck[i].candidate;
         match result {
+            // A re-read by schedule that found what the record holds changes nothing: only
+            // counted, so a namespace's turn does not load and rewrite `images.json` per
+            // batch for nothing.
+            Ok(outcome) if same(&plan.recheck[i], &outcome) => {
+                batcher.result.note(c.source, outcome)
+            }
             Ok(outcome) => batcher.push(c.source, outcome).await,
             // Reported, and read again on its next turn (at once, when the listing showed
             // the change: its mark is not recorded). The schedule still moves on: one
