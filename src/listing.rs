@@ -3,13 +3,14 @@
 
 use std::collections::BTreeMap;
 
+mod discover;
 mod target;
 pub use target::{TargetHeads, target_heads};
 
 use futures_util::{StreamExt, stream};
 
 use crate::filter::Filters;
-use crate::mapping::NameMapper;
+use crate::mapping::{MappingError, NameMapper};
 use crate::oci::taglist::TagList;
 use crate::oci::{self, ManifestRef, Registry};
 use crate::plan::Candidate;
@@ -154,237 +155,6 @@ fn failure(ns: &Namespace, image: RepoPath, tag: Option<Tag>, error: &oci::Error
     }
 }
 
-/// The tag lists of many repositories, listed at once.
-struct Lists {
-    /// Listed: (image, its tags).
-    listed: Vec<(RepoPath, TagList)>,
-    /// Failed after retries: (image, the error).
-    failed: Vec<(RepoPath, oci::Error)>,
-}
-
-/// Lists the tags of many repositories at once. A repository gone since it was named
-/// (404) is a warning unless `strict` (named by `--images`), where it is a failure.
-async fn list_many<R: Registry>(
-    registry: &R,
-    ns: &Namespace,
-    images: Vec<RepoPath>,
-    strict: bool,
-    queries: usize,
-) -> Lists {
-    // Their tokens are fetched together, several scopes per token request.
-    let repos: Vec<RepoPath> = images.iter().map(|image| ns.repo(image)).collect();
-    registry.prepare(&repos).await;
-    let results: Vec<_> = stream::iter(images)
-        .map(|image| async move {
-            let result = registry.list_tags(&ns.repo(&image)).await;
-            (image, result)
-        })
-        .buffer_unordered(queries)
-        .collect()
-        .await;
-    let mut lists = Lists {
-        listed: Vec::new(),
-        failed: Vec::new(),
-    };
-    for (image, result) in results {
-        match result {
-            Ok(list) => lists.listed.push((image, list)),
-            Err(e) if e.status() == Some(404) && !strict => tracing::warn!(
-                "{ns}/{image}: listed by the registry but answers 404 (deleted since?); skipped: {e}"
-            ),
-            Err(e) => lists.failed.push((image, e)),
-        }
-    }
-    lists
-}
-
-/// What discovery found: the images the image filters keep, with their tags.
-#[derive(Default)]
-struct Discovered {
-    listed_by: Option<ListedBy>,
-    /// Whether every repository walked was listed (none failed, not `--images`).
-    complete: bool,
-    lists: Vec<(RepoPath, TagList)>,
-    images_removed: BTreeMap<&'static str, usize>,
-    failures: Vec<ListFailure>,
-}
-
-impl Discovered {
-    /// Keeps the listed images that pass the image filters; repository failures of kept
-    /// images are failures, those of images walked only for their children are warnings.
-    fn add(&mut self, ns: &Namespace, lists: Lists, filters: &Filters) {
-        // A repository not listed hides its tags, and in a gcr tree what is below it.
-        self.complete &= lists.failed.is_empty();
-        for (image, error) in lists.failed {
-            match filters.image(image.as_str()) {
-                Ok(()) => self.failures.push(failure(ns, image, None, &error)),
-                Err(filter) => tracing::warn!(
-                    "{ns}/{image} is removed by --{filter}, but was listed because images below it could pass; that failed, so they are not mirrored: {error}; to skip it, have the filter remove what is below it too (e.g. --exclude-images '^{image}(/|$)')"
-                ),
-            }
-        }
-        for (image, list) in lists.listed {
-            match filters.image(image.as_str()) {
-                Ok(()) => self.lists.push((image, list)),
-                Err(filter) => *self.images_removed.entry(filter).or_default() += 1,
-            }
-        }
-    }
-
-    /// Which of `images` to list: those that pass the filters, or (`walk`) that could have
-    /// images below them that do; the rest are counted as removed, never listed.
-    fn worth_listing(
-        &mut self,
-        images: Vec<RepoPath>,
-        filters: &Filters,
-        walk: bool,
-    ) -> Vec<RepoPath> {
-        images
-            .into_iter()
-            .filter(|image| match filters.image(image.as_str()) {
-                Ok(()) => true,
-                Err(_) if walk && filters.may_pass_below(image.as_str()) => true,
-                Err(filter) => {
-                    *self.images_removed.entry(filter).or_default() += 1;
-                    false
-                }
-            })
-            .collect()
-    }
-}
-
-/// Walks gcr's `child` lists at every depth, one request per repository; a repository
-/// keeps its own tags even when it also has children. A child is listed only when it, or
-/// some image below it, can pass the image filters.
-async fn walk_children<R: Registry>(
-    registry: &R,
-    ns: &Namespace,
-    root: TagList,
-    filters: &Filters,
-    queries: usize,
-) -> Discovered {
-    let mut found = Discovered {
-        listed_by: Some(ListedBy::Children),
-        complete: true,
-        ..Discovered::default()
-    };
-    let child_paths = |parent: Option<&RepoPath>, list: &TagList| -> Vec<RepoPath> {
-        let children = list
-            .children
-            .iter()
-            .flatten()
-            .filter_map(|c| c.parse::<RepoPath>().ok());
-        children
-            .map(|c| parent.map_or(c.clone(), |p| p.join(&c)))
-            .collect()
-    };
-    let mut level = child_paths(None, &root);
-    while !level.is_empty() {
-        let wanted = found.worth_listing(level, filters, true);
-        let mut lists = list_many(registry, ns, wanted, false, queries).await;
-        level = lists
-            .listed
-            .iter()
-            .flat_map(|(image, list)| child_paths(Some(image), list))
-            .collect();
-        // A gcr path with children but no tags of its own is no image.
-        lists.listed.retain(|(_, list)| !list.tags.is_empty());
-        found.add(ns, lists, filters);
-    }
-    found
-}
-
-/// The repositories of a source with their tags: `--images`; gcr's `child` tree when the
-/// namespace answers with one; otherwise the catalog entries under the namespace path.
-/// Fails as a whole only when the namespace cannot be listed at all.
-async fn discover<R: Registry>(
-    registry: &R,
-    spec: &SourceSpec<'_>,
-    filters: &Filters,
-    queries: usize,
-) -> Result<Discovered, ListError> {
-    let ns = spec.namespace;
-    let mut found = Discovered::default();
-    if let Some(images) = spec.images {
-        let wanted = found.worth_listing(images.to_vec(), filters, false);
-        let mut lists = list_many(registry, ns, wanted, true, queries).await;
-        // Nothing at the root vouches for the credentials here: refused everywhere, they are.
-        let refused = |(_, e): &(RepoPath, oci::Error)| matches!(e, oci::Error::Auth { .. });
-        if lists.listed.is_empty()
-            && let Some(at) = lists.failed.iter().position(refused)
-        {
-            let (image, error) = lists.failed.swap_remove(at);
-            return Err(ListError {
-                source_ref: format!("{ns}/{image}"),
-                error,
-            });
-        }
-        found.add(ns, lists, filters);
-        return Ok(found);
-    }
-    // A namespace listed by the catalog before is a catalog registry's: the gcr probe
-    // would only answer 404 again. Should the catalog fail or hold nothing under the
-    // namespace now, the namespace is probed as on a first run.
-    if spec.listed_before == Some(ListedBy::Catalog) && ns.path.is_some() {
-        match registry.catalog().await {
-            Ok(all) => {
-                let images = under(ns, &all);
-                if !images.is_empty() {
-                    return Ok(from_catalog(registry, ns, images, filters, queries).await);
-                }
-            }
-            Err(e) => tracing::debug!("{ns}: catalog failed ({e}); probing the namespace"),
-        }
-    }
-    if let Some(root) = &ns.path {
-        match registry.list_tags(root).await {
-            Ok(list) if list.children.is_some() => {
-                return Ok(walk_children(registry, ns, list, filters, queries).await);
-            }
-            Ok(_) => {}
-            Err(e) if e.status() == Some(404) => {}
-            Err(error) => {
-                return Err(ListError {
-                    source_ref: ns.to_string(),
-                    error,
-                });
-            }
-        }
-    }
-    let all = registry.catalog().await.map_err(|error| ListError {
-        source_ref: format!("{ns} (catalog)"),
-        error,
-    })?;
-    Ok(from_catalog(registry, ns, under(ns, &all), filters, queries).await)
-}
-
-/// The catalog's repositories under the namespace path, relative to it.
-fn under(ns: &Namespace, catalog: &[RepoPath]) -> Vec<RepoPath> {
-    catalog
-        .iter()
-        .filter_map(|repo| repo.strip_prefix(ns.path.as_ref()))
-        .collect()
-}
-
-/// Lists the tags of the catalog's `images` the filters keep.
-async fn from_catalog<R: Registry>(
-    registry: &R,
-    ns: &Namespace,
-    images: Vec<RepoPath>,
-    filters: &Filters,
-    queries: usize,
-) -> Discovered {
-    let mut found = Discovered {
-        listed_by: Some(ListedBy::Catalog),
-        complete: true,
-        ..Discovered::default()
-    };
-    let wanted = found.worth_listing(images, filters, false);
-    let lists = list_many(registry, ns, wanted, false, queries).await;
-    found.add(ns, lists, filters);
-    found
-}
-
 /// A listed tag waiting for its digest. The repositories are shared with the image's
 /// other tags (`RepoPath` is an `Arc<str>`), not copied per tag.
 struct Listed {
@@ -401,7 +171,7 @@ impl Listed {
         spec: &SourceSpec<'_>,
         digest: Digest,
         uploaded_ms: Option<i64>,
-        media_type: Option<String>,
+        media_type: Option<std::sync::Arc<str>>,
     ) -> Candidate {
         Candidate {
             source: spec.index,
@@ -411,7 +181,7 @@ impl Listed {
             digest,
             uploaded_ms,
             target: self.target,
-            media_type: media_type.map(crate::plan::media_type),
+            media_type,
             referrer_tags: self.referrer_tags,
         }
     }
@@ -428,22 +198,14 @@ pub async fn list_source<R: Registry>(
     queries: usize,
 ) -> Result<SourceListing, SourceError> {
     let (shard, shards) = spec.shard;
-    let found = discover(registry, spec, filters, queries).await?;
-    let mut listed = found.lists;
-    listed.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut out = SourceListing {
-        listed_by: found.listed_by,
-        ..SourceListing::default()
-    };
-    out.seen.complete = found.complete;
-    let stats = &mut out.stats;
-    stats.images_removed = found.images_removed;
-    stats.failures = found.failures;
+    let mut out = SourceListing::default();
     let settled = |c: &Candidate| spec.settled.is_some_and(|settled| settled(c));
     let mut unchanged = 0;
     let mut known = Vec::new();
     let mut to_head = Vec::new();
-    for (image, mut list) in listed {
+    // Each image as its listing arrives, so that the listings are not all held at once.
+    let mut take = |image: RepoPath, mut list: TagList| -> Result<(), MappingError> {
+        let stats = &mut out.stats;
         // Referrer tags (`sha256-<hex>`, cosign's `.sig`/`.att`/`.sbom`) are never
         // ordinary tags, whatever the filters say: they go with their subject's copy.
         let referrer_tags: std::sync::Arc<[ListedTag]> = list
@@ -474,7 +236,7 @@ pub async fn list_source<R: Registry>(
         }
         if shard_of(&format!("{}/{image}", spec.namespace), shards) != shard {
             *stats.removed.entry("shard").or_default() += list.tags.len();
-            continue;
+            return Ok(());
         }
         for filter in verdicts.into_iter().filter_map(Result::err) {
             *stats.removed.entry(filter).or_default() += 1;
@@ -512,7 +274,16 @@ pub async fn list_source<R: Registry>(
             }
         }
         out.seen.add(image.to_string(), list.tags);
-    }
+        Ok(())
+    };
+    let found = discover::discover(registry, spec, filters, queries, &mut take).await?;
+    out.listed_by = found.listed_by;
+    out.seen.complete = found.complete;
+    let stats = &mut out.stats;
+    stats.images_removed = found.images_removed;
+    stats.failures = found.failures;
+    // Listings arrive in any order; the HEADs go in name order, as before.
+    to_head.sort_by(|a: &Listed, b: &Listed| (&a.image, &a.tag).cmp(&(&b.image, &b.tag)));
     // `Ok(None)`: deleted since listed; `Ok(Some(None))`: settled, dropped here.
     let headed: Vec<Result<Option<Option<Candidate>>, ListFailure>> = stream::iter(to_head)
         .map(|listed| async move {
@@ -522,7 +293,12 @@ pub async fn list_source<R: Registry>(
             match head {
                 // A tag deleted since it was listed is simply gone.
                 Ok(head) => Ok(head.map(|h| {
-                    let c = listed.candidate(spec, h.digest, None, Some(h.media_type));
+                    let c = listed.candidate(
+                        spec,
+                        h.digest,
+                        None,
+                        Some(crate::plan::media_type(h.media_type)),
+                    );
                     (!settled(&c)).then_some(c)
                 })),
                 Err(e) => Err(failure(spec.namespace, listed.image, Some(listed.tag), &e)),

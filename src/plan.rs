@@ -41,25 +41,7 @@ pub struct Candidate {
     pub referrer_tags: std::sync::Arc<[crate::referrers::ListedTag]>,
 }
 
-/// `listed` as a candidate's media type: one of the usual manifest types shared, so that
-/// 15,000 listed tags do not hold 15,000 copies of the same few strings.
-pub fn media_type(listed: String) -> std::sync::Arc<str> {
-    use std::sync::{Arc, LazyLock};
-    static USUAL: LazyLock<[Arc<str>; 4]> = LazyLock::new(|| {
-        [
-            crate::oci::manifest::OCI_MANIFEST,
-            crate::oci::manifest::OCI_INDEX,
-            crate::oci::manifest::DOCKER_MANIFEST,
-            crate::oci::manifest::DOCKER_LIST,
-        ]
-        .map(Arc::from)
-    });
-    USUAL
-        .iter()
-        .find(|usual| ***usual == *listed)
-        .cloned()
-        .unwrap_or_else(|| listed.into())
-}
+pub use crate::oci::manifest::shared_media_type as media_type;
 
 /// The key of a target HEAD result.
 pub type TargetKey = (usize, RepoPath, Tag);

@@ -63,7 +63,12 @@ impl Namespace<'_> {
         }
         let records_path = format!("{}/images.json", self.dir);
         let record_file = if changed.record || !self.listing.contains_key(&records_path) {
-            self.if_different(records_path, record.to_json_bytes())
+            // The pages and README are rendered: the record is this batch's alone again.
+            let bytes = Arc::try_unwrap(record).map_or_else(
+                |shared| shared.to_json_bytes(),
+                BatchRecord::into_json_bytes,
+            );
+            self.if_different(records_path, bytes)
         } else {
             None
         };

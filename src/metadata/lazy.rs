@@ -210,6 +210,119 @@ impl BatchRecord {
         out.push(b'\n');
         out
     }
+
+    /// `to_json_bytes`, built inside the text the record was read from: the images the
+    /// batch left alone stay where they are or move, so a batch holds one `images.json`
+    /// instead of the one read and the one written (4.5 MB each at 15,000 tags, issue 14).
+    pub fn into_json_bytes(self) -> Vec<u8> {
+        let pieces = self.pieces();
+        splice(self.text.into_bytes(), pieces)
+    }
+
+    /// What `to_json_bytes` writes, as pieces of the text and new bytes.
+    fn pieces(&self) -> Vec<Piece> {
+        let mut pieces = Pieces {
+            text: self.text.as_bytes().as_ptr_range(),
+            pieces: Vec::new(),
+        };
+        let head = serde_json::to_value(&self.head).expect("records serialize");
+        serde_json::to_writer_pretty(&mut pieces, &Top(self, head)).expect("records serialize");
+        let mut pieces = pieces.pieces;
+        pieces.push(Piece::New(b"\n".to_vec()));
+        pieces
+    }
+}
+
+/// A part of the JSON a batch writes: bytes of the text read, or new bytes.
+#[derive(Debug, PartialEq)]
+enum Piece {
+    Keep(Range<usize>),
+    New(Vec<u8>),
+}
+
+/// Collects what serde_json writes as pieces: an untouched image is written as the raw
+/// value borrowed from the text (one `write` of bytes inside it), kept as a range.
+struct Pieces {
+    text: Range<*const u8>,
+    pieces: Vec<Piece>,
+}
+
+impl std::io::Write for Pieces {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let inside = self.text.contains(&buf.as_ptr()) && buf.as_ptr_range().end <= self.text.end;
+        if inside {
+            let start = buf.as_ptr() as usize - self.text.start as usize;
+            self.pieces.push(Piece::Keep(start..start + buf.len()));
+        } else if let Some(Piece::New(bytes)) = self.pieces.last_mut() {
+            bytes.extend_from_slice(buf);
+        } else {
+            self.pieces.push(Piece::New(buf.to_vec()));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `pieces` laid out in `text` itself: each kept range moved to its place (those moving
+/// right first, from the last; then those moving left, from the first, so that no range is
+/// overwritten before it moves), then the new bytes written between them. Kept ranges out
+/// of order (never from `into_json_bytes`) are copied into a new buffer instead.
+fn splice(mut text: Vec<u8>, pieces: Vec<Piece>) -> Vec<u8> {
+    let len = |p: &Piece| match p {
+        Piece::Keep(range) => range.len(),
+        Piece::New(bytes) => bytes.len(),
+    };
+    let keeps = pieces.iter().filter_map(|p| match p {
+        Piece::Keep(range) => Some(range),
+        Piece::New(_) => None,
+    });
+    let in_order = keeps
+        .clone()
+        .zip(keeps.skip(1))
+        .all(|(a, b)| a.end <= b.start);
+    let total: usize = pieces.iter().map(len).sum();
+    if !in_order {
+        let mut out = Vec::with_capacity(total);
+        for piece in &pieces {
+            match piece {
+                Piece::Keep(range) => out.extend_from_slice(&text[range.clone()]),
+                Piece::New(bytes) => out.extend_from_slice(bytes),
+            }
+        }
+        return out;
+    }
+    let mut at = Vec::with_capacity(pieces.len());
+    let mut offset = 0;
+    for piece in &pieces {
+        at.push(offset);
+        offset += len(piece);
+    }
+    if total > text.len() {
+        text.resize(total, 0);
+    }
+    let moves = || {
+        pieces.iter().zip(&at).filter_map(|(p, &to)| match p {
+            Piece::Keep(range) => Some((range.clone(), to)),
+            Piece::New(_) => None,
+        })
+    };
+    let right: Vec<_> = moves().filter(|(range, to)| *to > range.start).collect();
+    for (range, to) in right.into_iter().rev() {
+        text.copy_within(range, to);
+    }
+    for (range, to) in moves().filter(|(range, to)| *to < range.start) {
+        text.copy_within(range, to);
+    }
+    for (piece, &to) in pieces.iter().zip(&at) {
+        if let Piece::New(bytes) = piece {
+            text[to..to + bytes.len()].copy_from_slice(bytes);
+        }
+    }
+    text.truncate(total);
+    text
 }
 
 /// The record's top-level object: the head's fields (a JSON map: sorted, as `to_json`
@@ -356,6 +469,80 @@ mod tests {
             String::from_utf8(lazy.to_json_bytes()).unwrap(),
             whole.to_json()
         );
+        assert_eq!(
+            String::from_utf8(lazy.into_json_bytes()).unwrap(),
+            whole.to_json()
+        );
+    }
+
+    #[test]
+    fn written_in_place_the_text_is_what_a_whole_record_writes_as_images_grow_and_shrink() {
+        let mut whole = sample();
+        for image in ["b0", "b1", "c", "f", "g"] {
+            whole.apply(&[synced(image, "1", 'a', "2026-01-01T00:00:00Z")]);
+        }
+        // Round by round: images grow (a tag more), shrink (a tag fewer), come and go, so
+        // that kept images move both ways in one batch.
+        let rounds: [&[Outcome]; 4] = [
+            &[
+                synced("b0", "2", 'b', "2026-02-01T00:00:00Z"),
+                Outcome::Missing {
+                    image: "c".into(),
+                    tag: "1".into(),
+                },
+                synced("zz", "1", 'c', "2026-02-01T00:00:00Z"),
+            ],
+            &[
+                Outcome::Missing {
+                    image: "a".into(),
+                    tag: "1.0".into(),
+                },
+                synced(
+                    "f",
+                    "long-tag-name-that-grows-the-image",
+                    'd',
+                    "2026-03-01T00:00:00Z",
+                ),
+            ],
+            &[Outcome::Missing {
+                image: "zz".into(),
+                tag: "1".into(),
+            }],
+            &[],
+        ];
+        for batch in rounds {
+            let mut lazy = BatchRecord::from_json(whole.to_json().into_bytes(), "", "").unwrap();
+            assert_eq!(lazy.apply(batch), whole.apply(batch));
+            let expected = whole.to_json();
+            let kept = lazy
+                .pieces()
+                .iter()
+                .filter(|p| matches!(p, Piece::Keep(_)))
+                .count();
+            assert!(kept >= 4, "{kept} images kept as text");
+            assert_eq!(String::from_utf8(lazy.to_json_bytes()).unwrap(), expected);
+            assert_eq!(String::from_utf8(lazy.into_json_bytes()).unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn pieces_out_of_order_are_copied_not_moved() {
+        let text = b"0123456789".to_vec();
+        let pieces = vec![
+            Piece::Keep(5..8),
+            Piece::New(b"-".to_vec()),
+            Piece::Keep(0..3),
+            Piece::New(b"!".to_vec()),
+        ];
+        assert_eq!(splice(text.clone(), pieces), b"567-012!");
+        let moved = vec![
+            Piece::New(b"abcdef".to_vec()),
+            Piece::Keep(2..4),
+            Piece::Keep(6..7),
+            Piece::New(b"x".to_vec()),
+            Piece::Keep(9..10),
+        ];
+        assert_eq!(splice(text, moved), b"abcdef236x9");
     }
 
     #[test]
@@ -365,6 +552,8 @@ mod tests {
         let lazy = BatchRecord::from_json(compact, "", "").unwrap();
         assert!(lazy.images.values().all(|i| matches!(i, Image::Parsed(_))));
         assert_eq!(lazy.to_json_bytes(), record.to_json_bytes());
+        let lazy = BatchRecord::from_json(serde_json::to_vec(&record).unwrap(), "", "").unwrap();
+        assert_eq!(lazy.into_json_bytes(), record.to_json_bytes());
         let legacy = BatchRecord::from_json(br#"["base:debug"]"#.to_vec(), "s", "u").unwrap();
         assert_eq!(legacy.image("base").unwrap().target, "u/base");
         assert!(BatchRecord::from_json(b"{\"images\": 3}".to_vec(), "", "").is_err());

@@ -13,6 +13,37 @@ pub fn now_utc() -> String {
         .to_string()
 }
 
+/// Reads a JSON object into a `BTreeMap` built at once from its entries. Filled key by key
+/// in the (sorted) order of the file, a map splits each full node in two and keeps its
+/// nodes a little over half full: at 15,000 tags the records took ≈ 450 bytes of nodes per
+/// tag for ≈ 250 of entries (issue 14). Built from the sorted entries, the nodes are full.
+/// A key given twice keeps its last value, as serde's own map does.
+fn packed<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct Entries<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Entries<V> {
+        type Value = Vec<(String, V)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
+            while let Some(entry) = map.next_entry()? {
+                entries.push(entry);
+            }
+            Ok(entries)
+        }
+    }
+    let entries = d.deserialize_map(Entries(std::marker::PhantomData))?;
+    Ok(entries.into_iter().collect())
+}
+
 /// Everything recorded about one source namespace (SPEC §5).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 ///
@@ -23,7 +54,7 @@ pub struct NamespaceRecord {
     #[serde(default)]
     pub failed: BTreeMap<String, Failure>,
     /// Images by name relative to the source namespace.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "packed")]
     pub images: BTreeMap<String, ImageRecord>,
     /// How the namespace was listed last (issue 14: a catalog registry is not probed again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -61,7 +92,7 @@ pub struct Skip {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ImageRecord {
     /// Tags by name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "packed")]
     pub tags: BTreeMap<String, TagRecord>,
     /// The target repository, e.g. `docker.io/myuser/pause`.
     pub target: String,

@@ -350,7 +350,9 @@ impl Registry for LayoutRegistry {
             let info = TagInfo {
                 digest: found.digest,
                 uploaded_ms: None,
-                media_type: Some(found.media_type).filter(|m| !m.is_empty()),
+                media_type: Some(found.media_type)
+                    .filter(|m| !m.is_empty())
+                    .map(super::manifest::shared_media_type),
             };
             list.digests.insert(tag, info);
         }

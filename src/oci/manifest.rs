@@ -31,6 +31,19 @@ application/vnd.docker.distribution.manifest.list.v2+json, \
 application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.v2+json";
 
+/// `listed` as a listed tag's media type: one of the usual manifest types shared, so that
+/// 15,000 listed tags do not hold 15,000 copies of the same few strings.
+pub fn shared_media_type(listed: String) -> std::sync::Arc<str> {
+    use std::sync::{Arc, LazyLock};
+    static USUAL: LazyLock<[Arc<str>; 4]> =
+        LazyLock::new(|| [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].map(Arc::from));
+    USUAL
+        .iter()
+        .find(|usual| ***usual == *listed)
+        .cloned()
+        .unwrap_or_else(|| listed.into())
+}
+
 /// Whether a media type is a multi-platform index (OCI index or Docker list).
 pub fn is_index(media_type: &str) -> bool {
     matches!(media_type, OCI_INDEX | DOCKER_LIST)

@@ -26,8 +26,9 @@ pub struct TagInfo {
     pub digest: Digest,
     /// Upload time, ms since the epoch (`timeUploadedMs`).
     pub uploaded_ms: Option<i64>,
-    /// The manifest's media type (`mediaType`), which tells schema 1 without a request.
-    pub media_type: Option<String>,
+    /// The manifest's media type (`mediaType`), which tells schema 1 without a request;
+    /// the usual ones shared.
+    pub media_type: Option<std::sync::Arc<str>>,
 }
 
 /// One page as served (JSON).
@@ -85,11 +86,15 @@ impl TagList {
                 let Ok(digest) = digest.parse::<Digest>() else {
                     continue;
                 };
+                let media_type = entry
+                    .media_type
+                    .filter(|m| !m.is_empty())
+                    .map(super::manifest::shared_media_type);
                 for tag in entry.tag.iter().filter_map(|t| t.parse::<Tag>().ok()) {
                     let info = TagInfo {
                         digest: digest.clone(),
                         uploaded_ms: entry.time_uploaded_ms,
-                        media_type: entry.media_type.clone().filter(|m| !m.is_empty()),
+                        media_type: media_type.clone(),
                     };
                     list.digests.insert(tag, info);
                 }

@@ -150,3 +150,26 @@ fn legacy_lists_import_with_unknown_digests() {
     assert_eq!(record.digest("base", "debug"), Some(None));
     assert_eq!(record.images["cc"].target, "docker.io/u/cc");
 }
+
+#[test]
+fn maps_are_read_whole_in_key_order_and_a_repeated_key_keeps_its_last_value() {
+    let tag = |at: &str| format!(r#"{{"digest":null,"synced_at":"{at}"}}"#);
+    let json = format!(
+        r#"{{"images":{{"b":{{"tags":{{}},"target":"t/b"}},"a":{{"tags":{{"2":{},"1":{},"2":{}}},"target":"t/a"}}}},"source":"s","target":"t"}}"#,
+        tag("first"),
+        tag("one"),
+        tag("last")
+    );
+    let record: NamespaceRecord = serde_json::from_str(&json).unwrap();
+    assert_eq!(record.images.keys().collect::<Vec<_>>(), ["a", "b"]);
+    let tags = &record.images["a"].tags;
+    assert_eq!(tags.keys().collect::<Vec<_>>(), ["1", "2"]);
+    assert_eq!(
+        (tags["1"].synced_at.as_str(), tags["2"].synced_at.as_str()),
+        ("one", "last")
+    );
+    // Filled at once, the map still takes the keys a batch adds later.
+    let mut image = record.images["a"].clone();
+    image.tags.insert("0".into(), TagRecord::default());
+    assert_eq!(image.tags.len(), 3);
+}
