@@ -241,7 +241,9 @@ pub fn plan_platforms(
         still_skipped: vec![0; records.len()],
         ..Plan::default()
     };
-    let mut to_copy = Vec::new();
+    let candidates = candidates.into_iter();
+    // Most candidates that reach the plan are copied: sized once, not grown by doubling.
+    let mut to_copy = Vec::with_capacity(candidates.size_hint().0);
     for c in candidates {
         let record = &records[c.source];
         let chosen = chosen.get(c.source).and_then(Option::as_ref);
@@ -312,10 +314,17 @@ pub fn plan_platforms(
             to_copy.push(step)
         }
     }
-    to_copy.sort_by_key(order_key);
-    plan.adopt.sort_by_key(order_key);
+    // Unstable sorts, in place: the key is unique per step (source, image, tag), so the
+    // order is the one a stable sort gives, without a stable sort's scratch copy of the
+    // steps (3.7 MB at 15,000 tags).
+    to_copy.sort_unstable_by(|a, b| order_key(a).cmp(&order_key(b)));
+    plan.adopt
+        .sort_unstable_by(|a, b| order_key(a).cmp(&order_key(b)));
     let take = budget.unwrap_or(usize::MAX).min(to_copy.len());
     plan.pending = to_copy.split_off(take);
+    if !plan.pending.is_empty() {
+        to_copy.shrink_to_fit();
+    }
     plan.copy = to_copy;
     plan
 }
@@ -324,33 +333,61 @@ pub fn plan_platforms(
 /// quota), moving the rest to pending; returns how many were moved.
 pub fn fit_quotas(plan: &mut Plan, quotas: &[Option<u64>]) -> usize {
     let mut used = vec![0u64; quotas.len()];
-    let (mut fits, mut over) = (Vec::new(), Vec::new());
-    for step in plan.copy.drain(..) {
+    let over = split_off_by(&mut plan.copy, |step| {
         let source = step.candidate.source;
         match quotas[source] {
-            Some(quota) if used[source] >= quota => over.push(step),
+            Some(quota) if used[source] >= quota => false,
             _ => {
                 used[source] += 1;
-                fits.push(step);
+                true
             }
         }
-    }
+    });
     let moved = over.len();
-    plan.copy = fits;
-    over.append(&mut plan.pending);
-    plan.pending = over;
+    to_pending(plan, over);
     moved
 }
 
+/// Takes the steps `keep` refuses (asked once each, in order) out of `steps`, both parts
+/// in order. Nothing is allocated when all are kept, and otherwise each part once at its
+/// size: a plan holds 15,000 steps of ≈ 250 bytes at 15,000 tags (issue 14).
+pub(crate) fn split_off_by(
+    steps: &mut Vec<Step>,
+    mut keep: impl FnMut(&Step) -> bool,
+) -> Vec<Step> {
+    let verdicts: Vec<bool> = steps.iter().map(&mut keep).collect();
+    let kept = verdicts.iter().filter(|k| **k).count();
+    if kept == steps.len() {
+        return Vec::new();
+    }
+    let (mut yes, mut no) = (
+        Vec::with_capacity(kept),
+        Vec::with_capacity(steps.len() - kept),
+    );
+    for (step, keep) in std::mem::take(steps).into_iter().zip(verdicts) {
+        if keep { yes.push(step) } else { no.push(step) }
+    }
+    *steps = yes;
+    no
+}
+
+/// Puts `over` ahead of the plan's pending steps.
+pub(crate) fn to_pending(plan: &mut Plan, mut over: Vec<Step>) {
+    if !over.is_empty() {
+        over.append(&mut plan.pending);
+        plan.pending = over;
+    }
+}
+
 /// Failed-last, then newest upload first (unknown times after known ones), then by name.
-fn order_key(step: &Step) -> (bool, Reverse<Option<i64>>, usize, RepoPath, Tag) {
+fn order_key(step: &Step) -> (bool, Reverse<Option<i64>>, usize, &RepoPath, &Tag) {
     let c = &step.candidate;
     (
         step.failed_before,
         Reverse(c.uploaded_ms),
         c.source,
-        c.image.clone(),
-        c.tag.clone(),
+        &c.image,
+        &c.tag,
     )
 }
 

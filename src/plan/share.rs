@@ -66,19 +66,13 @@ pub fn share(plan: &mut Plan, budget: Option<usize>, caps: &[Option<usize>]) {
         *a += e;
     }
     let mut taken = vec![0usize; caps.len()];
-    let (mut copy, mut over) = (Vec::new(), Vec::new());
-    for step in plan.copy.drain(..) {
+    let over = super::split_off_by(&mut plan.copy, |step| {
         let source = step.candidate.source;
-        if taken[source] < allotted[source] {
-            taken[source] += 1;
-            copy.push(step);
-        } else {
-            over.push(step);
-        }
-    }
-    over.append(&mut plan.pending);
-    plan.copy = copy;
-    plan.pending = over;
+        let fits = taken[source] < allotted[source];
+        taken[source] += usize::from(fits);
+        fits
+    });
+    super::to_pending(plan, over);
 }
 
 #[cfg(test)]
