@@ -454,7 +454,7 @@ async fn sync<M: MetadataStore>(
     };
     let progress = Progress::new(plan.copy.len(), settings.verbosity >= 0);
     let mut result = run::execute(
-        &plan,
+        &mut plan,
         &registries.sources,
         &copiers,
         recorder,
