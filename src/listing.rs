@@ -208,15 +208,15 @@ pub async fn list_source<R: Registry>(
         let stats = &mut out.stats;
         // Referrer tags (`sha256-<hex>`, cosign's `.sig`/`.att`/`.sbom`) are never
         // ordinary tags, whatever the filters say: they go with their subject's copy.
-        let referrer_tags: std::sync::Arc<[ListedTag]> = list
-            .tags
-            .iter()
-            .filter(|t| crate::referrers::referrer_tag(t.as_str()).is_some())
-            .map(|t| ListedTag {
-                tag: t.clone(),
-                digest: list.digests.get(t).map(|info| info.digest.clone()),
-            })
-            .collect();
+        let referrer_tags = crate::referrers::sorted(
+            list.tags
+                .iter()
+                .filter(|t| crate::referrers::referrer_tag(t.as_str()).is_some())
+                .map(|t| ListedTag {
+                    tag: t.clone(),
+                    digest: list.digests.get(t).map(|info| info.digest.clone()),
+                }),
+        );
         if !referrer_tags.is_empty() {
             list.tags
                 .retain(|t| crate::referrers::referrer_tag(t.as_str()).is_none());

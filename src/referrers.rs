@@ -89,15 +89,29 @@ pub fn referrer_tag(tag: &str) -> Option<(&str, Option<&str>)> {
     hex_ok.then_some((hex, suffix))
 }
 
-/// The referrer tags of `subject` among a repository's referrer tags: (tag, cosign suffix).
+/// A repository's referrer tags as `tags_of` reads them: sorted by name.
+pub fn sorted(tags: impl IntoIterator<Item = ListedTag>) -> std::sync::Arc<[ListedTag]> {
+    let mut tags: Vec<ListedTag> = tags.into_iter().collect();
+    tags.sort_by(|a, b| a.tag.as_str().cmp(b.tag.as_str()));
+    tags.into()
+}
+
+/// The referrer tags of `subject` among a repository's referrer tags (sorted by name,
+/// `sorted`): (tag, cosign suffix). Found by binary search: it runs for every listed tag
+/// of the repository, and a scan made a no-op quadratic in its signed tags.
 pub fn tags_of<'a>(
     subject: &Digest,
     tags: &'a [ListedTag],
 ) -> Vec<(&'a ListedTag, Option<&'a str>)> {
+    debug_assert!(tags.is_sorted_by(|a, b| a.tag.as_str() <= b.tag.as_str()));
     let Some(hex) = subject.sha256_hex() else {
         return Vec::new();
     };
-    tags.iter()
+    let prefix = format!("sha256-{hex}");
+    let first = tags.partition_point(|t| t.tag.as_str() < prefix.as_str());
+    tags[first..]
+        .iter()
+        .take_while(|t| t.tag.as_str().starts_with(&prefix))
         .filter_map(|t| {
             let (h, suffix) = referrer_tag(t.tag.as_str())?;
             (h == hex).then_some((t, suffix))
@@ -145,18 +159,21 @@ mod tests {
         assert_eq!(referrer_tag("sha256-abc"), None);
         assert_eq!(referrer_tag("v1.0"), None);
         let subject: Digest = format!("sha256:{hex}").parse().unwrap();
-        let tags: Vec<ListedTag> = [
-            format!("sha256-{hex}"),
-            format!("sha256-{hex}.att"),
-            format!("sha256-{}", "b".repeat(64)),
-            "latest".to_string(),
-        ]
-        .iter()
-        .map(|t| ListedTag {
-            tag: t.parse().unwrap(),
-            digest: None,
-        })
-        .collect();
+        // In the listing's order; `sorted` puts them in the order `tags_of` searches.
+        let tags = sorted(
+            [
+                format!("sha256-{}.sig", "0".repeat(64)),
+                format!("sha256-{hex}.att"),
+                format!("sha256-{}", "b".repeat(64)),
+                "latest".to_string(),
+                format!("sha256-{hex}"),
+            ]
+            .iter()
+            .map(|t| ListedTag {
+                tag: t.parse().unwrap(),
+                digest: None,
+            }),
+        );
         let found: Vec<Option<&str>> = tags_of(&subject, &tags).into_iter().map(|t| t.1).collect();
         assert_eq!(found, [None, Some("att")]);
     }

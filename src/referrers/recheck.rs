@@ -238,14 +238,11 @@ mod tests {
 
     const DAY: i64 = 86_400;
 
-    fn listed(names: &[&str], digest: Option<&Digest>) -> Vec<ListedTag> {
-        names
-            .iter()
-            .map(|n| ListedTag {
-                tag: n.parse().unwrap(),
-                digest: digest.cloned(),
-            })
-            .collect()
+    fn listed(names: &[&str], digest: Option<&Digest>) -> std::sync::Arc<[ListedTag]> {
+        crate::referrers::sorted(names.iter().map(|n| ListedTag {
+            tag: n.parse().unwrap(),
+            digest: digest.cloned(),
+        }))
     }
 
     #[test]
