@@ -51,7 +51,7 @@ where
 /// them in declaration order, and images.json has every object's keys sorted.
 pub struct NamespaceRecord {
     /// Tags whose last copy failed, keyed `image:tag`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "packed")]
     pub failed: BTreeMap<String, Failure>,
     /// Images by name relative to the source namespace.
     #[serde(default, deserialize_with = "packed")]
@@ -69,7 +69,7 @@ pub struct NamespaceRecord {
     pub referrers_checked_through: Option<String>,
     /// Tags that cannot be mirrored verbatim (schema 1, unknown types), keyed `image:tag`;
     /// not fetched again while the source keeps serving the recorded digest.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "packed")]
     pub skipped: BTreeMap<String, Skip>,
     /// The source namespace, e.g. `gcr.io/google-containers`.
     pub source: String,
