@@ -326,7 +326,7 @@ impl Queue {
     fn next(&mut self) -> Option<Step> {
         let step = self.0.pop_front()?;
         // Halved: the steps left move to the front and the rest is freed (a shrinking
-        // realloc stays in place), so each step moves twice at most on average.
+        // realloc stays in place); the moves add up to fewer than the steps.
         if self.0.len() < self.0.capacity() / 2 && self.0.capacity() > 64 {
             self.0.shrink_to_fit();
         }
