@@ -269,7 +269,8 @@ impl std::io::Write for Pieces {
 /// `pieces` laid out in `text` itself: each kept range moved to its place (those moving
 /// right first, from the last; then those moving left, from the first, so that no range is
 /// overwritten before it moves), then the new bytes written between them. Kept ranges out
-/// of order (never from `into_json_bytes`) are copied into a new buffer instead.
+/// of order (an `images.json` whose images are not in name order, as an edit by hand can
+/// leave it) are copied into a new buffer instead.
 fn splice(mut text: Vec<u8>, pieces: Vec<Piece>) -> Vec<u8> {
     let len = |p: &Piece| match p {
         Piece::Keep(range) => range.len(),
@@ -555,6 +556,44 @@ mod tests {
         assert!(lazy.images.values().all(|i| matches!(i, Image::Parsed(_))));
         assert_eq!(lazy.to_json_bytes(), record.to_json_bytes());
         let lazy = BatchRecord::from_json(serde_json::to_vec(&record).unwrap(), "", "").unwrap();
+        assert_eq!(lazy.into_json_bytes(), record.to_json_bytes());
+        // Images out of name order, each in gcrsync's own layout: kept as text, written
+        // back sorted.
+        let mut head = serde_json::to_value(&record).unwrap();
+        let images = head["images"].take();
+        let reversed: Vec<String> = images
+            .as_object()
+            .unwrap()
+            .iter()
+            .rev()
+            .map(|(name, image)| {
+                let image = serde_json::to_string_pretty(image).unwrap();
+                format!(
+                    "{}: {}",
+                    serde_json::to_string(name).unwrap(),
+                    image.replace('\n', DEPTH)
+                )
+            })
+            .collect();
+        let text = serde_json::to_string_pretty(&head).unwrap().replace(
+            "\"images\": null",
+            &format!("\"images\": {{\n    {}\n  }}", reversed.join(",\n    ")),
+        );
+        let lazy = BatchRecord::from_json(text.into_bytes(), "", "").unwrap();
+        assert!(
+            lazy.images
+                .values()
+                .all(|i| matches!(i, Image::Stored { .. }))
+        );
+        let keeps: Vec<_> = lazy
+            .pieces()
+            .into_iter()
+            .filter_map(|p| match p {
+                Piece::Keep(range) => Some(range.start),
+                Piece::New(_) => None,
+            })
+            .collect();
+        assert!(keeps.windows(2).any(|w| w[0] > w[1]), "{keeps:?}");
         assert_eq!(lazy.into_json_bytes(), record.to_json_bytes());
         let legacy = BatchRecord::from_json(br#"["base:debug"]"#.to_vec(), "s", "u").unwrap();
         assert_eq!(legacy.image("base").unwrap().target, "u/base");
