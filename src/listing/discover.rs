@@ -65,6 +65,15 @@ pub struct Discovered {
 }
 
 impl Discovered {
+    /// Discovery of every repository by `how`: complete until a repository fails.
+    fn walking(how: ListedBy) -> Self {
+        Discovered {
+            listed_by: Some(how),
+            complete: true,
+            ..Discovered::default()
+        }
+    }
+
     /// Repository failures: those of images the filters keep are failures, those of
     /// images walked only for their children are warnings.
     fn failed(&mut self, ns: &Namespace, failed: Vec<(RepoPath, oci::Error)>, filters: &Filters) {
@@ -142,11 +151,7 @@ async fn walk_children<R: Registry>(
     queries: usize,
     sink: &mut Sink<'_>,
 ) -> Result<Discovered, SourceError> {
-    let mut found = Discovered {
-        listed_by: Some(ListedBy::Children),
-        complete: true,
-        ..Discovered::default()
-    };
+    let mut found = Discovered::walking(ListedBy::Children);
     let mut level = child_paths(None, &root);
     while !level.is_empty() {
         let wanted = found.worth_listing(level, filters, true);
@@ -253,11 +258,7 @@ async fn from_catalog<R: Registry>(
     queries: usize,
     sink: &mut Sink<'_>,
 ) -> Result<Discovered, SourceError> {
-    let mut found = Discovered {
-        listed_by: Some(ListedBy::Catalog),
-        complete: true,
-        ..Discovered::default()
-    };
+    let mut found = Discovered::walking(ListedBy::Catalog);
     let wanted = found.worth_listing(images, filters, false);
     let (failed, _) = list_many(registry, ns, wanted, false, queries, |image, list| {
         found.keep(image, list, filters, sink)
